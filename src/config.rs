@@ -1,0 +1,248 @@
+//! Configuration: defaults, then a TOML file (`triage serve --config FILE`), then `TRIAGE_*`
+//! environment variables (the environment wins), as the spec lists them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A value that never prints (tokens, signing secrets).
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(<empty>)"
+        } else {
+            "Secret(***)"
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub bind: String,
+    pub database_url: String,
+    pub api_tokens: Vec<Secret>,
+    pub model_dir: Option<PathBuf>,
+    pub slack_signing_secret: Secret,
+    pub slack_bot_token: Secret,
+    pub slack_api_url: String,
+    pub team_users: Vec<String>,
+    pub embed: EmbedSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbedSettings {
+    /// Compute threads for inference (0: one per core).
+    pub threads: usize,
+    /// Padded tokens per forward batch (bounds activation memory).
+    pub max_batch_tokens: usize,
+    pub max_batch_size: usize,
+    /// Inputs waiting or running before requests get 429.
+    pub max_queued_inputs: usize,
+    /// Inputs accepted in one request.
+    pub max_client_batch: usize,
+}
+
+impl Default for EmbedSettings {
+    fn default() -> Self {
+        let limits = crate::embed::BatchLimits::default();
+        let queue = crate::queue::QueueConfig::default();
+        Self {
+            threads: 0,
+            max_batch_tokens: limits.max_batch_tokens,
+            max_batch_size: limits.max_batch_size,
+            max_queued_inputs: queue.max_queued_inputs,
+            max_client_batch: queue.max_client_batch,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            database_url: "sqlite://triage.db".into(),
+            api_tokens: Vec::new(),
+            model_dir: None,
+            slack_signing_secret: Secret::default(),
+            slack_bot_token: Secret::default(),
+            slack_api_url: "https://slack.com/api".into(),
+            team_users: Vec::new(),
+            embed: EmbedSettings::default(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut s = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.into(),
+                    message: e.to_string(),
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::File {
+                    path: path.into(),
+                    message: e.to_string(),
+                })?
+            }
+            None => Settings::default(),
+        };
+        s.apply_env(|k| std::env::var(k).ok())?;
+        Ok(s)
+    }
+
+    /// Applies `TRIAGE_*` variables read through `get` (a function so tests need not touch the
+    /// process environment).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let list = |v: String| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        let num = |name: &str, v: String| -> Result<usize, ConfigError> {
+            v.trim().parse().map_err(|_| ConfigError::Env {
+                name: name.into(),
+                message: format!("{v:?} is not a non-negative integer"),
+            })
+        };
+        if let Some(v) = get("TRIAGE_BIND") {
+            self.bind = v;
+        }
+        if let Some(v) = get("TRIAGE_DATABASE_URL") {
+            self.database_url = v;
+        }
+        if let Some(v) = get("TRIAGE_API_TOKENS") {
+            self.api_tokens = list(v).into_iter().map(Secret::new).collect();
+        }
+        if let Some(v) = get("TRIAGE_MODEL_DIR").filter(|v| !v.is_empty()) {
+            self.model_dir = Some(v.into());
+        }
+        if let Some(v) = get("TRIAGE_SLACK_SIGNING_SECRET") {
+            self.slack_signing_secret = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_SLACK_BOT_TOKEN") {
+            self.slack_bot_token = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_SLACK_API_URL") {
+            self.slack_api_url = v;
+        }
+        if let Some(v) = get("TRIAGE_TEAM_USERS") {
+            self.team_users = list(v);
+        }
+        if let Some(v) = get("TRIAGE_EMBED_THREADS") {
+            self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;
+        }
+        if let Some(v) = get("TRIAGE_EMBED_MAX_BATCH_TOKENS") {
+            self.embed.max_batch_tokens = num("TRIAGE_EMBED_MAX_BATCH_TOKENS", v)?.max(1);
+        }
+        if let Some(v) = get("TRIAGE_EMBED_MAX_QUEUED_INPUTS") {
+            self.embed.max_queued_inputs = num("TRIAGE_EMBED_MAX_QUEUED_INPUTS", v)?.max(1);
+        }
+        Ok(())
+    }
+
+    pub fn batch_limits(&self) -> crate::embed::BatchLimits {
+        crate::embed::BatchLimits {
+            max_batch_tokens: self.embed.max_batch_tokens,
+            max_batch_size: self.embed.max_batch_size.max(1),
+        }
+    }
+
+    pub fn queue_config(&self) -> crate::queue::QueueConfig {
+        crate::queue::QueueConfig {
+            max_queued_inputs: self.embed.max_queued_inputs,
+            max_client_batch: self.embed.max_client_batch.max(1),
+        }
+    }
+}
+
+/// Sets the compute thread count once, before any inference: candle's matmul asks rayon how many
+/// threads to use, so both the global pool and `RAYON_NUM_THREADS` must agree. An explicit count
+/// avoids over-subscription when several pools would otherwise each take every core.
+pub fn init_compute_threads(requested: usize) -> usize {
+    let n = if requested > 0 {
+        requested
+    } else if let Some(n) = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        n
+    } else {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    };
+    // Called from main before other threads exist (single-threaded), so setting the variable is sound.
+    std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    rayon::current_num_threads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn environment_wins_over_file() {
+        let mut s: Settings = toml::from_str(
+            "bind = \"0.0.0.0:9000\"\nteam_users = [\"U1\"]\n[embed]\nmax_batch_tokens = 1024\n",
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = [
+            ("TRIAGE_BIND", "127.0.0.1:7000"),
+            ("TRIAGE_API_TOKENS", "a, b,,"),
+            ("TRIAGE_TEAM_USERS", "U2,U3"),
+        ]
+        .into();
+        s.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(s.bind, "127.0.0.1:7000");
+        assert_eq!(s.api_tokens, vec![Secret::new("a"), Secret::new("b")]);
+        assert_eq!(s.team_users, vec!["U2", "U3"]);
+        assert_eq!(s.embed.max_batch_tokens, 1024);
+        assert_eq!(s.database_url, "sqlite://triage.db");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_numbers_are_errors() {
+        assert!(toml::from_str::<Settings>("bnd = \"x\"").is_err());
+        let mut s = Settings::default();
+        let err = s
+            .apply_env(|k| (k == "TRIAGE_EMBED_THREADS").then(|| "many".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("TRIAGE_EMBED_THREADS"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        assert_eq!(format!("{:?}", Secret::new("xoxb-123")), "Secret(***)");
+    }
+}

@@ -1,0 +1,346 @@
+//! Our own BERT encoder forward over candle tensors (as text-embeddings-inference does): we own the
+//! hot path, so the layout is chosen for inference rather than for training:
+//! - Q, K and V are one fused `[hidden, 3*hidden]` projection, pre-transposed (`x @ W`), with the
+//!   attention scale `1/sqrt(head_dim)` folded into the Q columns;
+//! - every linear weight is stored pre-transposed and contiguous, so no per-call transposes;
+//! - softmax is `softmax_last_dim`; bias adds, GELU, residual adds and layer norms are fused
+//!   in-place kernels ([`super::ops`]), so activations are not copied between them;
+//! - a batch of one needs no attention mask at all (no padded positions).
+//!
+//! Weights are read tensor by tensor straight from the safetensors file into their final buffers,
+//! so loading never holds the file and the tensors in memory at once (peak RSS stays near the
+//! model's 90 MB).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+use serde::Deserialize;
+
+use super::{ops, EmbedError};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f64,
+    pub hidden_act: String,
+}
+
+impl BertConfig {
+    pub fn from_file(path: &Path) -> Result<Self, EmbedError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| EmbedError::Load(format!("{}: {e}", path.display())))?;
+        let cfg: BertConfig =
+            serde_json::from_str(&text).map_err(|e| EmbedError::Load(format!("{}: {e}", path.display())))?;
+        if cfg.hidden_act != "gelu" {
+            return Err(EmbedError::Load(format!(
+                "{}: hidden_act {:?} is not supported (only exact \"gelu\")",
+                path.display(),
+                cfg.hidden_act
+            )));
+        }
+        if cfg.hidden_size % cfg.num_attention_heads != 0 {
+            return Err(EmbedError::Load(
+                "hidden_size is not a multiple of num_attention_heads".into(),
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Minimal safetensors reader: header parsed once, each tensor read with one positioned read.
+struct SafetensorsFile {
+    file: File,
+    data_start: u64,
+    entries: HashMap<String, Entry>,
+}
+
+#[derive(Deserialize)]
+struct Entry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [u64; 2],
+}
+
+impl SafetensorsFile {
+    fn open(path: &Path) -> Result<Self, EmbedError> {
+        let err = |e: String| EmbedError::Load(format!("{}: {e}", path.display()));
+        let mut file = File::open(path).map_err(|e| err(e.to_string()))?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len).map_err(|e| err(e.to_string()))?;
+        let len = u64::from_le_bytes(len);
+        if len > 100 << 20 {
+            return Err(err(format!("header of {len} bytes is not plausible")));
+        }
+        let mut header = vec![0u8; len as usize];
+        file.read_exact(&mut header).map_err(|e| err(e.to_string()))?;
+        let raw: HashMap<String, serde_json::Value> =
+            serde_json::from_slice(&header).map_err(|e| err(format!("bad header: {e}")))?;
+        let mut entries = HashMap::new();
+        for (name, v) in raw {
+            if name == "__metadata__" {
+                continue;
+            }
+            let e: Entry = serde_json::from_value(v).map_err(|e| err(format!("{name}: {e}")))?;
+            entries.insert(name, e);
+        }
+        Ok(Self {
+            file,
+            data_start: 8 + len,
+            entries,
+        })
+    }
+
+    /// An f32 tensor, read into its own buffer (no intermediate copy of the file).
+    fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, EmbedError> {
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| EmbedError::Load(format!("weights have no tensor {name}")))?;
+        if e.dtype != "F32" || e.shape != shape {
+            return Err(EmbedError::Load(format!(
+                "{name}: expected F32 {shape:?}, found {} {:?}",
+                e.dtype, e.shape
+            )));
+        }
+        let n: usize = shape.iter().product();
+        if e.data_offsets[1] - e.data_offsets[0] != (n * 4) as u64 {
+            return Err(EmbedError::Load(format!(
+                "{name}: byte length does not match its shape"
+            )));
+        }
+        let mut data = vec![0f32; n];
+        // SAFETY: f32 has no invalid bit patterns; the slice covers exactly `data`'s allocation.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), n * 4) };
+        self.file
+            .seek(SeekFrom::Start(self.data_start + e.data_offsets[0]))
+            .and_then(|_| self.file.read_exact(bytes))
+            .map_err(|err| EmbedError::Load(format!("{name}: {err}")))?;
+        if cfg!(target_endian = "big") {
+            for x in &mut data {
+                *x = f32::from_bits(x.to_bits().swap_bytes());
+            }
+        }
+        Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
+    }
+}
+
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// `x @ w + b` with `w` stored `[in, out]` (pre-transposed).
+struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+/// One encoder layer. Each `*_norm` is `[bias; gamma; beta]` of a projection and the layer norm
+/// after it (see [`ops::add_norm_params`]); the projection itself has no separate bias.
+struct Layer {
+    qkv: Linear,
+    attn_out: Tensor,
+    attn_norm: Tensor,
+    inter: Linear,
+    out: Tensor,
+    out_norm: Tensor,
+    eps: f32,
+}
+
+pub struct Bert {
+    cfg: BertConfig,
+    word: Tensor,
+    position: Tensor,
+    token_type0: Tensor,
+    emb_ln: LayerNorm,
+    layers: Vec<Layer>,
+}
+
+impl Bert {
+    pub fn load(config: &Path, weights: &Path) -> Result<Self, EmbedError> {
+        let cfg = BertConfig::from_file(config)?;
+        let mut st = SafetensorsFile::open(weights)?;
+        let h = cfg.hidden_size;
+        let eps = cfg.layer_norm_eps as f32;
+        // sentence-transformers checkpoints have no "bert." prefix; HF BertModel ones do.
+        let prefix = if st.entries.contains_key("embeddings.word_embeddings.weight") {
+            ""
+        } else {
+            "bert."
+        };
+        let ln = |st: &mut SafetensorsFile, name: &str| -> Result<LayerNorm, EmbedError> {
+            Ok(LayerNorm {
+                weight: st.tensor(&format!("{prefix}{name}.weight"), &[h])?,
+                bias: st.tensor(&format!("{prefix}{name}.bias"), &[h])?,
+                eps,
+            })
+        };
+        let word = st.tensor(
+            &format!("{prefix}embeddings.word_embeddings.weight"),
+            &[cfg.vocab_size, h],
+        )?;
+        let position = st.tensor(
+            &format!("{prefix}embeddings.position_embeddings.weight"),
+            &[cfg.max_position_embeddings, h],
+        )?;
+        let token_type0 = st
+            .tensor(
+                &format!("{prefix}embeddings.token_type_embeddings.weight"),
+                &[cfg.type_vocab_size, h],
+            )?
+            .get(0)?;
+        let emb_ln = ln(&mut st, "embeddings.LayerNorm")?;
+
+        let head_dim = h / cfg.num_attention_heads;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("{prefix}encoder.layer.{i}.");
+            let lin = |st: &mut SafetensorsFile,
+                       name: &str,
+                       out: usize,
+                       inp: usize|
+             -> Result<(Tensor, Tensor), EmbedError> {
+                Ok((
+                    st.tensor(&format!("{p}{name}.weight"), &[out, inp])?,
+                    st.tensor(&format!("{p}{name}.bias"), &[out])?,
+                ))
+            };
+            let (qw, qb) = lin(&mut st, "attention.self.query", h, h)?;
+            let (kw, kb) = lin(&mut st, "attention.self.key", h, h)?;
+            let (vw, vb) = lin(&mut st, "attention.self.value", h, h)?;
+            let (ow, ob) = lin(&mut st, "attention.output.dense", h, h)?;
+            let (iw, ib) = lin(&mut st, "intermediate.dense", cfg.intermediate_size, h)?;
+            let (o2w, o2b) = lin(&mut st, "output.dense", h, cfg.intermediate_size)?;
+            let qkv_w = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?.t()?.contiguous()?;
+            let qkv_b = Tensor::cat(&[(qb * scale)?, kb, vb], 0)?;
+            let attn_ln = ln(&mut st, &format!("encoder.layer.{i}.attention.output.LayerNorm"))?;
+            let out_ln = ln(&mut st, &format!("encoder.layer.{i}.output.LayerNorm"))?;
+            layers.push(Layer {
+                qkv: Linear { w: qkv_w, b: qkv_b },
+                attn_out: ow.t()?.contiguous()?,
+                attn_norm: ops::add_norm_params(&ob, &attn_ln.weight, &attn_ln.bias)?,
+                inter: Linear {
+                    w: iw.t()?.contiguous()?,
+                    b: ib,
+                },
+                out: o2w.t()?.contiguous()?,
+                out_norm: ops::add_norm_params(&o2b, &out_ln.weight, &out_ln.bias)?,
+                eps,
+            });
+        }
+        Ok(Self {
+            cfg,
+            word,
+            position,
+            token_type0,
+            emb_ln,
+            layers,
+        })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+
+    /// Mean-pooled, L2-normalised sentence embeddings for token-id sequences (all non-empty,
+    /// already truncated). Sequences are right-padded to the longest one; padded positions are
+    /// masked out of attention and pooling, so results do not depend on the batch's composition
+    /// beyond floating-point summation order.
+    pub fn embed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let b = seqs.len();
+        if b == 0 {
+            return Ok(Vec::new());
+        }
+        let l = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        if l == 0 || l > self.cfg.max_position_embeddings {
+            return Err(EmbedError::Invalid(format!("sequence length {l} out of range")));
+        }
+        let h = self.cfg.hidden_size;
+        let padded = seqs.iter().any(|s| s.len() != l);
+        let mut ids = Vec::with_capacity(b * l);
+        let mut mask = Vec::with_capacity(b * l);
+        for s in seqs {
+            ids.extend_from_slice(s);
+            ids.extend(std::iter::repeat_n(0u32, l - s.len()));
+            mask.extend(std::iter::repeat_n(1f32, s.len()));
+            mask.extend(std::iter::repeat_n(0f32, l - s.len()));
+        }
+        let dev = Device::Cpu;
+        let ids = Tensor::from_vec(ids, b * l, &dev)?;
+        let mask = Tensor::from_vec(mask, (b, l), &dev)?;
+
+        // Embeddings: word + position + token type 0, then layer norm. Rows are [b*l, h].
+        let pos = self.position.narrow(0, 0, l)?.broadcast_add(&self.token_type0)?;
+        let x = self
+            .word
+            .index_select(&ids, 0)?
+            .reshape((b, l, h))?
+            .broadcast_add(&pos)?;
+        let mut x = self.emb_ln.forward(&x.reshape((b * l, h))?)?;
+
+        // Additive attention bias: 0 for real keys, f32::MIN for padding (exactly 0 after softmax).
+        let bias = if padded {
+            Some(((mask.ones_like()? - &mask)? * f64::from(f32::MIN))?.reshape((b, 1, 1, l))?)
+        } else {
+            None
+        };
+        let heads = self.cfg.num_attention_heads;
+        let hd = h / heads;
+        for layer in &self.layers {
+            // Each projection is one matmul; its bias is added inside the fused op that follows.
+            let qkv = x.matmul(&layer.qkv.w)?;
+            ops::bias_add_(&qkv, &layer.qkv.b)?;
+            let qkv = qkv.reshape((b, l, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
+            let q = qkv.get(0)?.contiguous()?;
+            let k = qkv.get(1)?.contiguous()?;
+            let v = qkv.get(2)?.contiguous()?;
+            let mut scores = q.matmul(&k.t()?)?;
+            if let Some(bias) = &bias {
+                scores = scores.broadcast_add(bias)?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * l, h))?;
+            let attn = ctx.matmul(&layer.attn_out)?;
+            ops::bias_residual_layer_norm_(&attn, &x, &layer.attn_norm, layer.eps)?;
+            let inter = attn.matmul(&layer.inter.w)?;
+            ops::bias_gelu_(&inter, &layer.inter.b)?;
+            let out = inter.matmul(&layer.out)?;
+            ops::bias_residual_layer_norm_(&out, &attn, &layer.out_norm, layer.eps)?;
+            x = out;
+        }
+
+        // Mean pooling over real tokens, then L2 normalisation.
+        let x = x.reshape((b, l, h))?;
+        let summed = x.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
+        let counts = mask.sum_keepdim(1)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norm = mean
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::MAX)?;
+        let out = mean.broadcast_div(&norm)?.to_dtype(DType::F32)?;
+        Ok(out.to_vec2::<f32>()?)
+    }
+}

@@ -1,0 +1,202 @@
+//! Local sentence embeddings: all-MiniLM-L6-v2 on CPU with candle, matching sentence-transformers
+//! (mean pooling over the attention mask, L2 normalisation, truncation at 256 tokens).
+//!
+//! This is the ML core: no HTTP, no SQL. The serving runtime (queue, batching) is in [`crate::queue`].
+
+mod bert;
+pub mod ops;
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+pub use bert::{Bert, BertConfig};
+
+use crate::model::ModelFiles;
+
+/// Embedding dimension of all-MiniLM-L6-v2.
+pub const DIM: usize = 384;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("loading the embedding model: {0}")]
+    Load(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    #[error("inference: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Batching limits. A batch's cost is its padded token count (`sequences * longest`), which also
+/// bounds its activation memory, so the budget is in tokens.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_batch_tokens: usize,
+    pub max_batch_size: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_batch_tokens: 4096,
+            max_batch_size: 128,
+        }
+    }
+}
+
+/// Splits sequences (given by their token counts) into batches: sorted by length so each batch pads
+/// little, each batch within the token budget (a single over-long sequence still gets its own batch).
+/// Returns indices into `lengths`; every index appears exactly once.
+pub fn plan_batches(lengths: &[usize], limits: BatchLimits) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    // Longest first; ties keep input order so the plan is deterministic.
+    order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
+    let mut batches = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    let mut longest = 0;
+    for i in order {
+        let len = lengths[i].max(1);
+        let new_longest = longest.max(len);
+        if !current.is_empty()
+            && ((current.len() + 1) * new_longest > limits.max_batch_tokens
+                || current.len() >= limits.max_batch_size)
+        {
+            batches.push(std::mem::take(&mut current));
+            longest = len;
+        } else {
+            longest = new_longest;
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+pub struct Embedder {
+    tokenizer: Tokenizer,
+    model: Bert,
+    limits: BatchLimits,
+}
+
+impl Embedder {
+    /// Loads verified model files. `max_seq_length` comes from the manifest (256 for this model,
+    /// what sentence-transformers uses; the shipped tokenizer.json says 128 and pads to 128).
+    pub fn load(files: &ModelFiles, limits: BatchLimits) -> Result<Self, EmbedError> {
+        let tokenizer = load_tokenizer(&files.tokenizer(), files.manifest.max_seq_length)?;
+        let model = Bert::load(&files.config(), &files.weights())?;
+        Ok(Self {
+            tokenizer,
+            model,
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
+    /// Token ids with [CLS]/[SEP], truncated to the model's maximum.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, EmbedError> {
+        tokenize_with(&self.tokenizer, text)
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// One forward pass over one batch (as planned by [`plan_batches`]).
+    pub fn embed_tokens(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.model.embed(seqs)
+    }
+
+    /// Embeds texts in length-sorted batches; results in input order.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let ids = texts
+            .iter()
+            .map(|t| self.tokenize(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.embed_ids(&ids)
+    }
+
+    /// Embeds tokenized sequences in length-sorted batches; results in input order.
+    pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let mut out = vec![Vec::new(); ids.len()];
+        for batch in plan_batches(&lengths, self.limits) {
+            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+            for (i, v) in batch.iter().zip(self.model.embed(&seqs)?) {
+                out[*i] = v;
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub fn load_tokenizer(path: &Path, max_len: usize) -> Result<Tokenizer, EmbedError> {
+    let mut tok =
+        Tokenizer::from_file(path).map_err(|e| EmbedError::Tokenizer(format!("{}: {e}", path.display())))?;
+    // Replace the file's fixed padding to 128 with none (we pad per batch) and its truncation at 128
+    // with sentence-transformers' max_seq_length.
+    tok.with_padding(None);
+    tok.with_truncation(Some(TruncationParams {
+        max_length: max_len,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+        direction: TruncationDirection::Right,
+    }))
+    .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+    Ok(tok)
+}
+
+pub fn tokenize_with(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>, EmbedError> {
+    let enc = tokenizer
+        .encode(text, true)
+        .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+    Ok(enc.get_ids().to_vec())
+}
+
+/// Cosine similarity of two vectors (1.0 for identical directions).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        dot += f64::from(*x) * f64::from(*y);
+        na += f64::from(*x) * f64::from(*x);
+        nb += f64::from(*y) * f64::from(*y);
+    }
+    (dot / (na.sqrt() * nb.sqrt()).max(1e-30)) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_every_index_once_and_respects_the_budget() {
+        let lengths = vec![5, 100, 7, 7, 300, 1, 60, 60, 61, 2];
+        let limits = BatchLimits {
+            max_batch_tokens: 128,
+            max_batch_size: 3,
+        };
+        let plan = plan_batches(&lengths, limits);
+        let mut seen: Vec<usize> = plan.iter().flatten().copied().collect();
+        seen.sort();
+        assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
+        for b in &plan {
+            let longest = b.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(b.len() <= 3);
+            // Only a lone over-long sequence may exceed the budget.
+            assert!(b.len() * longest <= 128 || b.len() == 1, "{b:?}");
+        }
+        // Sorted: the 300-token sequence is alone and first.
+        assert_eq!(plan[0], vec![4]);
+    }
+
+    #[test]
+    fn plan_of_nothing_is_empty() {
+        assert!(plan_batches(&[], BatchLimits::default()).is_empty());
+    }
+}

@@ -1,0 +1,325 @@
+//! Fused, vectorised element-wise kernels for the encoder, as candle custom ops.
+//!
+//! Why: candle's generic `gelu_erf` calls a scalar erf per element on one thread, and bias adds,
+//! residual adds and layer norm are separate passes that each allocate. Here each is one in-place
+//! pass over the activations, split over rows on the rayon pool for large tensors, and compiled
+//! for AVX-512 / AVX2 at run time when the CPU has them (the same code, inlined into functions
+//! with those target features, so LLVM vectorises it).
+
+use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+use rayon::prelude::*;
+
+/// Below this many elements the work stays on the calling thread (waking workers costs more).
+const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+fn slice_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{what}: expected f32 storage")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+fn slice_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{what}: expected f32 storage")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut v[a..b]),
+        None => candle_core::bail!("{what}: expected a contiguous tensor"),
+    }
+}
+
+/// Runs `f` over row-aligned chunks of `data`, in parallel when the tensor is large.
+fn for_rows(data: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync) {
+    if data.len() < PARALLEL_MIN_ELEMS {
+        f(data);
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let rows = data.len() / row;
+    let per = rows.div_ceil(threads * 4).max(1) * row;
+    data.par_chunks_mut(per).for_each(|d| f(d));
+}
+
+/// Same as [`for_rows`] with a second, row-aligned input of the same shape.
+fn for_rows2(data: &mut [f32], other: &[f32], row: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
+    if data.len() < PARALLEL_MIN_ELEMS {
+        f(data, other);
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let rows = data.len() / row;
+    let per = rows.div_ceil(threads * 4).max(1) * row;
+    data.par_chunks_mut(per)
+        .zip(other.par_chunks(per))
+        .for_each(|(d, o)| f(d, o));
+}
+
+/// Defines `$name`, which runs `$kernel` compiled for the widest instruction set the CPU has: the
+/// kernel is `#[inline(always)]`, so it is inlined into each `#[target_feature]` wrapper.
+macro_rules! multiversion {
+    (fn $name:ident($($arg:ident : $ty:ty),*) => $kernel:ident) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512dq,fma")]
+                unsafe fn v4($($arg: $ty),*) { $kernel($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) { $kernel($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
+                    // SAFETY: the CPU has the features `v4` is compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for `v3`.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $kernel($($arg),*)
+        }
+    };
+}
+
+multiversion!(fn bias_gelu_rows(data: &mut [f32], bias: &[f32]) => bias_gelu_kernel);
+multiversion!(fn bias_rows(data: &mut [f32], bias: &[f32]) => bias_kernel);
+multiversion!(fn add_norm_rows(data: &mut [f32], residual: &[f32], p: &AddNormParams<'_>) => add_norm_kernel);
+
+/// erf for f32, branch-free so it vectorises: Eigen's rational approximation on [-4, 4] (outside,
+/// erf is ±1 in f32), a few ulp from the exact value.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2.mul_add(-2.726_142_3e-10, 2.770_681_4e-8);
+    p = p.mul_add(x2, -2.101_024e-6);
+    p = p.mul_add(x2, -5.692_506_4e-5);
+    p = p.mul_add(x2, -7.349_906e-4);
+    p = p.mul_add(x2, -2.954_6e-3);
+    p = p.mul_add(x2, -1.609_603_3e-2);
+    p *= x;
+    let mut q = x2.mul_add(-1.456_607_2e-5, -2.133_740_6e-4);
+    q = q.mul_add(x2, -1.682_827e-3);
+    q = q.mul_add(x2, -7.373_329e-3);
+    q = q.mul_add(x2, -1.426_474e-2);
+    p / q
+}
+
+#[inline(always)]
+fn bias_gelu_kernel(data: &mut [f32], bias: &[f32]) {
+    for row in data.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            let x = *v + b;
+            *v = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+#[inline(always)]
+fn bias_kernel(data: &mut [f32], bias: &[f32]) {
+    for row in data.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// Sum with 16 independent accumulators (a plain fold would not vectorise: float addition is
+/// not associative, so the compiler may not reorder it).
+#[inline(always)]
+fn sum16(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = xs.chunks_exact(16);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += f(c[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|&x| f(x)).sum::<f32>()
+}
+
+/// `x = layer_norm(x + bias + residual) * gamma + beta`, row by row.
+#[inline(always)]
+fn add_norm_kernel(data: &mut [f32], residual: &[f32], p: &AddNormParams<'_>) {
+    let n = p.gamma.len();
+    for (row, res) in data.chunks_exact_mut(n).zip(residual.chunks_exact(n)) {
+        for ((v, r), b) in row.iter_mut().zip(res).zip(p.bias) {
+            *v += r + b;
+        }
+        let mean = sum16(row, |x| x) / n as f32;
+        let var = sum16(row, |x| (x - mean) * (x - mean)) / n as f32;
+        let inv = 1.0 / (var + p.eps).sqrt();
+        for ((v, g), b) in row.iter_mut().zip(p.gamma).zip(p.beta) {
+            *v = (*v - mean) * inv * g + b;
+        }
+    }
+}
+
+struct AddNormParams<'a> {
+    bias: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    eps: f32,
+}
+
+/// In place: `x = gelu(x + bias)` (exact erf GELU), `x` is `[rows, bias.len()]`.
+pub fn bias_gelu_(x: &Tensor, bias: &Tensor) -> Result<()> {
+    struct Op;
+    impl InplaceOp2 for Op {
+        fn name(&self) -> &'static str {
+            "bias-gelu"
+        }
+        fn cpu_fwd(&self, dst: &mut CpuStorage, dl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<()> {
+            let bias = slice_f32(b, bl, "bias-gelu bias")?;
+            let data = slice_f32_mut(dst, dl, "bias-gelu")?;
+            check_rows(data.len(), bias.len(), "bias-gelu")?;
+            for_rows(data, bias.len(), |d| bias_gelu_rows(d, bias));
+            Ok(())
+        }
+    }
+    x.inplace_op2(bias, &Op)
+}
+
+/// In place: `x += bias` broadcast over rows.
+pub fn bias_add_(x: &Tensor, bias: &Tensor) -> Result<()> {
+    struct Op;
+    impl InplaceOp2 for Op {
+        fn name(&self) -> &'static str {
+            "bias-add"
+        }
+        fn cpu_fwd(&self, dst: &mut CpuStorage, dl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<()> {
+            let bias = slice_f32(b, bl, "bias-add bias")?;
+            let data = slice_f32_mut(dst, dl, "bias-add")?;
+            check_rows(data.len(), bias.len(), "bias-add")?;
+            for_rows(data, bias.len(), |d| bias_rows(d, bias));
+            Ok(())
+        }
+    }
+    x.inplace_op2(bias, &Op)
+}
+
+/// Packs a projection's bias with the layer norm that follows it, `[bias; gamma; beta]`, the
+/// parameter layout [`bias_residual_layer_norm_`] reads.
+pub fn add_norm_params(bias: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
+    Tensor::stack(&[bias, gamma, beta], 0)?.contiguous()
+}
+
+/// In place: `x = layer_norm(x + bias + residual) * gamma + beta` (BERT's "add & norm" after a
+/// projection whose bias was not yet added); `params` is [`add_norm_params`]'s `[3, hidden]`.
+pub fn bias_residual_layer_norm_(x: &Tensor, residual: &Tensor, params: &Tensor, eps: f32) -> Result<()> {
+    struct Op {
+        eps: f32,
+    }
+    impl InplaceOp3 for Op {
+        fn name(&self) -> &'static str {
+            "bias-residual-layer-norm"
+        }
+        fn cpu_fwd(
+            &self,
+            dst: &mut CpuStorage,
+            dl: &Layout,
+            r: &CpuStorage,
+            rl: &Layout,
+            pr: &CpuStorage,
+            pl: &Layout,
+        ) -> Result<()> {
+            let params = slice_f32(pr, pl, "add-norm params")?;
+            let n = params.len() / 3;
+            let p = AddNormParams {
+                bias: &params[..n],
+                gamma: &params[n..2 * n],
+                beta: &params[2 * n..],
+                eps: self.eps,
+            };
+            let residual = slice_f32(r, rl, "add-norm residual")?;
+            let data = slice_f32_mut(dst, dl, "add-norm")?;
+            check_rows(data.len(), n, "add-norm")?;
+            if residual.len() != data.len() || params.len() != 3 * n {
+                candle_core::bail!("add-norm: shapes do not match");
+            }
+            for_rows2(data, residual, n, |d, r| add_norm_rows(d, r, &p));
+            Ok(())
+        }
+    }
+    x.inplace_op3(residual, params, &Op { eps })
+}
+
+fn check_rows(len: usize, row: usize, what: &str) -> Result<()> {
+    if row == 0 || len % row != 0 {
+        candle_core::bail!("{what}: {len} elements are not rows of {row}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn erf_is_within_a_few_ulp_of_the_exact_value() {
+        let mut worst = 0f64;
+        for i in -6000..=6000 {
+            let x = i as f32 / 1000.0;
+            let exact = candle_core::cpu::erf::erf_f64(x as f64);
+            worst = worst.max((erf(x) as f64 - exact).abs());
+        }
+        assert!(worst < 5e-7, "max abs error {worst}");
+    }
+
+    #[test]
+    fn fused_ops_match_candle_reference_ops() {
+        let dev = Device::Cpu;
+        // Large enough to take the parallel path too.
+        for rows in [3usize, 200] {
+            let x = Tensor::randn(0f32, 2.0, (rows, 384), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, 384, &dev).unwrap();
+            let r = Tensor::randn(0f32, 1.0, (rows, 384), &dev).unwrap();
+            let g = Tensor::randn(1f32, 0.1, 384, &dev).unwrap();
+            let be = Tensor::randn(0f32, 0.1, 384, &dev).unwrap();
+
+            let want = x.broadcast_add(&b).unwrap().gelu_erf().unwrap();
+            let got = x.copy().unwrap();
+            bias_gelu_(&got, &b).unwrap();
+            let d = (want - &got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-5, "gelu diff {d}");
+
+            let sum = (x.broadcast_add(&b).unwrap() + &r).unwrap();
+            let want = candle_nn::ops::layer_norm_slow(&sum, &g, &be, 1e-12).unwrap();
+            let got = x.copy().unwrap();
+            bias_residual_layer_norm_(&got, &r, &add_norm_params(&b, &g, &be).unwrap(), 1e-12).unwrap();
+            let d = (want - &got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-4, "layer norm diff {d}");
+
+            let want = x.broadcast_add(&b).unwrap();
+            let got = x.copy().unwrap();
+            bias_add_(&got, &b).unwrap();
+            let d = (want - &got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The `triage` command line: parses arguments and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "triage",
+    version,
+    about = "Slack-first support ticketing with local ML"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (configuration: TOML file, then TRIAGE_* environment variables).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Overrides TRIAGE_BIND.
+        #[arg(long)]
+        bind: Option<String>,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
+    /// Lines of text on stdin -> one JSON array (384 floats) per line on stdout.
+    Embed {
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+    /// The embedding model's files.
+    Model {
+        #[command(subcommand)]
+        what: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Embedding throughput and single-message latency over a file of messages (one per line).
+    Embed {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long, default_value_t = 500)]
+        single: usize,
+        #[arg(long)]
+        max_batch_tokens: Option<usize>,
+        #[arg(long)]
+        max_batch_size: Option<usize>,
+        #[arg(long = "impl", value_enum, default_value = "triage")]
+        implementation: triage::bench::Impl,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Resolve and verify the model files; prints where they are.
+    Verify {
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
+    /// Download into the Hugging Face cache (needs the hub; honours HF_HOME, HF_HUB_OFFLINE).
+    Pull,
+}
+
+fn main() -> ExitCode {
+    triage::telemetry::init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn settings(model_dir: Option<PathBuf>) -> anyhow::Result<triage::config::Settings> {
+    let mut s = triage::config::Settings::load(None)?;
+    if model_dir.is_some() {
+        s.model_dir = model_dir;
+    }
+    Ok(s)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            config,
+            bind,
+            model_dir,
+        } => {
+            let mut s = triage::config::Settings::load(config.as_deref())?;
+            if let Some(b) = bind {
+                s.bind = b;
+            }
+            if model_dir.is_some() {
+                s.model_dir = model_dir;
+            }
+            triage::config::init_compute_threads(s.embed.threads);
+            tokio::runtime::Runtime::new()?.block_on(async {
+                let app = triage::serve::Application::build(s).await?;
+                app.run_until_stopped(triage::serve::shutdown_signal()).await
+            })
+        }
+        Command::Embed { model_dir } => {
+            let s = settings(model_dir)?;
+            triage::config::init_compute_threads(s.embed.threads);
+            triage::cli::embed_stdin(&s)
+        }
+        Command::Bench {
+            what:
+                BenchCommand::Embed {
+                    input,
+                    model_dir,
+                    repeats,
+                    single,
+                    max_batch_tokens,
+                    max_batch_size,
+                    implementation,
+                },
+        } => {
+            let s = settings(model_dir)?;
+            let threads = triage::config::init_compute_threads(s.embed.threads);
+            let mut limits = s.batch_limits();
+            if let Some(t) = max_batch_tokens {
+                limits.max_batch_tokens = t;
+            }
+            if let Some(b) = max_batch_size {
+                limits.max_batch_size = b;
+            }
+            let files = triage::model::resolve(s.model_dir.as_deref())?;
+            let opts = triage::bench::BenchOptions {
+                repeats,
+                single,
+                limits,
+                implementation,
+                threads,
+            };
+            let report = triage::bench::bench_embed(&files, &input, &opts)?;
+            println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Model {
+            what: ModelCommand::Verify { model_dir },
+        } => {
+            let s = settings(model_dir)?;
+            let files = triage::model::resolve(s.model_dir.as_deref())?;
+            println!(
+                "{}",
+                serde_json::json!({"model": files.manifest.name, "revision": files.manifest.revision,
+                                   "dir": files.dir, "verified": true})
+            );
+            Ok(())
+        }
+        Command::Model {
+            what: ModelCommand::Pull,
+        } => {
+            let files = triage::model::pull()?;
+            println!(
+                "{}",
+                serde_json::json!({"model": files.manifest.name, "dir": files.dir, "verified": true})
+            );
+            Ok(())
+        }
+    }
+}

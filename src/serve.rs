@@ -1,0 +1,132 @@
+//! `triage serve`: binds, answers health checks at once, loads and warms the model in the
+//! background (readiness follows the warm-up), and shuts down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::embed::Embedder;
+use crate::model;
+use crate::queue::{EmbedHandle, EmbedSlot};
+use crate::telemetry::Metrics;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Application {
+    /// Binds `settings.bind` (port 0 picks a free port, as tests do) and validates what can be
+    /// validated before serving.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.bind).await?;
+        let addr = listener.local_addr()?;
+        if settings.api_tokens.is_empty() {
+            anyhow::ensure!(
+                addr.ip().is_loopback(),
+                "refusing to serve on {addr} without API tokens: set TRIAGE_API_TOKENS or bind to 127.0.0.1"
+            );
+            tracing::warn!("TRIAGE_API_TOKENS is empty: /v1 is open to anyone who can reach {addr}");
+        }
+        let state = AppState {
+            embed: EmbedSlot::default(),
+            metrics: Metrics::default(),
+            api_tokens: Arc::new(settings.api_tokens.clone()),
+        };
+        Ok(Self {
+            listener,
+            state,
+            settings,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown`; the model loads on a blocking thread meanwhile. A model that fails
+    /// to load (missing, bad checksum) stops the server with that error.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            settings,
+        } = self;
+        let slot = state.embed.clone();
+        let metrics = state.metrics.embed.clone();
+        let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let files = model::resolve(settings.model_dir.as_deref())?;
+            tracing::info!(dir = %files.dir.display(), "model files verified");
+            let embedder = Embedder::load(&files, settings.batch_limits())?;
+            slot.fill(EmbedHandle::start(embedder, settings.queue_config(), metrics));
+            Ok(())
+        });
+        tracing::info!(addr = %listener.local_addr()?, "serving");
+        let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
+        tokio::spawn(async move {
+            match loader.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let _ = fail_tx.send(e);
+                }
+                Err(e) => {
+                    let _ = fail_tx.send(anyhow::anyhow!("model loader panicked: {e}"));
+                }
+            }
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let failure = tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown => { let _ = stop_tx.send(()); None }
+                Ok(e) = fail_rx => { let _ = stop_tx.send(()); Some(e) }
+            }
+        });
+        api::run(listener, state.clone(), async move {
+            let _ = stop_rx.await;
+        })
+        .await?;
+        // In-flight requests are done; let the model thread finish and exit.
+        if let Some(h) = state.embed.get() {
+            let h = h.clone();
+            tokio::task::spawn_blocking(move || h.shutdown()).await?;
+        }
+        match failure.await? {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

@@ -1,0 +1,130 @@
+//! Logs (tracing, to stderr) and Prometheus metrics.
+
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Logs go to stderr so stdout stays the command's result (last line: one JSON object).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn seconds() -> Histogram {
+    // 50 µs .. ~26 s
+    Histogram::new(exponential_buckets(0.00005, 2.0, 20))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub path: String,
+    pub status: u16,
+}
+
+/// Per-phase histograms of the embedding runtime, as text-embeddings-inference exposes them.
+#[derive(Clone)]
+pub struct EmbedMetrics {
+    pub tokenization: Histogram,
+    pub queue: Histogram,
+    pub inference: Histogram,
+    pub batch_size: Histogram,
+    pub batch_tokens: Histogram,
+    pub queue_depth: Gauge<i64, AtomicI64>,
+}
+
+impl Default for EmbedMetrics {
+    fn default() -> Self {
+        Self {
+            tokenization: seconds(),
+            queue: seconds(),
+            inference: seconds(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            batch_tokens: Histogram::new(exponential_buckets(8.0, 2.0, 12)),
+            queue_depth: Gauge::default(),
+        }
+    }
+}
+
+/// Everything `/metrics` shows.
+#[derive(Clone)]
+pub struct Metrics {
+    pub embed: EmbedMetrics,
+    pub requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let embed = EmbedMetrics::default();
+        let requests = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(seconds);
+        let mut r = Registry::with_prefix("triage");
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request duration by route and status",
+            requests.clone(),
+        );
+        r.register(
+            "embed_tokenization_duration_seconds",
+            "Tokenization time per request",
+            embed.tokenization.clone(),
+        );
+        r.register(
+            "embed_queue_duration_seconds",
+            "Time a request waited for the model thread",
+            embed.queue.clone(),
+        );
+        r.register(
+            "embed_inference_duration_seconds",
+            "Forward-pass time per batch",
+            embed.inference.clone(),
+        );
+        r.register(
+            "embed_batch_size",
+            "Sequences per forward batch",
+            embed.batch_size.clone(),
+        );
+        r.register(
+            "embed_batch_tokens",
+            "Padded tokens per forward batch",
+            embed.batch_tokens.clone(),
+        );
+        r.register(
+            "embed_queue_depth",
+            "Inputs waiting for the model thread",
+            embed.queue_depth.clone(),
+        );
+        Self {
+            embed,
+            requests,
+            registry: Arc::new(r),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// Peak resident set size of this process in bytes (VmHWM), where the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}

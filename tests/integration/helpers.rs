@@ -1,0 +1,103 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use triage::api::AppState;
+use triage::config::{Secret, Settings};
+use triage::queue::EmbedSlot;
+use triage::telemetry::Metrics;
+
+pub const TOKEN: &str = "test-token";
+
+/// The verified model folder: TRIAGE_MODEL_DIR, else models/all-MiniLM-L6-v2 (filled by
+/// `bash scripts/fetch-model.sh`, which the test command runs first).
+pub fn model_dir() -> PathBuf {
+    let dir = std::env::var("TRIAGE_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"));
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "model files missing in {}: run `bash scripts/fetch-model.sh` (the README's test command does)",
+        dir.display()
+    );
+    dir
+}
+
+pub struct TestApp {
+    pub addr: String,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn settings() -> Settings {
+    let mut s = Settings::default();
+    s.bind = "127.0.0.1:0".into();
+    s.api_tokens = vec![Secret::new(TOKEN)];
+    s.model_dir = Some(model_dir());
+    s
+}
+
+/// Starts the real application on port 0 and waits until it is ready.
+pub async fn spawn_app_with(s: Settings) -> TestApp {
+    let app = triage::serve::Application::build(s).await.expect("build app");
+    let addr = format!("http://{}", app.local_addr());
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let t = TestApp {
+        addr,
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+        server: Some(server),
+    };
+    t.wait_ready().await;
+    t
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(settings()).await
+}
+
+impl TestApp {
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.client.get(format!("{}/readyz", self.addr)).send().await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.addr))
+            .bearer_auth(TOKEN)
+    }
+
+    /// Graceful stop; returns what the server returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        self.server.take().unwrap().await.expect("server task")
+    }
+}
+
+/// An app whose model slot is empty until the test fills it (for readiness tests).
+pub async fn spawn_unloaded() -> (String, AppState, tokio::sync::oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let state = AppState {
+        embed: EmbedSlot::default(),
+        metrics: Metrics::default(),
+        api_tokens: Arc::new(vec![Secret::new(TOKEN)]),
+    };
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(triage::api::run(listener, state.clone(), async move {
+        let _ = rx.await;
+    }));
+    (addr, state, stop)
+}

@@ -1,0 +1,4 @@
+//! The one integration-test binary: real model, real HTTP on port 0.
+mod embed_api;
+mod helpers;
+mod model_files;

@@ -5,7 +5,7 @@
 //! - every linear weight is stored pre-transposed and contiguous, so no per-call transposes;
 //! - softmax is `softmax_last_dim`; bias adds, GELU, residual adds and layer norms are fused
 //!   in-place kernels ([`super::ops`]), so activations are not copied between them;
-//! - a batch of one needs no attention mask at all (no padded positions).
+//! - padded keys are skipped inside the softmax kernel rather than masked with an added tensor.
 //!
 //! Weights are read tensor by tensor straight from the safetensors file into their final buffers,
 //! so loading never holds the file and the tensors in memory at once (peak RSS stays near the
@@ -277,7 +277,6 @@ impl Bert {
             return Err(EmbedError::Invalid(format!("sequence length {l} out of range")));
         }
         let h = self.cfg.hidden_size;
-        let padded = seqs.iter().any(|s| s.len() != l);
         let mut ids = Vec::with_capacity(b * l);
         let mut mask = Vec::with_capacity(b * l);
         for s in seqs {
@@ -299,12 +298,8 @@ impl Bert {
             .broadcast_add(&pos)?;
         let mut x = self.emb_ln.forward(&x.reshape((b * l, h))?)?;
 
-        // Additive attention bias: 0 for real keys, f32::MIN for padding (exactly 0 after softmax).
-        let bias = if padded {
-            Some(((mask.ones_like()? - &mask)? * f64::from(f32::MIN))?.reshape((b, 1, 1, l))?)
-        } else {
-            None
-        };
+        // Attention softmax counts only each sequence's real keys (padding gets exactly 0).
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let heads = self.cfg.num_attention_heads;
         let hd = h / heads;
         for layer in &self.layers {
@@ -315,12 +310,9 @@ impl Bert {
             let q = qkv.get(0)?.contiguous()?;
             let k = qkv.get(1)?.contiguous()?;
             let v = qkv.get(2)?.contiguous()?;
-            let mut scores = q.matmul(&k.t()?)?;
-            if let Some(bias) = &bias {
-                scores = scores.broadcast_add(bias)?;
-            }
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b * l, h))?;
+            let scores = q.matmul(&k.t()?)?;
+            ops::masked_softmax_(&scores, &lengths)?;
+            let ctx = scores.matmul(&v)?.transpose(1, 2)?.reshape((b * l, h))?;
             let attn = ctx.matmul(&layer.attn_out)?;
             ops::bias_residual_layer_norm_(&attn, &x, &layer.attn_norm, layer.eps)?;
             let inter = attn.matmul(&layer.inter.w)?;

@@ -84,6 +84,7 @@ macro_rules! multiversion {
 }
 
 multiversion!(fn bias_gelu_rows(data: &mut [f32], bias: &[f32]) => bias_gelu_kernel);
+multiversion!(fn masked_softmax_rows(rows: &mut [f32], width: usize, valid: usize) => masked_softmax_kernel);
 multiversion!(fn bias_rows(data: &mut [f32], bias: &[f32]) => bias_kernel);
 multiversion!(fn add_norm_rows(data: &mut [f32], residual: &[f32], p: &AddNormParams<'_>) => add_norm_kernel);
 
@@ -105,6 +106,41 @@ pub fn erf(x: f32) -> f32 {
     q = q.mul_add(x2, -7.373_329e-3);
     q = q.mul_add(x2, -1.426_474e-2);
     p / q
+}
+
+/// exp for f32, branch-free so it vectorises (Cephes' expf: range reduction by ln 2 in two parts and
+/// a degree-6 polynomial), within ~2 ulp for inputs above -87; smaller inputs give 0.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.336_54, 88.376_26);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    let r = n.mul_add(-0.693_359_4, x);
+    let r = n.mul_add(2.121_944_4e-4, r);
+    let mut p = r.mul_add(1.987_569_1e-4, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 0.5);
+    p = p.mul_add(r * r, r) + 1.0;
+    // 2^n through the exponent bits; n is within [-126, 127] after the clamp.
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Softmax of each row over its first `valid` entries; the rest (padded keys) become exactly 0.
+#[inline(always)]
+fn masked_softmax_kernel(rows: &mut [f32], width: usize, valid: usize) {
+    for row in rows.chunks_exact_mut(width) {
+        let (live, pad) = row.split_at_mut(valid);
+        let max = live.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for v in live.iter_mut() {
+            *v = exp(*v - max);
+        }
+        let inv = 1.0 / sum16(live, |x| x);
+        for v in live.iter_mut() {
+            *v *= inv;
+        }
+        pad.fill(0.0);
+    }
 }
 
 #[inline(always)]
@@ -201,6 +237,40 @@ pub fn bias_add_(x: &Tensor, bias: &Tensor) -> Result<()> {
     x.inplace_op2(bias, &Op)
 }
 
+/// In place: softmax over the last dimension of attention scores `[batch, heads, queries, keys]`,
+/// counting only the first `lengths[b]` keys of sequence `b` (the rest are padding and get 0).
+/// Replaces an additive mask tensor, its broadcast add and a scalar-exp softmax.
+pub fn masked_softmax_(scores: &Tensor, lengths: &[usize]) -> Result<()> {
+    struct Op<'a> {
+        lengths: &'a [usize],
+    }
+    impl candle_core::InplaceOp1 for Op<'_> {
+        fn name(&self) -> &'static str {
+            "masked-softmax"
+        }
+        fn cpu_fwd(&self, dst: &mut CpuStorage, dl: &Layout) -> Result<()> {
+            let dims = dl.dims();
+            let [b, h, q, k] = dims else {
+                candle_core::bail!("masked-softmax: expected 4 dims, got {dims:?}")
+            };
+            let (b, per_seq, k) = (*b, h * q * k, *k);
+            if self.lengths.len() != b || self.lengths.iter().any(|&n| n == 0 || n > k) {
+                candle_core::bail!("masked-softmax: lengths {:?} do not fit {dims:?}", self.lengths);
+            }
+            let data = slice_f32_mut(dst, dl, "masked-softmax")?;
+            let lengths = self.lengths;
+            let run = |(i, seq): (usize, &mut [f32])| masked_softmax_rows(seq, k, lengths[i]);
+            if data.len() < PARALLEL_MIN_ELEMS {
+                data.chunks_mut(per_seq).enumerate().for_each(run);
+            } else {
+                data.par_chunks_mut(per_seq).enumerate().for_each(run);
+            }
+            Ok(())
+        }
+    }
+    scores.inplace_op1(&Op { lengths })
+}
+
 /// Packs a projection's bias with the layer norm that follows it, `[bias; gamma; beta]`, the
 /// parameter layout [`bias_residual_layer_norm_`] reads.
 pub fn add_norm_params(bias: &Tensor, gamma: &Tensor, beta: &Tensor) -> Result<Tensor> {
@@ -268,6 +338,56 @@ mod tests {
             worst = worst.max((erf(x) as f64 - exact).abs());
         }
         assert!(worst < 5e-7, "max abs error {worst}");
+    }
+
+    #[test]
+    fn exp_is_within_a_few_ulp() {
+        let mut worst = 0f32;
+        for i in -8700..=8800 {
+            let x = i as f32 / 100.0;
+            let exact = (x as f64).exp();
+            worst = worst.max(((exp(x) as f64 - exact) / exact).abs() as f32);
+        }
+        assert!(worst < 1e-6, "max relative error {worst}");
+        assert_eq!(exp(-1000.0), exp(-87.336_54));
+        assert!(exp(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn masked_softmax_matches_softmax_over_the_real_keys() {
+        let dev = Device::Cpu;
+        let scores = Tensor::randn(0f32, 3.0, (2, 3, 4, 5), &dev).unwrap();
+        let got = scores.copy().unwrap();
+        masked_softmax_(&got, &[5, 2]).unwrap();
+        let full = candle_nn::ops::softmax_last_dim(&scores.get(0).unwrap()).unwrap();
+        let d = (full - got.get(0).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+        let short = candle_nn::ops::softmax_last_dim(
+            &scores
+                .get(1)
+                .unwrap()
+                .narrow(2, 0, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap(),
+        )
+        .unwrap();
+        let got1 = got.get(1).unwrap();
+        let d = (short - got1.narrow(2, 0, 2).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+        let pad = got1.narrow(2, 2, 3).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(pad.to_scalar::<f32>().unwrap(), 0.0);
+        assert!(masked_softmax_(&scores.copy().unwrap(), &[6, 1]).is_err());
     }
 
     #[test]

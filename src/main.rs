@@ -55,8 +55,12 @@ enum BenchCommand {
         model_dir: Option<PathBuf>,
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Messages timed one at a time for latency.
         #[arg(long, default_value_t = 500)]
         single: usize,
+        /// Only messages with fewer tokens than this are timed one at a time.
+        #[arg(long, default_value_t = 40)]
+        single_max_tokens: usize,
         #[arg(long)]
         max_batch_tokens: Option<usize>,
         #[arg(long)]
@@ -129,6 +133,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     model_dir,
                     repeats,
                     single,
+                    single_max_tokens,
                     max_batch_tokens,
                     max_batch_size,
                     implementation,
@@ -147,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let opts = triage::bench::BenchOptions {
                 repeats,
                 single,
+                single_max_tokens,
                 limits,
                 implementation,
                 threads,

@@ -241,57 +241,48 @@ fn model_loop(
 }
 
 /// Pools every input of every job, plans length-sorted batches over the pool, runs them, and
-/// answers each job once all its inputs are done.
+/// answers each job.
 fn run_jobs(embedder: &Embedder, jobs: Vec<Job>, metrics: &EmbedMetrics) {
     let started = Instant::now();
     let mut owner = Vec::new(); // (job, position in job) per pooled input
-    let mut lengths = Vec::new();
+    let mut seqs: Vec<&[u32]> = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
         metrics
             .queue
             .observe(started.duration_since(job.enqueued).as_secs_f64());
         for (k, ids) in job.ids.iter().enumerate() {
             owner.push((j, k));
-            lengths.push(ids.len());
+            seqs.push(ids);
         }
     }
-    let mut results: Vec<Vec<Option<Vec<f32>>>> = jobs.iter().map(|j| vec![None; j.ids.len()]).collect();
-    let mut failed: Option<EmbedError> = None;
-    for batch in plan_batches(&lengths, embedder.limits()) {
-        let seqs: Vec<&[u32]> = batch
-            .iter()
-            .map(|&i| jobs[owner[i].0].ids[owner[i].1].as_slice())
-            .collect();
-        let t = Instant::now();
-        match embedder.embed_tokens(&seqs) {
-            Ok(vecs) => {
-                metrics.inference.observe(t.elapsed().as_secs_f64());
-                metrics.batch_size.observe(seqs.len() as f64);
-                metrics
-                    .batch_tokens
-                    .observe((seqs.len() * seqs.iter().map(|s| s.len()).max().unwrap_or(0)) as f64);
-                for (&i, v) in batch.iter().zip(vecs) {
-                    results[owner[i].0][owner[i].1] = Some(v);
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "inference failed");
-                failed = Some(e);
-                break;
-            }
-        }
-    }
+    let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+    let plan = plan_batches(&lengths, embedder.limits());
+    let result = embedder.run_plan(&seqs, &plan, |b| {
+        metrics.inference.observe(b.elapsed.as_secs_f64());
+        metrics.batch_size.observe(b.sequences as f64);
+        metrics.batch_tokens.observe(b.padded_tokens as f64);
+    });
     let inference = started.elapsed();
-    for (job, res) in jobs.into_iter().zip(results) {
-        let queue = started.duration_since(job.enqueued);
-        let answer = match &failed {
-            Some(e) => Err(EmbedError::Invalid(format!("batch failed: {e}"))),
-            None => Ok((
-                res.into_iter().map(|v| v.unwrap_or_default()).collect(),
-                queue,
-                inference,
-            )),
-        };
-        let _ = job.reply.send(answer);
+    match result {
+        Ok(vectors) => {
+            let mut per_job: Vec<Vec<Vec<f32>>> =
+                jobs.iter().map(|j| Vec::with_capacity(j.ids.len())).collect();
+            // `owner` lists inputs job by job, in order, so pushing keeps each job's order.
+            for ((j, _), v) in owner.iter().zip(vectors) {
+                per_job[*j].push(v);
+            }
+            for (job, vecs) in jobs.into_iter().zip(per_job) {
+                let queue = started.duration_since(job.enqueued);
+                let _ = job.reply.send(Ok((vecs, queue, inference)));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "inference failed");
+            for job in jobs {
+                let _ = job
+                    .reply
+                    .send(Err(EmbedError::Invalid(format!("batch failed: {e}"))));
+            }
+        }
     }
 }

@@ -304,7 +304,7 @@ impl Bert {
         let hd = h / heads;
         for layer in &self.layers {
             // Each projection is one matmul; its bias is added inside the fused op that follows.
-            let qkv = x.matmul(&layer.qkv.w)?;
+            let qkv = ops::matmul(&x, &layer.qkv.w)?;
             ops::bias_add_(&qkv, &layer.qkv.b)?;
             let qkv = qkv.reshape((b, l, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
             let q = qkv.get(0)?.contiguous()?;
@@ -313,11 +313,11 @@ impl Bert {
             let scores = q.matmul(&k.t()?)?;
             ops::masked_softmax_(&scores, &lengths)?;
             let ctx = scores.matmul(&v)?.transpose(1, 2)?.reshape((b * l, h))?;
-            let attn = ctx.matmul(&layer.attn_out)?;
+            let attn = ops::matmul(&ctx, &layer.attn_out)?;
             ops::bias_residual_layer_norm_(&attn, &x, &layer.attn_norm, layer.eps)?;
-            let inter = attn.matmul(&layer.inter.w)?;
+            let inter = ops::matmul(&attn, &layer.inter.w)?;
             ops::bias_gelu_(&inter, &layer.inter.b)?;
-            let out = inter.matmul(&layer.out)?;
+            let out = ops::matmul(&inter, &layer.out)?;
             ops::bias_residual_layer_norm_(&out, &attn, &layer.out_norm, layer.eps)?;
             x = out;
         }

@@ -124,16 +124,57 @@ impl Embedder {
 
     /// Embeds tokenized sequences in length-sorted batches; results in input order.
     pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let mut out = vec![Vec::new(); ids.len()];
-        for batch in plan_batches(&lengths, self.limits) {
-            let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
-            for (i, v) in batch.iter().zip(self.model.embed(&seqs)?) {
-                out[*i] = v;
+        let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        self.run_plan(&seqs, &plan_batches(&lengths, self.limits), |_| {})
+    }
+
+    /// Runs planned batches (from [`plan_batches`] over `seqs`) and returns one vector per
+    /// sequence, in `seqs` order. With several batches and several threads, batches run side by
+    /// side, each on one thread (no per-operation synchronisation); a lone batch splits each
+    /// operation over the threads instead. Either way each sequence's result is the same: the
+    /// kernels never split a dot product across threads. `on_batch` sees each batch's statistics.
+    pub fn run_plan(
+        &self,
+        seqs: &[&[u32]],
+        plan: &[Vec<usize>],
+        on_batch: impl Fn(BatchStats) + Sync,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let run = |batch: &Vec<usize>| -> Result<Vec<Vec<f32>>, EmbedError> {
+            let group: Vec<&[u32]> = batch.iter().map(|&i| seqs[i]).collect();
+            let t = std::time::Instant::now();
+            let out = self.model.embed(&group)?;
+            on_batch(BatchStats {
+                sequences: group.len(),
+                padded_tokens: group.len() * group.iter().map(|s| s.len()).max().unwrap_or(0),
+                elapsed: t.elapsed(),
+            });
+            Ok(out)
+        };
+        let results: Vec<Vec<Vec<f32>>> = if plan.len() > 1 && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            plan.par_iter()
+                .map(|b| ops::single_threaded(|| run(b)))
+                .collect::<Result<_, _>>()?
+        } else {
+            plan.iter().map(run).collect::<Result<_, _>>()?
+        };
+        let mut out = vec![Vec::new(); seqs.len()];
+        for (batch, vecs) in plan.iter().zip(results) {
+            for (&i, v) in batch.iter().zip(vecs) {
+                out[i] = v;
             }
         }
         Ok(out)
     }
+}
+
+/// What one forward batch did, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchStats {
+    pub sequences: usize,
+    pub padded_tokens: usize,
+    pub elapsed: std::time::Duration,
 }
 
 pub fn load_tokenizer(path: &Path, max_len: usize) -> Result<Tokenizer, EmbedError> {

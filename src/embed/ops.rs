@@ -6,11 +6,96 @@
 //! for AVX-512 / AVX2 at run time when the CPU has them (the same code, inlined into functions
 //! with those target features, so LLVM vectorises it).
 
-use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Result, Tensor};
+use std::cell::Cell;
+
+use candle_core::{CpuStorage, CustomOp2, InplaceOp2, InplaceOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Below this many elements the work stays on the calling thread (waking workers costs more).
 const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+/// Below this many multiply-adds a matmul stays on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 21;
+
+thread_local! {
+    static INTRA_OP: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` with the kernels of this module (and [`matmul`]) kept on the calling thread. Used when
+/// several batches run at once, one per thread: splitting each operation as well would only add
+/// synchronisation.
+pub fn single_threaded<R>(f: impl FnOnce() -> R) -> R {
+    let before = INTRA_OP.with(|c| c.replace(false));
+    let r = f();
+    INTRA_OP.with(|c| c.set(before));
+    r
+}
+
+fn intra_op() -> bool {
+    INTRA_OP.with(Cell::get) && rayon::current_num_threads() > 1
+}
+
+/// `x @ w` for contiguous `x: [m, k]` and `w: [k, n]`, through the `gemm` crate's kernels like
+/// candle's own matmul, but with the output left uninitialised (gemm writes every element; candle
+/// zero-fills it first) and with threading chosen per call ([`single_threaded`]).
+pub fn matmul(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    struct Op;
+    impl CustomOp2 for Op {
+        fn name(&self) -> &'static str {
+            "matmul-nn"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            let a = slice_f32(s1, l1, "matmul lhs")?;
+            let b = slice_f32(s2, l2, "matmul rhs")?;
+            let (m, k) = l1.shape().dims2()?;
+            let (k2, n) = l2.shape().dims2()?;
+            if k != k2 {
+                candle_core::bail!("matmul: [{m}, {k}] @ [{k2}, {n}]");
+            }
+            let parallelism = if intra_op() && m * n * k >= PARALLEL_MIN_MACS {
+                gemm::Parallelism::Rayon(rayon::current_num_threads())
+            } else {
+                gemm::Parallelism::None
+            };
+            let mut out: Vec<f32> = Vec::with_capacity(m * n);
+            // SAFETY: `a` is m x k and `b` k x n, both contiguous row-major (checked above and by
+            // `slice_f32`); `out` has capacity m x n and gemm with alpha = 0 (dst not read) writes
+            // every element before `set_len`.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    k as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+                out.set_len(m * n);
+            }
+            Ok((CpuStorage::F32(out), Shape::from((m, n))))
+        }
+    }
+    x.apply_op2_no_bwd(w, &Op)
+}
 
 fn slice_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
@@ -34,7 +119,7 @@ fn slice_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'
 
 /// Runs `f` over row-aligned chunks of `data`, in parallel when the tensor is large.
 fn for_rows(data: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync) {
-    if data.len() < PARALLEL_MIN_ELEMS {
+    if data.len() < PARALLEL_MIN_ELEMS || !intra_op() {
         f(data);
         return;
     }
@@ -46,7 +131,7 @@ fn for_rows(data: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync) {
 
 /// Same as [`for_rows`] with a second, row-aligned input of the same shape.
 fn for_rows2(data: &mut [f32], other: &[f32], row: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) {
-    if data.len() < PARALLEL_MIN_ELEMS {
+    if data.len() < PARALLEL_MIN_ELEMS || !intra_op() {
         f(data, other);
         return;
     }
@@ -260,7 +345,7 @@ pub fn masked_softmax_(scores: &Tensor, lengths: &[usize]) -> Result<()> {
             let data = slice_f32_mut(dst, dl, "masked-softmax")?;
             let lengths = self.lengths;
             let run = |(i, seq): (usize, &mut [f32])| masked_softmax_rows(seq, k, lengths[i]);
-            if data.len() < PARALLEL_MIN_ELEMS {
+            if data.len() < PARALLEL_MIN_ELEMS || !intra_op() {
                 data.chunks_mut(per_seq).enumerate().for_each(run);
             } else {
                 data.par_chunks_mut(per_seq).enumerate().for_each(run);
@@ -338,6 +423,28 @@ mod tests {
             worst = worst.max((erf(x) as f64 - exact).abs());
         }
         assert!(worst < 5e-7, "max abs error {worst}");
+    }
+
+    #[test]
+    fn matmul_matches_candle_on_both_threading_paths() {
+        let dev = Device::Cpu;
+        for (m, k, n) in [(3, 5, 7), (300, 384, 200)] {
+            let a = Tensor::randn(0f32, 1.0, (m, k), &dev).unwrap();
+            let b = Tensor::randn(0f32, 1.0, (k, n), &dev).unwrap();
+            let want = a.matmul(&b).unwrap();
+            for got in [
+                matmul(&a, &b).unwrap(),
+                single_threaded(|| matmul(&a, &b).unwrap()),
+            ] {
+                let d = (&want - got).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(d.to_scalar::<f32>().unwrap() < 1e-4);
+            }
+        }
+        assert!(matmul(
+            &Tensor::zeros((2, 3), candle_core::DType::F32, &dev).unwrap(),
+            &Tensor::zeros((4, 2), candle_core::DType::F32, &dev).unwrap()
+        )
+        .is_err());
     }
 
     #[test]

@@ -62,13 +62,13 @@ pub async fn spawn_app() -> TestApp {
 
 impl TestApp {
     pub async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let r = self.client.get(format!("{}/readyz", self.addr)).send().await;
             if r.is_ok_and(|r| r.status() == 200) {
                 return;
             }
-            assert!(Instant::now() < deadline, "server not ready within 60 s");
+            assert!(Instant::now() < deadline, "server not ready within 120 s");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -66,7 +66,7 @@ pub fn classify_stdin(settings: &Settings) -> anyhow::Result<()> {
             .filter(|(_, t)| !t.trim().is_empty())
             .map(|(_, t)| t.as_str())
             .collect();
-        let mut preds = model.predict(&embedder.embed(&texts)?)?.into_iter();
+        let mut preds = model.predict(&texts, &embedder.embed(&texts)?)?.into_iter();
         for (n, t) in chunk.iter() {
             let v = if t.trim().is_empty() {
                 json!({"error": "empty text", "line": n})
@@ -119,7 +119,7 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
             let embedder = embedder(settings)?;
             let model = StatusModel::load(&settings.status_model_dir)?;
             let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-            let preds = model.predict(&train::embed_all(&embedder, &texts, "eval")?)?;
+            let preds = model.predict(&texts, &train::embed_all(&embedder, &texts, "eval")?)?;
             (
                 model.id(),
                 preds.iter().map(|p| p.label).collect(),

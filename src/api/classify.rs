@@ -42,9 +42,10 @@ pub async fn classify(
         Body::One(t) => vec![t.clone()],
         Body::Many(ts) => ts.clone(),
     };
-    let (vectors, timings) = handle.embed(texts).await?;
+    let (vectors, timings) = handle.embed(texts.clone()).await?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let preds = model
-        .predict(&vectors)
+        .predict(&refs, &vectors)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let id = model.id();
     let results: Vec<Value> = preds

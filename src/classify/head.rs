@@ -1,12 +1,16 @@
 //! The classifier head: logits = `x W + b` (logistic) or `relu(x W1 + b1) W2 + b2` (MLP) over the
 //! 384-d sentence embedding; probabilities are `softmax(logits / T)`. Stored as safetensors
 //! (`w`, `b` or `w1`, `b1`, `w2`, `b2`, plus the scalar `temperature`).
+//!
+//! A head may also read the keyword rule's cue features ([`keywords::cues`]) appended to the
+//! embedding; its first weight matrix then has `DIM + N_CUES` rows.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::keywords::{self, N_CUES};
 use super::{Label, Prediction};
 use crate::embed::DIM;
 
@@ -29,6 +33,8 @@ impl std::fmt::Display for HeadKind {
 #[derive(Debug, Clone)]
 pub struct Head {
     pub kind: HeadKind,
+    /// Reads `embedding ++ keywords::cues(text)` rather than the embedding alone.
+    pub cues: bool,
     /// `[(w, b)]` for logistic, `[(w1, b1), (w2, b2)]` for the MLP; `w` is `[in, out]`.
     pub layers: Vec<(Tensor, Tensor)>,
 }
@@ -51,12 +57,25 @@ impl Head {
         Ok(h)
     }
 
-    /// Calibrated predictions for a batch of embeddings.
-    pub fn predict(&self, embeddings: &[Vec<f32>], temperature: f32) -> candle_core::Result<Vec<Prediction>> {
+    pub fn input_dim(&self) -> usize {
+        input_dim(self.cues)
+    }
+
+    /// Calibrated predictions for a batch of texts and their embeddings.
+    pub fn predict(
+        &self,
+        texts: &[&str],
+        embeddings: &[Vec<f32>],
+        temperature: f32,
+    ) -> candle_core::Result<Vec<Prediction>> {
         if embeddings.is_empty() {
             return Ok(Vec::new());
         }
-        let logits = self.logits(&to_tensor(embeddings)?, None)?.to_vec2::<f32>()?;
+        if texts.len() != embeddings.len() {
+            candle_core::bail!("{} texts but {} embeddings", texts.len(), embeddings.len());
+        }
+        let x = to_tensor(&features(texts, embeddings, self.cues))?;
+        let logits = self.logits(&x, None)?.to_vec2::<f32>()?;
         Ok(logits.iter().map(|l| prediction(l, temperature)).collect())
     }
 
@@ -89,18 +108,34 @@ impl Head {
             Ok(x.clone())
         };
         let k = Label::ALL.len();
+        let first = t
+            .get("w")
+            .or_else(|| t.get("w1"))
+            .ok_or("no tensor \"w\" or \"w1\"")?;
+        let (rows, cols) = first.dims2().map_err(|_| "first weight is not a matrix")?;
+        let cues = match rows {
+            r if r == DIM => false,
+            r if r == DIM + N_CUES => true,
+            r => {
+                return Err(format!(
+                    "first weight has {r} rows; expected {DIM} or {}",
+                    DIM + N_CUES
+                ))
+            }
+        };
         let head = if t.contains_key("w") {
             Head {
                 kind: HeadKind::Logistic,
-                layers: vec![(get("w", &[DIM, k])?, get("b", &[k])?)],
+                cues,
+                layers: vec![(get("w", &[rows, k])?, get("b", &[k])?)],
             }
         } else {
-            let w1 = t.get("w1").ok_or("no tensor \"w\" or \"w1\"")?;
-            let hidden = w1.dims().get(1).copied().ok_or("w1 is not a matrix")?;
+            let hidden = cols;
             Head {
                 kind: HeadKind::Mlp { hidden },
+                cues,
                 layers: vec![
-                    (get("w1", &[DIM, hidden])?, get("b1", &[hidden])?),
+                    (get("w1", &[rows, hidden])?, get("b1", &[hidden])?),
                     (get("w2", &[hidden, k])?, get("b2", &[k])?),
                 ],
             }
@@ -113,6 +148,25 @@ impl Head {
         }
         Ok((head, temp))
     }
+}
+
+pub fn input_dim(cues: bool) -> usize {
+    DIM + if cues { N_CUES } else { 0 }
+}
+
+/// The head's input rows: each embedding, followed by its text's cues when `cues`.
+pub fn features(texts: &[&str], embeddings: &[Vec<f32>], cues: bool) -> Vec<Vec<f32>> {
+    embeddings
+        .iter()
+        .zip(texts)
+        .map(|(e, t)| {
+            let mut row = e.clone();
+            if cues {
+                row.extend(keywords::cues(t));
+            }
+            row
+        })
+        .collect()
 }
 
 pub fn to_tensor(rows: &[Vec<f32>]) -> candle_core::Result<Tensor> {

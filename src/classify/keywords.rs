@@ -67,10 +67,31 @@ const OPEN: &[&str] = &[
     "working on",
 ];
 
-pub fn predict(text: &str) -> Label {
+/// How many cue features [`cues`] returns.
+pub const N_CUES: usize = 3;
+
+/// The rule's evidence as features a head may read beside the embedding (a sentence embedding
+/// mostly encodes topic; these carry the function words that decide status): a closing phrase,
+/// a sign of ongoing work, and the rule's verdict. Each is 0 or 1.
+pub fn cues(text: &str) -> [f32; N_CUES] {
+    let (closing, open) = evidence(text);
+    [
+        f32::from(u8::from(closing)),
+        f32::from(u8::from(open)),
+        f32::from(u8::from(closing && !open)),
+    ]
+}
+
+fn evidence(text: &str) -> (bool, bool) {
     let t = text.to_lowercase().replace('’', "'");
-    let closing = CLOSING.iter().any(|k| t.contains(k));
-    let open = OPEN.iter().any(|k| t.contains(k));
+    (
+        CLOSING.iter().any(|k| t.contains(k)),
+        OPEN.iter().any(|k| t.contains(k)),
+    )
+}
+
+pub fn predict(text: &str) -> Label {
+    let (closing, open) = evidence(text);
     if closing && !open {
         Label::Closed
     } else {

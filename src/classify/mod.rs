@@ -166,9 +166,9 @@ impl StatusModel {
         format!("{}@{}", self.metadata.name, self.metadata.version)
     }
 
-    /// Classifies sentence embeddings (one per reply).
-    pub fn predict(&self, embeddings: &[Vec<f32>]) -> Result<Vec<Prediction>, StatusError> {
-        Ok(self.head.predict(embeddings, self.temperature)?)
+    /// Classifies replies given their texts and sentence embeddings (same order).
+    pub fn predict(&self, texts: &[&str], embeddings: &[Vec<f32>]) -> Result<Vec<Prediction>, StatusError> {
+        Ok(self.head.predict(texts, embeddings, self.temperature)?)
     }
 
     /// Loads `dir/model.safetensors` and `dir/metadata.json`, checking that the weights are the ones

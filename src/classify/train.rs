@@ -16,18 +16,20 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::data::{load_jsonl, Example};
-use super::head::{prediction, to_tensor, Head, HeadKind};
+use super::head::{features, input_dim, prediction, to_tensor, Head, HeadKind};
 use super::metrics::{average_precision, pr_curve, Metrics};
 use super::{
     keywords, DataFile, DataInfo, EmbedderInfo, Label, Metadata, StatusError, StatusModel, VariantResult,
     MODEL_NAME,
 };
-use crate::embed::{Embedder, DIM};
+use crate::embed::Embedder;
 
 /// One candidate head and how to train it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeadConfig {
     pub kind: HeadKind,
+    /// Append the keyword rule's cue features to the embedding.
+    pub cues: bool,
     pub lr: f64,
     pub weight_decay: f64,
     /// Dropout on the MLP's hidden layer (ignored by the logistic head).
@@ -39,9 +41,15 @@ pub struct HeadConfig {
 }
 
 impl HeadConfig {
+    /// `logistic`, `mlp-64+cues`, ...
+    pub fn name(&self) -> String {
+        format!("{}{}", self.kind, if self.cues { "+cues" } else { "" })
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         json!({
             "head": self.kind.to_string(),
+            "keyword_cues": self.cues,
             "optimizer": "AdamW",
             "lr": self.lr,
             "weight_decay": self.weight_decay,
@@ -59,6 +67,7 @@ impl HeadConfig {
 pub fn default_variants() -> Vec<HeadConfig> {
     let base = HeadConfig {
         kind: HeadKind::Logistic,
+        cues: false,
         lr: 1e-2,
         weight_decay: 1e-4,
         dropout: 0.0,
@@ -66,7 +75,7 @@ pub fn default_variants() -> Vec<HeadConfig> {
         max_epochs: 300,
         patience: 30,
     };
-    vec![
+    let plain = [
         base,
         HeadConfig {
             kind: HeadKind::Mlp { hidden: 64 },
@@ -82,7 +91,12 @@ pub fn default_variants() -> Vec<HeadConfig> {
             dropout: 0.3,
             ..base
         },
-    ]
+    ];
+    plain
+        .iter()
+        .copied()
+        .chain(plain.iter().map(|c| HeadConfig { cues: true, ..*c }))
+        .collect()
 }
 
 /// A trained head (the best epoch's weights) and its dev logits.
@@ -109,7 +123,7 @@ pub fn class_weights(y: &[Label]) -> [f32; 2] {
     })
 }
 
-fn init_head(kind: HeadKind, rng: &mut StdRng) -> candle_core::Result<Head> {
+fn init_head(kind: HeadKind, cues: bool, rng: &mut StdRng) -> candle_core::Result<Head> {
     // torch.nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
     let mut linear = |inp: usize, out: usize| -> candle_core::Result<(Tensor, Tensor)> {
         let a = 1.0 / (inp as f32).sqrt();
@@ -121,11 +135,12 @@ fn init_head(kind: HeadKind, rng: &mut StdRng) -> candle_core::Result<Head> {
         ))
     };
     let k = Label::ALL.len();
+    let d = input_dim(cues);
     let layers = match kind {
-        HeadKind::Logistic => vec![linear(DIM, k)?],
-        HeadKind::Mlp { hidden } => vec![linear(DIM, hidden)?, linear(hidden, k)?],
+        HeadKind::Logistic => vec![linear(d, k)?],
+        HeadKind::Mlp { hidden } => vec![linear(d, hidden)?, linear(hidden, k)?],
     };
-    Ok(Head { kind, layers })
+    Ok(Head { kind, cues, layers })
 }
 
 /// Mean of `weight[y] * -log softmax(logits)[y]` over the batch, normalised by the weights.
@@ -143,7 +158,8 @@ fn labels_tensor(y: &[Label]) -> candle_core::Result<Tensor> {
     )
 }
 
-/// Trains one head. `progress` advances by one per epoch.
+/// Trains one head on feature rows (embeddings, plus cues when `cfg.cues`). `progress` advances by
+/// one per epoch.
 pub fn train_head(
     train_x: &[Vec<f32>],
     train_y: &[Label],
@@ -159,7 +175,7 @@ pub fn train_head(
         ));
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let init = init_head(cfg.kind, &mut rng)?;
+    let init = init_head(cfg.kind, cfg.cues, &mut rng)?;
     let vars: Vec<(Var, Var)> = init
         .layers
         .iter()
@@ -168,6 +184,7 @@ pub fn train_head(
     // The head reads the variables' tensors, so the optimiser's in-place updates are seen.
     let live = Head {
         kind: cfg.kind,
+        cues: cfg.cues,
         layers: vars
             .iter()
             .map(|(w, b)| (w.as_tensor().clone(), b.as_tensor().clone()))
@@ -232,6 +249,7 @@ pub fn train_head(
         if improved {
             let snapshot = Head {
                 kind: cfg.kind,
+                cues: cfg.cues,
                 layers: live
                     .layers
                     .iter()
@@ -308,6 +326,30 @@ fn bar(len: u64, msg: &str) -> ProgressBar {
     );
     pb.set_message(msg.to_string());
     pb
+}
+
+#[derive(Clone)]
+struct DataSet<'a> {
+    /// Indices of the extra files mixed in.
+    mixed: Vec<usize>,
+    texts: Vec<&'a str>,
+    x: Vec<Vec<f32>>,
+    y: Vec<Label>,
+}
+
+type Candidate = (VariantResult, Trained, HeadConfig, Vec<usize>);
+
+/// Best dev macro-F1; ties: higher Closed precision (a wrong Closed hides a problem), then the
+/// earlier (simpler, fewer extra data) candidate.
+fn best_of(results: &[Candidate]) -> usize {
+    let mut best = 0;
+    for (i, (r, ..)) in results.iter().enumerate() {
+        let b = &results[best].0;
+        if (r.dev_macro_f1, r.dev_closed_precision) > (b.dev_macro_f1, b.dev_closed_precision) {
+            best = i;
+        }
+    }
+    best
 }
 
 pub struct TrainOptions {
@@ -392,63 +434,76 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
     let baseline = Metrics::compute(&dev_y, &baseline_predictions);
 
     // Data sets: the written files alone, then each extra file added to them.
-    let mut sets: Vec<(Vec<usize>, Vec<Vec<f32>>, Vec<Label>)> =
-        vec![(Vec::new(), train_x.clone(), train_y.clone())];
+    let mut sets: Vec<DataSet> = vec![DataSet {
+        mixed: Vec::new(),
+        texts: texts(&train),
+        x: train_x.clone(),
+        y: train_y.clone(),
+    }];
     for (i, (_, _, rows)) in mixes.iter().enumerate() {
-        let mut x = train_x.clone();
-        let mut y = train_y.clone();
-        x.extend(mix_x[i].iter().cloned());
-        y.extend(rows.iter().map(|e| e.label));
-        sets.push((vec![i], x, y));
+        let mut set = DataSet {
+            mixed: vec![i],
+            ..sets[0].clone()
+        };
+        set.texts.extend(texts(rows));
+        set.x.extend(mix_x[i].iter().cloned());
+        set.y.extend(rows.iter().map(|e| e.label));
+        sets.push(set);
     }
-
-    let mut results: Vec<(VariantResult, Trained, HeadConfig, Vec<usize>)> = Vec::new();
-    for (mixed, x, y) in &sets {
-        for cfg in &opts.variants {
-            let mut name = cfg.kind.to_string();
-            for &m in mixed {
-                name.push('+');
-                name.push_str(&mixes[m].1);
-            }
-            let pb = bar(cfg.max_epochs as u64, &format!("training {name}"));
-            let t = train_head(x, y, &dev_x, &dev_y, cfg, opts.seed, &pb)?;
-            pb.finish_and_clear();
-            let pred: Vec<Label> = t.dev_logits.iter().map(|l| prediction(l, 1.0).label).collect();
-            let m = Metrics::compute(&dev_y, &pred);
-            let r = VariantResult {
-                name: name.clone(),
-                head: cfg.kind.to_string(),
-                mixed_in: mixed.iter().map(|&i| mixes[i].0.path.clone()).collect(),
-                best_epoch: t.best_epoch,
-                dev_loss: t.dev_loss,
-                dev_macro_f1: m.macro_f1,
-                dev_accuracy: m.accuracy,
-                dev_closed_precision: m.label(Label::Closed).precision,
-                dev_closed_recall: m.label(Label::Closed).recall,
-            };
-            tracing::info!(
-                variant = %name,
-                best_epoch = t.best_epoch,
-                epochs = t.epochs_run,
-                dev_loss = format!("{:.4}", t.dev_loss),
-                dev_macro_f1 = format!("{:.4}", m.macro_f1),
-                closed_p = format!("{:.4}", r.dev_closed_precision),
-                closed_r = format!("{:.4}", r.dev_closed_recall),
-                "variant trained"
-            );
-            results.push((r, t, *cfg, mixed.clone()));
+    let dev_texts = texts(&dev);
+    let dev_feats = [
+        features(&dev_texts, &dev_x, false),
+        features(&dev_texts, &dev_x, true),
+    ];
+    let mix_names: Vec<(String, String)> = mixes.iter().map(|m| (m.1.clone(), m.0.path.clone())).collect();
+    let run = |set: &DataSet, cfg: &HeadConfig| -> Result<Candidate, StatusError> {
+        let mut name = cfg.name();
+        for &m in &set.mixed {
+            name.push('+');
+            name.push_str(&mix_names[m].0);
         }
-    }
+        let pb = bar(cfg.max_epochs as u64, &format!("training {name}"));
+        let x = features(&set.texts, &set.x, cfg.cues);
+        let dx = &dev_feats[usize::from(cfg.cues)];
+        let t = train_head(&x, &set.y, dx, &dev_y, cfg, opts.seed, &pb)?;
+        pb.finish_and_clear();
+        let pred: Vec<Label> = t.dev_logits.iter().map(|l| prediction(l, 1.0).label).collect();
+        let m = Metrics::compute(&dev_y, &pred);
+        let r = VariantResult {
+            name: name.clone(),
+            head: cfg.name(),
+            mixed_in: set.mixed.iter().map(|&i| mix_names[i].1.clone()).collect(),
+            best_epoch: t.best_epoch,
+            dev_loss: t.dev_loss,
+            dev_macro_f1: m.macro_f1,
+            dev_accuracy: m.accuracy,
+            dev_closed_precision: m.label(Label::Closed).precision,
+            dev_closed_recall: m.label(Label::Closed).recall,
+        };
+        tracing::info!(
+            variant = %name,
+            best_epoch = t.best_epoch,
+            epochs = t.epochs_run,
+            dev_loss = format!("{:.4}", t.dev_loss),
+            dev_macro_f1 = format!("{:.4}", m.macro_f1),
+            closed_p = format!("{:.4}", r.dev_closed_precision),
+            closed_r = format!("{:.4}", r.dev_closed_recall),
+            "variant trained"
+        );
+        Ok((r, t, *cfg, set.mixed.clone()))
+    };
 
-    // Best dev macro-F1; ties: higher Closed precision (a wrong Closed hides a problem), then the
-    // earlier (simpler, fewer extra data) candidate.
-    let mut best = 0;
-    for (i, (r, ..)) in results.iter().enumerate() {
-        let b = &results[best].0;
-        if (r.dev_macro_f1, r.dev_closed_precision) > (b.dev_macro_f1, b.dev_closed_precision) {
-            best = i;
-        }
+    // Every head on the written data; then each extra file added for the best of those heads
+    // (greedy, to keep training time in check).
+    let mut results: Vec<Candidate> = Vec::new();
+    for cfg in &opts.variants {
+        results.push(run(&sets[0], cfg)?);
     }
+    let best_head = results[best_of(&results)].2;
+    for set in &sets[1..] {
+        results.push(run(set, &best_head)?);
+    }
+    let best = best_of(&results);
     let variants: Vec<VariantResult> = results.iter().map(|r| r.0.clone()).collect();
     let (chosen, trained, cfg, mixed) = results.swap_remove(best);
     let temperature = fit_temperature(&trained.dev_logits, &dev_y);
@@ -476,7 +531,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         .map(|(i, m)| (mixed.contains(&i), m.0.clone()))
         .partition(|(used, _)| *used);
     let mut hp = cfg.to_json();
-    hp["class_weights"] = json!(class_weights(&sets[mixed.first().map_or(0, |i| i + 1)].2));
+    hp["class_weights"] = json!(class_weights(&sets[mixed.first().map_or(0, |i| i + 1)].y));
     hp["mix_max"] = json!(opts.mix_max);
     hp["temperature"] = json!(temperature);
     let metadata = Metadata {
@@ -489,7 +544,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             revision: manifest.revision.clone(),
             weights_sha256: manifest.weights_sha256().to_string(),
         },
-        head: cfg.kind.to_string(),
+        head: cfg.name(),
         temperature,
         seed: opts.seed,
         hyper_parameters: hp,
@@ -556,7 +611,7 @@ mod tests {
         (0..n)
             .map(|i| {
                 let label = Label::ALL[i % 2];
-                let v: Vec<f32> = (0..DIM)
+                let v: Vec<f32> = (0..crate::embed::DIM)
                     .map(|d| rng.random_range(-1.0..1.0f32) + if d == 0 && i % 2 == 1 { 2.0 } else { 0.0 })
                     .collect();
                 (v, label)
@@ -570,6 +625,7 @@ mod tests {
         let (dx, dy) = toy(32, 2);
         let cfg = HeadConfig {
             kind: HeadKind::Mlp { hidden: 16 },
+            cues: false,
             max_epochs: 40,
             patience: 40,
             ..default_variants()[1]

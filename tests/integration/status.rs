@@ -87,8 +87,9 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
         assert_eq!(wa.to_vec2::<f32>().unwrap(), wb.to_vec2::<f32>().unwrap());
         assert_eq!(ba.to_vec1::<f32>().unwrap(), bb.to_vec1::<f32>().unwrap());
     }
-    let x = emb.embed(&["Taking a look", "Fixed in 2.3."]).unwrap();
-    assert_eq!(model.predict(&x).unwrap(), loaded.predict(&x).unwrap());
+    let t = ["Taking a look", "Fixed in 2.3."];
+    let x = emb.embed(&t).unwrap();
+    assert_eq!(model.predict(&t, &x).unwrap(), loaded.predict(&t, &x).unwrap());
     assert_eq!(
         loaded.id(),
         format!("status@{}", &loaded.metadata.weights_sha256[..12])
@@ -118,7 +119,7 @@ fn the_committed_model_labels_canonical_replies() {
     let model = StatusModel::load(&helpers::status_model_dir()).unwrap();
     let emb = embedder();
     let texts: Vec<&str> = CANONICAL.iter().map(|c| c.0).collect();
-    let preds = model.predict(&emb.embed(&texts).unwrap()).unwrap();
+    let preds = model.predict(&texts, &emb.embed(&texts).unwrap()).unwrap();
     for ((text, gold), p) in CANONICAL.iter().zip(&preds) {
         assert_eq!(p.label, *gold, "{text:?}: {p:?}");
         assert!((p.scores[0] + p.scores[1] - 1.0).abs() < 1e-5);
@@ -128,7 +129,7 @@ fn the_committed_model_labels_canonical_replies() {
     let mut times: Vec<f64> = (0..200)
         .map(|_| {
             let t = Instant::now();
-            model.predict(&x).unwrap();
+            model.predict(&["Taking a look"], &x).unwrap();
             t.elapsed().as_secs_f64()
         })
         .collect();

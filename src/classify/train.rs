@@ -611,8 +611,12 @@ mod tests {
         (0..n)
             .map(|i| {
                 let label = Label::ALL[i % 2];
+                // Class signal in the first 32 dimensions, noise everywhere.
                 let v: Vec<f32> = (0..crate::embed::DIM)
-                    .map(|d| rng.random_range(-1.0..1.0f32) + if d == 0 && i % 2 == 1 { 2.0 } else { 0.0 })
+                    .map(|d| {
+                        let signal = if d < 32 && i % 2 == 1 { 1.0 } else { 0.0 };
+                        rng.random_range(-1.0..1.0f32) + signal
+                    })
                     .collect();
                 (v, label)
             })

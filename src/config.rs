@@ -40,6 +40,8 @@ pub struct Settings {
     pub database_url: String,
     pub api_tokens: Vec<Secret>,
     pub model_dir: Option<PathBuf>,
+    /// The trained status head (`triage train status --out`), loaded by `serve` and `classify`.
+    pub status_model_dir: PathBuf,
     pub slack_signing_secret: Secret,
     pub slack_bot_token: Secret,
     pub slack_api_url: String,
@@ -82,6 +84,7 @@ impl Default for Settings {
             database_url: "sqlite://triage.db".into(),
             api_tokens: Vec::new(),
             model_dir: None,
+            status_model_dir: PathBuf::from("models/status"),
             slack_signing_secret: Secret::default(),
             slack_bot_token: Secret::default(),
             slack_api_url: "https://slack.com/api".into(),
@@ -146,6 +149,9 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_MODEL_DIR").filter(|v| !v.is_empty()) {
             self.model_dir = Some(v.into());
+        }
+        if let Some(v) = get("TRIAGE_STATUS_MODEL_DIR").filter(|v| !v.is_empty()) {
+            self.status_model_dir = v.into();
         }
         if let Some(v) = get("TRIAGE_SLACK_SIGNING_SECRET") {
             self.slack_signing_secret = Secret::new(v);

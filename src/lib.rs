@@ -5,10 +5,12 @@
 
 pub mod api;
 pub mod bench;
+pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod embed;
 pub mod model;
 pub mod queue;
 pub mod serve;
+pub mod status_cli;
 pub mod telemetry;

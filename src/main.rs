@@ -33,6 +33,24 @@ enum Command {
         #[arg(long)]
         model_dir: Option<PathBuf>,
     },
+    /// Lines of replies on stdin -> one JSON status result per line on stdout.
+    Classify {
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        /// The trained status model (default: TRIAGE_STATUS_MODEL_DIR or models/status).
+        #[arg(long)]
+        status_model_dir: Option<PathBuf>,
+    },
+    /// Train a model.
+    Train {
+        #[command(subcommand)]
+        what: TrainCommand,
+    },
+    /// Evaluate a model on a labelled file.
+    Eval {
+        #[command(subcommand)]
+        what: EvalCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -67,6 +85,54 @@ enum BenchCommand {
         max_batch_size: Option<usize>,
         #[arg(long = "impl", value_enum, default_value = "triage")]
         implementation: triage::bench::Impl,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// The reply-status head (in_progress / closed) over the frozen sentence embedding.
+    Status {
+        /// Labelled training files (JSON Lines: text, label).
+        #[arg(long, num_args = 1.., required = true)]
+        data: Vec<PathBuf>,
+        /// The dev file: early stopping, choice of variant, temperature.
+        #[arg(long)]
+        dev: PathBuf,
+        /// Extra labelled files tried as additions to --data (e.g. ../shared/data/status/*.jsonl);
+        /// each is kept only if it improves dev macro-F1.
+        #[arg(long, num_args = 1..)]
+        mix: Vec<PathBuf>,
+        /// At most this many rows (seeded sample) from each --mix file.
+        #[arg(long, default_value_t = 3000)]
+        mix_max: usize,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Metrics of the status model (or the keyword baseline) on a labelled JSON Lines file.
+    Status {
+        #[arg(long)]
+        data: PathBuf,
+        /// Print each misclassified row on stderr.
+        #[arg(long)]
+        errors: bool,
+        /// Score the status model (with the keyword baseline beside it) or only the baseline.
+        #[arg(long, value_enum, default_value = "model")]
+        predict: triage::status_cli::Evaluate,
+        /// The baseline every result is compared with (only `keywords` exists).
+        #[arg(long, default_value = "keywords", value_parser = ["keywords"])]
+        baseline: String,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        #[arg(long)]
+        status_model_dir: Option<PathBuf>,
     },
 }
 
@@ -125,6 +191,63 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let s = settings(model_dir)?;
             triage::config::init_compute_threads(s.embed.threads);
             triage::cli::embed_stdin(&s)
+        }
+        Command::Classify {
+            model_dir,
+            status_model_dir,
+        } => {
+            let mut s = settings(model_dir)?;
+            if let Some(d) = status_model_dir {
+                s.status_model_dir = d;
+            }
+            triage::config::init_compute_threads(s.embed.threads);
+            triage::status_cli::classify_stdin(&s)
+        }
+        Command::Train {
+            what:
+                TrainCommand::Status {
+                    data,
+                    dev,
+                    mix,
+                    mix_max,
+                    out,
+                    seed,
+                    model_dir,
+                },
+        } => {
+            let s = settings(model_dir)?;
+            triage::config::init_compute_threads(s.embed.threads);
+            let opts = triage::classify::train::TrainOptions {
+                data,
+                dev,
+                mix,
+                mix_max,
+                seed,
+                variants: triage::classify::train::default_variants(),
+                command: std::iter::once("triage".to_string())
+                    .chain(std::env::args().skip(1))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
+            triage::status_cli::train(&s, &opts, &out).map(|_| ())
+        }
+        Command::Eval {
+            what:
+                EvalCommand::Status {
+                    data,
+                    errors,
+                    predict,
+                    baseline: _,
+                    model_dir,
+                    status_model_dir,
+                },
+        } => {
+            let mut s = settings(model_dir)?;
+            if let Some(d) = status_model_dir {
+                s.status_model_dir = d;
+            }
+            triage::config::init_compute_threads(s.embed.threads);
+            triage::status_cli::eval(&s, &data, predict, errors).map(|_| ())
         }
         Command::Bench {
             what:

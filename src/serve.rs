@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
+use crate::classify::StatusModel;
 use crate::config::Settings;
 use crate::embed::Embedder;
 use crate::model;
@@ -34,6 +35,7 @@ impl Application {
         }
         let state = AppState {
             embed: EmbedSlot::default(),
+            status: api::StatusSlot::default(),
             metrics: Metrics::default(),
             api_tokens: Arc::new(settings.api_tokens.clone()),
         };
@@ -64,11 +66,16 @@ impl Application {
             settings,
         } = self;
         let slot = state.embed.clone();
+        let status_slot = state.status.clone();
         let metrics = state.metrics.embed.clone();
         let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let files = model::resolve(settings.model_dir.as_deref())?;
             tracing::info!(dir = %files.dir.display(), "model files verified");
             let embedder = Embedder::load(&files, settings.batch_limits())?;
+            let status = StatusModel::load(&settings.status_model_dir)?;
+            tracing::info!(model = %status.id(), dir = %settings.status_model_dir.display(), "status model loaded");
+            // Before the embedder: readiness (the embedder's warm-up) then implies both are there.
+            status_slot.fill(status);
             slot.fill(EmbedHandle::start(embedder, settings.queue_config(), metrics));
             Ok(())
         });

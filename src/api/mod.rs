@@ -1,6 +1,7 @@
 //! The HTTP adapter (axum). Handlers translate between JSON and the core; they hold no ML or
 //! storage logic of their own.
 
+mod classify;
 mod embed;
 pub mod error;
 
@@ -18,6 +19,7 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
+pub use classify::StatusSlot;
 pub use error::ApiError;
 
 use crate::config::Secret;
@@ -31,6 +33,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub struct AppState {
     /// Filled once the model is loaded; until then inference answers 503.
     pub embed: EmbedSlot,
+    /// The status head; filled with the embedder (readiness waits for both).
+    pub status: StatusSlot,
     pub metrics: Metrics,
     pub api_tokens: Arc<Vec<Secret>>,
 }
@@ -38,6 +42,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/v1/embed", post(embed::embed))
+        .route("/v1/classify", post(classify::classify))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(v1)

@@ -35,7 +35,13 @@ pub fn settings() -> Settings {
     s.bind = "127.0.0.1:0".into();
     s.api_tokens = vec![Secret::new(TOKEN)];
     s.model_dir = Some(model_dir());
+    s.status_model_dir = status_model_dir();
     s
+}
+
+/// The committed status model.
+pub fn status_model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/status")
 }
 
 /// Starts the real application on port 0 and waits until it is ready.
@@ -92,6 +98,7 @@ pub async fn spawn_unloaded() -> (String, AppState, tokio::sync::oneshot::Sender
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let state = AppState {
         embed: EmbedSlot::default(),
+        status: triage::api::StatusSlot::default(),
         metrics: Metrics::default(),
         api_tokens: Arc::new(vec![Secret::new(TOKEN)]),
     };

@@ -2,3 +2,4 @@
 mod embed_api;
 mod helpers;
 mod model_files;
+mod status;

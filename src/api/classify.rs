@@ -1,0 +1,153 @@
+//! `POST /v1/classify`: `{"text": "...", "role": "agent"}` -> `{"label", "scores", "model"}`;
+//! `{"inputs": ["...", ...]}` -> a list of those. Texts are embedded through the embedder's queue
+//! (so they batch with every other request) and classified by the status head.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use super::{ApiError, ApiJson, AppState};
+use crate::classify::{Label, StatusModel};
+
+/// Where the status model appears once loaded (until then `/v1/classify` answers 503).
+#[derive(Clone, Default)]
+pub struct StatusSlot(Arc<OnceLock<Arc<StatusModel>>>);
+
+impl StatusSlot {
+    pub fn get(&self) -> Option<&Arc<StatusModel>> {
+        self.0.get()
+    }
+    pub fn fill(&self, model: StatusModel) {
+        let _ = self.0.set(Arc::new(model));
+    }
+}
+
+enum Body {
+    One(String),
+    Many(Vec<String>),
+}
+
+pub async fn classify(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let body = parse(&body)?;
+    let (Some(handle), Some(model)) = (state.embed.get(), state.status.get()) else {
+        return Err(ApiError::unavailable("the models are still loading"));
+    };
+    let texts = match &body {
+        Body::One(t) => vec![t.clone()],
+        Body::Many(ts) => ts.clone(),
+    };
+    let (vectors, timings) = handle.embed(texts.clone()).await?;
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let preds = model
+        .predict(&refs, &vectors)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let id = model.id();
+    let results: Vec<Value> = preds
+        .iter()
+        .map(|p| {
+            json!({
+                "label": p.label.as_str(),
+                "scores": {"in_progress": p.score(Label::InProgress), "closed": p.score(Label::Closed)},
+                "model": id,
+            })
+        })
+        .collect();
+    let mut resp = match body {
+        Body::One(_) => axum::Json(results.into_iter().next().unwrap_or(Value::Null)).into_response(),
+        Body::Many(_) => axum::Json(results).into_response(),
+    };
+    let h = resp.headers_mut();
+    for (name, d) in [
+        ("x-tokenization-time", timings.tokenization),
+        ("x-queue-time", timings.queue),
+        ("x-inference-time", timings.inference),
+    ] {
+        h.insert(name, HeaderValue::from(d.as_micros() as u64));
+    }
+    Ok(resp)
+}
+
+fn text_of(v: &Value, field: &str) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => Err(ApiError::invalid(field, format!("{field} is empty"))),
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Err(ApiError::invalid(field, format!("{field} is required"))),
+        _ => Err(ApiError::invalid(field, format!("{field} must be a string"))),
+    }
+}
+
+fn check_role(v: Option<&Value>, field: &str) -> Result<(), ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(r)) if r == "agent" || r == "customer" => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("{field} must be \"agent\" or \"customer\""),
+        )),
+    }
+}
+
+/// `{"text", "role"?}` or `{"inputs": [text | {"text", "role"?}, ...]}`.
+fn parse(body: &Value) -> Result<Body, ApiError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| ApiError::invalid("body", "expected a JSON object with \"text\" or \"inputs\""))?;
+    if let Some(inputs) = obj.get("inputs") {
+        let list = inputs
+            .as_array()
+            .ok_or_else(|| ApiError::invalid("inputs", "\"inputs\" must be a list"))?;
+        if list.is_empty() {
+            return Err(ApiError::invalid("inputs", "\"inputs\" must not be empty"));
+        }
+        let texts = list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Object(o) => {
+                    check_role(o.get("role"), &format!("inputs[{i}].role"))?;
+                    text_of(
+                        o.get("text").unwrap_or(&Value::Null),
+                        &format!("inputs[{i}].text"),
+                    )
+                }
+                v => text_of(v, &format!("inputs[{i}]")),
+            })
+            .collect::<Result<_, _>>()?;
+        return Ok(Body::Many(texts));
+    }
+    check_role(obj.get("role"), "role")?;
+    Ok(Body::One(text_of(
+        obj.get("text").unwrap_or(&Value::Null),
+        "text",
+    )?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_names_the_field() {
+        assert!(matches!(parse(&json!({"text": "hi", "role": "agent"})), Ok(Body::One(t)) if t == "hi"));
+        assert!(matches!(parse(&json!({"inputs": ["a", {"text": "b"}]})), Ok(Body::Many(v)) if v.len() == 2));
+        let e = parse(&json!({"text": "  "})).err().unwrap();
+        assert_eq!((e.status.as_u16(), e.field.as_deref()), (422, Some("text")));
+        let e = parse(&json!({"inputs": ["ok", ""]})).err().unwrap();
+        assert_eq!(e.field.as_deref(), Some("inputs[1]"));
+        let e = parse(&json!({"inputs": [{"text": ""}]})).err().unwrap();
+        assert_eq!(e.field.as_deref(), Some("inputs[0].text"));
+        let e = parse(&json!({"text": "a", "role": "bot"})).err().unwrap();
+        assert_eq!(e.field.as_deref(), Some("role"));
+        assert_eq!(parse(&json!({})).err().unwrap().field.as_deref(), Some("text"));
+        assert_eq!(
+            parse(&json!({"inputs": []})).err().unwrap().field.as_deref(),
+            Some("inputs")
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Reply status: does a team reply leave the conversation `in_progress` or make it `closed`?
+//!
+//! A small head (logistic regression or a one-hidden-layer MLP, whichever wins on the dev file)
+//! over the frozen sentence embedding of [`crate::embed`], with a temperature fitted on dev so its
+//! scores are probabilities. This is ML core: no HTTP, no SQL. Callers embed the text (the server
+//! through its queue, the CLI directly) and hand the vectors to [`StatusModel::predict`].
+//!
+//! On disk (`models/status/`): `model.safetensors` (the head's tensors and the temperature),
+//! `metadata.json` ([`Metadata`]: label set, embedder, data, seed, hyper-parameters, dev metrics,
+//! what was tried), and the training report (`report.md`, `confusion.png`, `pr_curve.png`).
+
+pub mod data;
+pub mod head;
+pub mod keywords;
+pub mod metrics;
+pub mod report;
+pub mod train;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use head::Head;
+pub use metrics::Metrics;
+
+/// The model's name in `"model": "status@<version>"`.
+pub const MODEL_NAME: &str = "status";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const METADATA_FILE: &str = "metadata.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Label {
+    InProgress,
+    Closed,
+}
+
+impl Label {
+    /// In output-index order: the head's logit `i` belongs to `ALL[i]`.
+    pub const ALL: [Label; 2] = [Label::InProgress, Label::Closed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Label::InProgress => "in_progress",
+            Label::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Label> {
+        Label::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One classified reply: the label and a probability per label (summing to 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    pub label: Label,
+    pub scores: [f32; 2],
+}
+
+impl Prediction {
+    pub fn score(&self, l: Label) -> f32 {
+        self.scores[l.index()]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("status model {dir} was trained on embedder weights {trained} but the embedder in use is {current}; retrain it (see README, \"Retraining the status model\")")]
+    EmbedderMismatch {
+        dir: PathBuf,
+        trained: String,
+        current: String,
+    },
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error(transparent)]
+    Embed(#[from] crate::embed::EmbedError),
+    #[error("training: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// `metadata.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metadata {
+    pub name: String,
+    /// First 12 hex digits of the weights file's sha256.
+    pub version: String,
+    pub labels: Vec<Label>,
+    pub weights_sha256: String,
+    pub embedder: EmbedderInfo,
+    pub head: String,
+    pub temperature: f32,
+    pub seed: u64,
+    pub hyper_parameters: serde_json::Value,
+    pub data: DataInfo,
+    pub dev_metrics: Metrics,
+    pub dev_closed_average_precision: f64,
+    pub keyword_baseline_dev_metrics: Metrics,
+    /// Every variant trained, with its dev scores; the one kept is `chosen`.
+    pub variants: Vec<VariantResult>,
+    pub chosen: String,
+    pub trained_at: String,
+    pub command: String,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbedderInfo {
+    pub name: String,
+    pub revision: String,
+    pub weights_sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataFile {
+    pub path: String,
+    pub sha256: String,
+    pub rows: usize,
+    /// Rows used (a mixed-in file may be subsampled).
+    pub used: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataInfo {
+    pub train: Vec<DataFile>,
+    /// Extra files mixed into training (empty when mixing did not help on dev).
+    pub mixed_in: Vec<DataFile>,
+    /// Extra files tried and left out.
+    pub tried_not_used: Vec<DataFile>,
+    pub dev: DataFile,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VariantResult {
+    pub name: String,
+    pub head: String,
+    pub mixed_in: Vec<String>,
+    pub best_epoch: usize,
+    pub dev_loss: f64,
+    pub dev_macro_f1: f64,
+    pub dev_accuracy: f64,
+    pub dev_closed_precision: f64,
+    pub dev_closed_recall: f64,
+}
+
+/// A trained head ready to classify embeddings.
+#[derive(Debug)]
+pub struct StatusModel {
+    pub head: Head,
+    pub temperature: f32,
+    pub metadata: Metadata,
+}
+
+impl StatusModel {
+    /// `"status@<version>"`.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.metadata.name, self.metadata.version)
+    }
+
+    /// Classifies replies given their texts and sentence embeddings (same order).
+    pub fn predict(&self, texts: &[&str], embeddings: &[Vec<f32>]) -> Result<Vec<Prediction>, StatusError> {
+        Ok(self.head.predict(texts, embeddings, self.temperature)?)
+    }
+
+    /// Loads `dir/model.safetensors` and `dir/metadata.json`, checking that the weights are the ones
+    /// the metadata describes and that they were trained on the embedder in use.
+    pub fn load(dir: &Path) -> Result<StatusModel, StatusError> {
+        let meta_path = dir.join(METADATA_FILE);
+        let err = |path: &Path, message: String| StatusError::Load {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| err(&meta_path, e.to_string()))?;
+        let metadata: Metadata = serde_json::from_str(&text).map_err(|e| err(&meta_path, e.to_string()))?;
+        let weights = dir.join(WEIGHTS_FILE);
+        let sha = crate::model::sha256_file(&weights).map_err(|e| err(&weights, e.to_string()))?;
+        if sha != metadata.weights_sha256 {
+            return Err(err(
+                &weights,
+                format!(
+                    "sha256 is {sha}, metadata.json expects {} (weights and metadata are from different trainings)",
+                    metadata.weights_sha256
+                ),
+            ));
+        }
+        let current = crate::model::Manifest::builtin().weights_sha256().to_string();
+        if metadata.embedder.weights_sha256 != current {
+            return Err(StatusError::EmbedderMismatch {
+                dir: dir.to_path_buf(),
+                trained: metadata.embedder.weights_sha256.clone(),
+                current,
+            });
+        }
+        if metadata.labels != Label::ALL {
+            return Err(err(
+                &meta_path,
+                format!("unexpected label set {:?}", metadata.labels),
+            ));
+        }
+        let (head, temperature) = Head::load(&weights).map_err(|e| err(&weights, e.to_string()))?;
+        Ok(StatusModel {
+            head,
+            temperature,
+            metadata,
+        })
+    }
+
+    /// Writes weights and metadata (filling in `weights_sha256` and `version`).
+    pub fn save(&mut self, dir: &Path) -> Result<(), StatusError> {
+        std::fs::create_dir_all(dir).map_err(|e| StatusError::Load {
+            path: dir.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let weights = dir.join(WEIGHTS_FILE);
+        self.head.save(&weights, self.temperature)?;
+        let sha = crate::model::sha256_file(&weights).map_err(|e| StatusError::Load {
+            path: weights.clone(),
+            message: e.to_string(),
+        })?;
+        self.metadata.version = sha[..12].to_string();
+        self.metadata.weights_sha256 = sha;
+        let meta_path = dir.join(METADATA_FILE);
+        let json = serde_json::to_string_pretty(&self.metadata).expect("metadata serialises");
+        std::fs::write(&meta_path, json + "\n").map_err(|e| StatusError::Load {
+            path: meta_path,
+            message: e.to_string(),
+        })
+    }
+}

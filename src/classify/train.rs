@@ -1,0 +1,651 @@
+//! Training: embed every reply once with the frozen embedder, then train each candidate head with
+//! candle-nn's AdamW on class-weighted cross-entropy, early-stopped on the dev loss; keep the
+//! candidate with the best dev macro-F1 and fit its temperature on dev.
+//!
+//! Deterministic for a seed: weights are initialised and batches shuffled from a seeded `StdRng`,
+//! dropout masks come from the same generator, and nothing else is random.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use super::data::{load_jsonl, Example};
+use super::head::{features, input_dim, prediction, to_tensor, Head, HeadKind};
+use super::metrics::{average_precision, pr_curve, Metrics};
+use super::{
+    keywords, DataFile, DataInfo, EmbedderInfo, Label, Metadata, StatusError, StatusModel, VariantResult,
+    MODEL_NAME,
+};
+use crate::embed::Embedder;
+
+/// One candidate head and how to train it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeadConfig {
+    pub kind: HeadKind,
+    /// Append the keyword rule's cue features to the embedding.
+    pub cues: bool,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Dropout on the MLP's hidden layer (ignored by the logistic head).
+    pub dropout: f32,
+    pub batch_size: usize,
+    pub max_epochs: usize,
+    /// Epochs without a better dev loss before stopping.
+    pub patience: usize,
+}
+
+impl HeadConfig {
+    /// `logistic`, `mlp-64+cues`, ...
+    pub fn name(&self) -> String {
+        format!("{}{}", self.kind, if self.cues { "+cues" } else { "" })
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "head": self.kind.to_string(),
+            "keyword_cues": self.cues,
+            "optimizer": "AdamW",
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "dropout": self.dropout,
+            "batch_size": self.batch_size,
+            "max_epochs": self.max_epochs,
+            "patience": self.patience,
+            "loss": "class-weighted cross-entropy",
+            "early_stopping": "lowest dev loss",
+        })
+    }
+}
+
+/// The candidates `triage train status` tries, simplest first (ties go to the simpler one).
+pub fn default_variants() -> Vec<HeadConfig> {
+    let base = HeadConfig {
+        kind: HeadKind::Logistic,
+        cues: false,
+        lr: 1e-2,
+        weight_decay: 1e-4,
+        dropout: 0.0,
+        batch_size: 32,
+        max_epochs: 300,
+        patience: 30,
+    };
+    let plain = [
+        base,
+        HeadConfig {
+            kind: HeadKind::Mlp { hidden: 64 },
+            lr: 2e-3,
+            weight_decay: 1e-2,
+            dropout: 0.2,
+            ..base
+        },
+        HeadConfig {
+            kind: HeadKind::Mlp { hidden: 256 },
+            lr: 1e-3,
+            weight_decay: 1e-2,
+            dropout: 0.3,
+            ..base
+        },
+    ];
+    plain
+        .iter()
+        .copied()
+        .chain(plain.iter().map(|c| HeadConfig { cues: true, ..*c }))
+        .collect()
+}
+
+/// A trained head (the best epoch's weights) and its dev logits.
+pub struct Trained {
+    pub head: Head,
+    pub best_epoch: usize,
+    pub epochs_run: usize,
+    pub dev_loss: f64,
+    pub dev_logits: Vec<[f32; 2]>,
+}
+
+/// `n / (k * count(class))`: each class contributes equally to the loss.
+pub fn class_weights(y: &[Label]) -> [f32; 2] {
+    let mut counts = [0usize; 2];
+    for l in y {
+        counts[l.index()] += 1;
+    }
+    counts.map(|c| {
+        if c == 0 {
+            0.0
+        } else {
+            y.len() as f32 / (2.0 * c as f32)
+        }
+    })
+}
+
+fn init_head(kind: HeadKind, cues: bool, rng: &mut StdRng) -> candle_core::Result<Head> {
+    // torch.nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
+    let mut linear = |inp: usize, out: usize| -> candle_core::Result<(Tensor, Tensor)> {
+        let a = 1.0 / (inp as f32).sqrt();
+        let w: Vec<f32> = (0..inp * out).map(|_| rng.random_range(-a..a)).collect();
+        let b: Vec<f32> = (0..out).map(|_| rng.random_range(-a..a)).collect();
+        Ok((
+            Tensor::from_vec(w, (inp, out), &Device::Cpu)?,
+            Tensor::from_vec(b, out, &Device::Cpu)?,
+        ))
+    };
+    let k = Label::ALL.len();
+    let d = input_dim(cues);
+    let layers = match kind {
+        HeadKind::Logistic => vec![linear(d, k)?],
+        HeadKind::Mlp { hidden } => vec![linear(d, hidden)?, linear(hidden, k)?],
+    };
+    Ok(Head { kind, cues, layers })
+}
+
+/// Mean of `weight[y] * -log softmax(logits)[y]` over the batch, normalised by the weights.
+fn weighted_nll(logits: &Tensor, y: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = logp.gather(&y.unsqueeze(1)?, 1)?.squeeze(1)?;
+    (picked * w)?.sum_all()?.neg()? / w.sum_all()?.to_scalar::<f32>()? as f64
+}
+
+fn labels_tensor(y: &[Label]) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(
+        y.iter().map(|l| l.index() as u32).collect::<Vec<_>>(),
+        y.len(),
+        &Device::Cpu,
+    )
+}
+
+/// Trains one head on feature rows (embeddings, plus cues when `cfg.cues`). `progress` advances by
+/// one per epoch.
+pub fn train_head(
+    train_x: &[Vec<f32>],
+    train_y: &[Label],
+    dev_x: &[Vec<f32>],
+    dev_y: &[Label],
+    cfg: &HeadConfig,
+    seed: u64,
+    progress: &ProgressBar,
+) -> Result<Trained, StatusError> {
+    if train_x.is_empty() || dev_x.is_empty() {
+        return Err(StatusError::Other(
+            "training and dev sets must not be empty".into(),
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let init = init_head(cfg.kind, cfg.cues, &mut rng)?;
+    let vars: Vec<(Var, Var)> = init
+        .layers
+        .iter()
+        .map(|(w, b)| Ok((Var::from_tensor(w)?, Var::from_tensor(b)?)))
+        .collect::<candle_core::Result<_>>()?;
+    // The head reads the variables' tensors, so the optimiser's in-place updates are seen.
+    let live = Head {
+        kind: cfg.kind,
+        cues: cfg.cues,
+        layers: vars
+            .iter()
+            .map(|(w, b)| (w.as_tensor().clone(), b.as_tensor().clone()))
+            .collect(),
+    };
+    let mut opt = AdamW::new(
+        vars.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect(),
+        ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )?;
+
+    let cw = class_weights(train_y);
+    let x = to_tensor(train_x)?;
+    let y = labels_tensor(train_y)?;
+    let w = Tensor::from_vec(
+        train_y.iter().map(|l| cw[l.index()]).collect::<Vec<_>>(),
+        train_y.len(),
+        &Device::Cpu,
+    )?;
+    let dx = to_tensor(dev_x)?;
+    let dy = labels_tensor(dev_y)?;
+    let dw = Tensor::ones(dev_y.len(), DType::F32, &Device::Cpu)?;
+
+    let hidden = match cfg.kind {
+        HeadKind::Mlp { hidden } if cfg.dropout > 0.0 => Some(hidden),
+        _ => None,
+    };
+    let mut order: Vec<u32> = (0..train_x.len() as u32).collect();
+    let mut best: Option<(f64, usize, Head)> = None;
+    let mut epochs_run = 0;
+    for epoch in 1..=cfg.max_epochs {
+        epochs_run = epoch;
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(cfg.batch_size.max(1)) {
+            let idx = Tensor::from_slice(chunk, chunk.len(), &Device::Cpu)?;
+            let mask = match hidden {
+                Some(h) => {
+                    let keep = 1.0 - cfg.dropout;
+                    let m: Vec<f32> = (0..chunk.len() * h)
+                        .map(|_| {
+                            if rng.random::<f32>() < keep {
+                                1.0 / keep
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect();
+                    Some(Tensor::from_vec(m, (chunk.len(), h), &Device::Cpu)?)
+                }
+                None => None,
+            };
+            let logits = live.logits(&x.index_select(&idx, 0)?, mask.as_ref())?;
+            let loss = weighted_nll(&logits, &y.index_select(&idx, 0)?, &w.index_select(&idx, 0)?)?;
+            opt.backward_step(&loss)?;
+        }
+        let dev_loss = f64::from(weighted_nll(&live.logits(&dx, None)?, &dy, &dw)?.to_scalar::<f32>()?);
+        progress.inc(1);
+        let improved = best.as_ref().is_none_or(|(l, _, _)| dev_loss < l - 1e-6);
+        if improved {
+            let snapshot = Head {
+                kind: cfg.kind,
+                cues: cfg.cues,
+                layers: live
+                    .layers
+                    .iter()
+                    .map(|(w, b)| Ok((w.copy()?, b.copy()?)))
+                    .collect::<candle_core::Result<_>>()?,
+            };
+            best = Some((dev_loss, epoch, snapshot));
+        } else if best.as_ref().is_some_and(|(_, e, _)| epoch - e >= cfg.patience) {
+            break;
+        }
+    }
+    let (dev_loss, best_epoch, head) = best.expect("at least one epoch ran");
+    let dev_logits = head
+        .logits(&dx, None)?
+        .to_vec2::<f32>()?
+        .into_iter()
+        .map(|r| [r[0], r[1]])
+        .collect();
+    Ok(Trained {
+        head,
+        best_epoch,
+        epochs_run,
+        dev_loss,
+        dev_logits,
+    })
+}
+
+fn nll_at(logits: &[[f32; 2]], y: &[Label], t: f64) -> f64 {
+    logits
+        .iter()
+        .zip(y)
+        .map(|(l, g)| -f64::from(prediction(l, t as f32).score(*g)).max(1e-12).ln())
+        .sum::<f64>()
+        / y.len().max(1) as f64
+}
+
+/// The temperature minimising the dev negative log-likelihood (golden-section search on ln T).
+pub fn fit_temperature(logits: &[[f32; 2]], y: &[Label]) -> f32 {
+    let f = |lt: f64| nll_at(logits, y, lt.exp());
+    let (mut a, mut b) = ((0.05f64).ln(), (20.0f64).ln());
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let mut c = b - g * (b - a);
+    let mut d = a + g * (b - a);
+    for _ in 0..60 {
+        if f(c) < f(d) {
+            b = d;
+        } else {
+            a = c;
+        }
+        c = b - g * (b - a);
+        d = a + g * (b - a);
+    }
+    ((a + b) / 2.0).exp() as f32
+}
+
+/// Embeds texts in chunks with a progress bar.
+pub fn embed_all(embedder: &Embedder, texts: &[&str], what: &str) -> Result<Vec<Vec<f32>>, StatusError> {
+    let pb = bar(texts.len() as u64, &format!("embedding {what}"));
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        out.extend(embedder.embed(chunk)?);
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
+fn bar(len: u64, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg:28} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}
+
+#[derive(Clone)]
+struct DataSet<'a> {
+    /// Indices of the extra files mixed in.
+    mixed: Vec<usize>,
+    texts: Vec<&'a str>,
+    x: Vec<Vec<f32>>,
+    y: Vec<Label>,
+}
+
+type Candidate = (VariantResult, Trained, HeadConfig, Vec<usize>);
+
+/// Best dev macro-F1; ties: higher Closed precision (a wrong Closed hides a problem), then the
+/// earlier (simpler, fewer extra data) candidate.
+fn best_of(results: &[Candidate]) -> usize {
+    let mut best = 0;
+    for (i, (r, ..)) in results.iter().enumerate() {
+        let b = &results[best].0;
+        if (r.dev_macro_f1, r.dev_closed_precision) > (b.dev_macro_f1, b.dev_closed_precision) {
+            best = i;
+        }
+    }
+    best
+}
+
+pub struct TrainOptions {
+    pub data: Vec<PathBuf>,
+    pub dev: PathBuf,
+    /// Extra labelled files tried as additions to `data`; kept only if they win on dev.
+    pub mix: Vec<PathBuf>,
+    /// Rows sampled (seeded) from each mixed-in file, at most.
+    pub mix_max: usize,
+    pub seed: u64,
+    pub variants: Vec<HeadConfig>,
+    /// How this training was started (recorded in the metadata).
+    pub command: String,
+}
+
+/// What `train_status` produced: the model and everything the report shows.
+pub struct TrainOutcome {
+    pub model: StatusModel,
+    pub dev: Vec<Example>,
+    pub dev_predictions: Vec<super::Prediction>,
+    pub baseline_predictions: Vec<Label>,
+}
+
+fn file_info(path: &Path, rows: usize, used: usize) -> Result<DataFile, StatusError> {
+    Ok(DataFile {
+        path: path.display().to_string(),
+        sha256: crate::model::sha256_file(path).map_err(|e| StatusError::Load {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?,
+        rows,
+        used,
+    })
+}
+
+fn short_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOutcome, StatusError> {
+    let mut train = Vec::new();
+    let mut train_files = Vec::new();
+    for p in &opts.data {
+        let rows = load_jsonl(p)?;
+        train_files.push(file_info(p, rows.len(), rows.len())?);
+        train.extend(rows);
+    }
+    let dev = load_jsonl(&opts.dev)?;
+    let dev_file = file_info(&opts.dev, dev.len(), dev.len())?;
+    let mut mixes = Vec::new();
+    for (i, p) in opts.mix.iter().enumerate() {
+        let mut rows = load_jsonl(p)?;
+        let total = rows.len();
+        if rows.len() > opts.mix_max {
+            rows.shuffle(&mut StdRng::seed_from_u64(opts.seed.wrapping_add(1 + i as u64)));
+            rows.truncate(opts.mix_max);
+        }
+        mixes.push((file_info(p, total, rows.len())?, short_name(p), rows));
+    }
+    tracing::info!(
+        train = train.len(),
+        dev = dev.len(),
+        mixed = mixes.iter().map(|m| m.2.len()).sum::<usize>(),
+        "data loaded"
+    );
+
+    fn texts(rows: &[Example]) -> Vec<&str> {
+        rows.iter().map(|e| e.text.as_str()).collect()
+    }
+    let train_x = embed_all(embedder, &texts(&train), "train")?;
+    let dev_x = embed_all(embedder, &texts(&dev), "dev")?;
+    let mut mix_x = Vec::new();
+    for (_, name, rows) in &mixes {
+        mix_x.push(embed_all(embedder, &texts(rows), name)?);
+    }
+    let train_y: Vec<Label> = train.iter().map(|e| e.label).collect();
+    let dev_y: Vec<Label> = dev.iter().map(|e| e.label).collect();
+
+    let baseline_predictions: Vec<Label> = dev.iter().map(|e| keywords::predict(&e.text)).collect();
+    let baseline = Metrics::compute(&dev_y, &baseline_predictions);
+
+    // Data sets: the written files alone, then each extra file added to them.
+    let mut sets: Vec<DataSet> = vec![DataSet {
+        mixed: Vec::new(),
+        texts: texts(&train),
+        x: train_x.clone(),
+        y: train_y.clone(),
+    }];
+    for (i, (_, _, rows)) in mixes.iter().enumerate() {
+        let mut set = DataSet {
+            mixed: vec![i],
+            ..sets[0].clone()
+        };
+        set.texts.extend(texts(rows));
+        set.x.extend(mix_x[i].iter().cloned());
+        set.y.extend(rows.iter().map(|e| e.label));
+        sets.push(set);
+    }
+    let dev_texts = texts(&dev);
+    let dev_feats = [
+        features(&dev_texts, &dev_x, false),
+        features(&dev_texts, &dev_x, true),
+    ];
+    let mix_names: Vec<(String, String)> = mixes.iter().map(|m| (m.1.clone(), m.0.path.clone())).collect();
+    let run = |set: &DataSet, cfg: &HeadConfig| -> Result<Candidate, StatusError> {
+        let mut name = cfg.name();
+        for &m in &set.mixed {
+            name.push('+');
+            name.push_str(&mix_names[m].0);
+        }
+        let pb = bar(cfg.max_epochs as u64, &format!("training {name}"));
+        let x = features(&set.texts, &set.x, cfg.cues);
+        let dx = &dev_feats[usize::from(cfg.cues)];
+        let t = train_head(&x, &set.y, dx, &dev_y, cfg, opts.seed, &pb)?;
+        pb.finish_and_clear();
+        let pred: Vec<Label> = t.dev_logits.iter().map(|l| prediction(l, 1.0).label).collect();
+        let m = Metrics::compute(&dev_y, &pred);
+        let r = VariantResult {
+            name: name.clone(),
+            head: cfg.name(),
+            mixed_in: set.mixed.iter().map(|&i| mix_names[i].1.clone()).collect(),
+            best_epoch: t.best_epoch,
+            dev_loss: t.dev_loss,
+            dev_macro_f1: m.macro_f1,
+            dev_accuracy: m.accuracy,
+            dev_closed_precision: m.label(Label::Closed).precision,
+            dev_closed_recall: m.label(Label::Closed).recall,
+        };
+        tracing::info!(
+            variant = %name,
+            best_epoch = t.best_epoch,
+            epochs = t.epochs_run,
+            dev_loss = format!("{:.4}", t.dev_loss),
+            dev_macro_f1 = format!("{:.4}", m.macro_f1),
+            closed_p = format!("{:.4}", r.dev_closed_precision),
+            closed_r = format!("{:.4}", r.dev_closed_recall),
+            "variant trained"
+        );
+        Ok((r, t, *cfg, set.mixed.clone()))
+    };
+
+    // Every head on the written data; then each extra file added for the best of those heads
+    // (greedy, to keep training time in check).
+    let mut results: Vec<Candidate> = Vec::new();
+    for cfg in &opts.variants {
+        results.push(run(&sets[0], cfg)?);
+    }
+    let best_head = results[best_of(&results)].2;
+    for set in &sets[1..] {
+        results.push(run(set, &best_head)?);
+    }
+    let best = best_of(&results);
+    let variants: Vec<VariantResult> = results.iter().map(|r| r.0.clone()).collect();
+    let (chosen, trained, cfg, mixed) = results.swap_remove(best);
+    let temperature = fit_temperature(&trained.dev_logits, &dev_y);
+    let dev_predictions: Vec<_> = trained
+        .dev_logits
+        .iter()
+        .map(|l| prediction(l, temperature))
+        .collect();
+    let dev_metrics = Metrics::compute(
+        &dev_y,
+        &dev_predictions.iter().map(|p| p.label).collect::<Vec<_>>(),
+    );
+    let curve = pr_curve(
+        &dev_y,
+        &dev_predictions
+            .iter()
+            .map(|p| p.score(Label::Closed))
+            .collect::<Vec<_>>(),
+    );
+
+    let manifest = crate::model::Manifest::builtin();
+    let (mixed_in, tried_not_used): (Vec<_>, Vec<_>) = mixes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (mixed.contains(&i), m.0.clone()))
+        .partition(|(used, _)| *used);
+    let mut hp = cfg.to_json();
+    hp["class_weights"] = json!(class_weights(&sets[mixed.first().map_or(0, |i| i + 1)].y));
+    hp["mix_max"] = json!(opts.mix_max);
+    hp["temperature"] = json!(temperature);
+    let metadata = Metadata {
+        name: MODEL_NAME.into(),
+        version: String::new(),
+        labels: Label::ALL.to_vec(),
+        weights_sha256: String::new(),
+        embedder: EmbedderInfo {
+            name: manifest.name.clone(),
+            revision: manifest.revision.clone(),
+            weights_sha256: manifest.weights_sha256().to_string(),
+        },
+        head: cfg.name(),
+        temperature,
+        seed: opts.seed,
+        hyper_parameters: hp,
+        data: DataInfo {
+            train: train_files,
+            mixed_in: mixed_in.into_iter().map(|x| x.1).collect(),
+            tried_not_used: tried_not_used.into_iter().map(|x| x.1).collect(),
+            dev: dev_file,
+        },
+        dev_metrics,
+        dev_closed_average_precision: average_precision(&curve),
+        keyword_baseline_dev_metrics: baseline,
+        variants,
+        chosen: chosen.name,
+        trained_at: chrono::Utc::now().to_rfc3339(),
+        command: opts.command.clone(),
+        notes: vec![
+            "The dev file chose the early-stopping epoch, the variant and the temperature, so dev \
+             numbers are somewhat optimistic; it is not a test set."
+                .into(),
+            "Fine-tuning the last encoder layer was not tried: inference would need the embedder's \
+             penultimate hidden states, which src/embed does not expose."
+                .into(),
+        ],
+    };
+    Ok(TrainOutcome {
+        model: StatusModel {
+            head: trained.head,
+            temperature,
+            metadata,
+        },
+        dev,
+        dev_predictions,
+        baseline_predictions,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_weights_balance_the_classes() {
+        let y = [
+            Label::Closed,
+            Label::InProgress,
+            Label::InProgress,
+            Label::InProgress,
+        ];
+        let w = class_weights(&y);
+        assert_eq!(w, [4.0 / 6.0, 2.0]);
+    }
+
+    #[test]
+    fn temperature_sharpens_underconfident_logits() {
+        // Always right with small margins: the NLL-optimal temperature is below 1.
+        let logits = vec![[0.2, -0.2], [-0.2, 0.2], [0.3, -0.1]];
+        let y = [Label::InProgress, Label::Closed, Label::InProgress];
+        assert!(fit_temperature(&logits, &y) < 1.0);
+    }
+
+    fn toy(n: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<Label>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|i| {
+                let label = Label::ALL[i % 2];
+                // Class signal in the first 32 dimensions, noise everywhere.
+                let v: Vec<f32> = (0..crate::embed::DIM)
+                    .map(|d| {
+                        let signal = if d < 32 && i % 2 == 1 { 1.0 } else { 0.0 };
+                        rng.random_range(-1.0..1.0f32) + signal
+                    })
+                    .collect();
+                (v, label)
+            })
+            .unzip()
+    }
+
+    #[test]
+    fn training_is_deterministic_and_learns_a_separable_toy_problem() {
+        let (x, y) = toy(64, 1);
+        let (dx, dy) = toy(32, 2);
+        let cfg = HeadConfig {
+            kind: HeadKind::Mlp { hidden: 16 },
+            cues: false,
+            max_epochs: 40,
+            patience: 40,
+            ..default_variants()[1]
+        };
+        let a = train_head(&x, &y, &dx, &dy, &cfg, 7, &ProgressBar::hidden()).unwrap();
+        let b = train_head(&x, &y, &dx, &dy, &cfg, 7, &ProgressBar::hidden()).unwrap();
+        for ((wa, ba), (wb, bb)) in a.head.layers.iter().zip(&b.head.layers) {
+            assert_eq!(wa.to_vec2::<f32>().unwrap(), wb.to_vec2::<f32>().unwrap());
+            assert_eq!(ba.to_vec1::<f32>().unwrap(), bb.to_vec1::<f32>().unwrap());
+        }
+        let c = train_head(&x, &y, &dx, &dy, &cfg, 8, &ProgressBar::hidden()).unwrap();
+        assert_ne!(
+            a.head.layers[0].0.to_vec2::<f32>().unwrap(),
+            c.head.layers[0].0.to_vec2::<f32>().unwrap()
+        );
+        let pred: Vec<Label> = a.dev_logits.iter().map(|l| prediction(l, 1.0).label).collect();
+        assert!(Metrics::compute(&dy, &pred).accuracy > 0.8);
+    }
+}

@@ -42,6 +42,8 @@ pub struct Settings {
     pub model_dir: Option<PathBuf>,
     /// The trained status head (`triage train status --out`), loaded by `serve` and `classify`.
     pub status_model_dir: PathBuf,
+    /// Folder of the grouping model (`model.json`).
+    pub group_model_dir: PathBuf,
     pub slack_signing_secret: Secret,
     pub slack_bot_token: Secret,
     pub slack_api_url: String,
@@ -85,6 +87,7 @@ impl Default for Settings {
             api_tokens: Vec::new(),
             model_dir: None,
             status_model_dir: PathBuf::from("models/status"),
+            group_model_dir: PathBuf::from("models/grouping"),
             slack_signing_secret: Secret::default(),
             slack_bot_token: Secret::default(),
             slack_api_url: "https://slack.com/api".into(),
@@ -152,6 +155,9 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_STATUS_MODEL_DIR").filter(|v| !v.is_empty()) {
             self.status_model_dir = v.into();
+        }
+        if let Some(v) = get("TRIAGE_GROUP_MODEL_DIR").filter(|v| !v.is_empty()) {
+            self.group_model_dir = v.into();
         }
         if let Some(v) = get("TRIAGE_SLACK_SIGNING_SECRET") {
             self.slack_signing_secret = Secret::new(v);

@@ -90,6 +90,30 @@ enum BenchCommand {
 
 #[derive(Subcommand)]
 enum TrainCommand {
+    /// The conversation grouper's scorers from gold reply links.
+    Group {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        dev: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 13)]
+        seed: u64,
+        #[arg(long, default_value_t = 6)]
+        epochs: usize,
+        /// Hidden units of the scorer MLP (0: logistic).
+        #[arg(long, default_value_t = 32)]
+        hidden: usize,
+        /// Train the embedding scorer on the first N channels only (embedding is the slow part).
+        #[arg(long)]
+        embedding_channels: Option<usize>,
+        /// Train only the text-only scorer.
+        #[arg(long)]
+        no_embeddings: bool,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
     /// The reply-status head (in_progress / closed) over the frozen sentence embedding.
     Status {
         /// Labelled training files (JSON Lines: text, label).
@@ -116,6 +140,21 @@ enum TrainCommand {
 
 #[derive(Subcommand)]
 enum EvalCommand {
+    /// Replay a message stream through the online grouper and score it (VI, 1-1, exact match).
+    Group {
+        #[arg(long)]
+        data: PathBuf,
+        /// Write one `{"id", "conversation", "parent"}` line per input message.
+        #[arg(long)]
+        predictions: Option<PathBuf>,
+        /// Only thread, reply, author and time signals (measures what the text model adds).
+        #[arg(long)]
+        no_embeddings: bool,
+        #[arg(long, default_value = "models/grouping")]
+        model: PathBuf,
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
     /// Metrics of the status model (or the keyword baseline) on a labelled JSON Lines file.
     Status {
         #[arg(long)]
@@ -165,6 +204,11 @@ fn settings(model_dir: Option<PathBuf>) -> anyhow::Result<triage::config::Settin
         s.model_dir = model_dir;
     }
     Ok(s)
+}
+
+fn load_embedder(s: &triage::config::Settings) -> anyhow::Result<triage::embed::Embedder> {
+    let files = triage::model::resolve(s.model_dir.as_deref())?;
+    Ok(triage::embed::Embedder::load(&files, s.batch_limits())?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -230,6 +274,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .join(" "),
             };
             triage::status_cli::train(&s, &opts, &out).map(|_| ())
+        }
+        Command::Eval {
+            what:
+                EvalCommand::Group {
+                    data,
+                    predictions,
+                    no_embeddings,
+                    model,
+                    model_dir,
+                },
+        } => {
+            let s = settings(model_dir)?;
+            triage::config::init_compute_threads(s.embed.threads);
+            let embedder = if no_embeddings {
+                None
+            } else {
+                Some(load_embedder(&s)?)
+            };
+            let out = triage::group_cli::eval_group(&triage::group_cli::EvalArgs {
+                data: &data,
+                model: &model,
+                predictions: predictions.as_deref(),
+                embedder: embedder.as_ref(),
+            })?;
+            println!("{out}");
+            Ok(())
+        }
+        Command::Train {
+            what:
+                TrainCommand::Group {
+                    data,
+                    dev,
+                    out,
+                    seed,
+                    epochs,
+                    hidden,
+                    embedding_channels,
+                    no_embeddings,
+                    model_dir,
+                },
+        } => {
+            let s = settings(model_dir)?;
+            triage::config::init_compute_threads(s.embed.threads);
+            let embedder = if no_embeddings {
+                None
+            } else {
+                Some(load_embedder(&s)?)
+            };
+            let res = triage::group_cli::train_group(&triage::group_cli::TrainArgs {
+                data: &data,
+                dev: &dev,
+                out: &out,
+                seed,
+                epochs,
+                hidden,
+                embedding_channels,
+                embedder: embedder.as_ref(),
+            })?;
+            println!("{res}");
+            Ok(())
         }
         Command::Eval {
             what:

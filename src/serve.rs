@@ -36,6 +36,7 @@ impl Application {
         let state = AppState {
             embed: EmbedSlot::default(),
             status: api::StatusSlot::default(),
+            grouper: api::GroupSlot::default(),
             metrics: Metrics::default(),
             api_tokens: Arc::new(settings.api_tokens.clone()),
         };
@@ -67,6 +68,7 @@ impl Application {
         } = self;
         let slot = state.embed.clone();
         let status_slot = state.status.clone();
+        let group_slot = state.grouper.clone();
         let metrics = state.metrics.embed.clone();
         let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let files = model::resolve(settings.model_dir.as_deref())?;
@@ -76,6 +78,9 @@ impl Application {
             tracing::info!(model = %status.id(), dir = %settings.status_model_dir.display(), "status model loaded");
             // Before the embedder: readiness (the embedder's warm-up) then implies both are there.
             status_slot.fill(status);
+            let group_model = crate::group::GroupModel::load(&settings.group_model_dir.join("model.json"))?;
+            tracing::info!(dir = %settings.group_model_dir.display(), "grouping model loaded");
+            group_slot.fill(group_model);
             slot.fill(EmbedHandle::start(embedder, settings.queue_config(), metrics));
             Ok(())
         });

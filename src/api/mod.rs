@@ -4,6 +4,7 @@
 mod classify;
 mod embed;
 pub mod error;
+mod group;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 
 pub use classify::StatusSlot;
 pub use error::ApiError;
+pub use group::GroupSlot;
 
 use crate::config::Secret;
 use crate::queue::EmbedSlot;
@@ -35,6 +37,8 @@ pub struct AppState {
     pub embed: EmbedSlot,
     /// The status head; filled with the embedder (readiness waits for both).
     pub status: StatusSlot,
+    /// The conversation grouper (in-memory channel state).
+    pub grouper: GroupSlot,
     pub metrics: Metrics,
     pub api_tokens: Arc<Vec<Secret>>,
 }
@@ -43,6 +47,7 @@ pub fn router(state: AppState) -> Router {
     let v1 = Router::new()
         .route("/v1/embed", post(embed::embed))
         .route("/v1/classify", post(classify::classify))
+        .route("/v1/group", post(group::group))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(v1)

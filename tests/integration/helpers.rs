@@ -36,6 +36,7 @@ pub fn settings() -> Settings {
     s.api_tokens = vec![Secret::new(TOKEN)];
     s.model_dir = Some(model_dir());
     s.status_model_dir = status_model_dir();
+    s.group_model_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/grouping");
     s
 }
 
@@ -99,6 +100,7 @@ pub async fn spawn_unloaded() -> (String, AppState, tokio::sync::oneshot::Sender
     let state = AppState {
         embed: EmbedSlot::default(),
         status: triage::api::StatusSlot::default(),
+        grouper: triage::api::GroupSlot::default(),
         metrics: Metrics::default(),
         api_tokens: Arc::new(vec![Secret::new(TOKEN)]),
     };

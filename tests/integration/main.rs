@@ -1,5 +1,7 @@
 //! The one integration-test binary: real model, real HTTP on port 0.
 mod embed_api;
+mod group;
 mod helpers;
 mod model_files;
 mod status;
+mod tickets;

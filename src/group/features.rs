@@ -1,0 +1,497 @@
+//! Candidate features. For a new message the candidates are row 0, "start a new conversation",
+//! then the previous messages of the channel's window, newest first. Pair features (rows 1..)
+//! describe (message, candidate); the `new_*` features (row 0 only) describe the message alone, so
+//! under a softmax over the rows they decide how likely a new conversation is.
+
+use super::state::{ChannelState, Conversation, StoredMessage};
+use super::text::{self, TextInfo};
+use super::{Role, EMBEDDING_DIM};
+
+/// Which kind of evidence a feature is; a decision's reasons are summed per signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Time,
+    Position,
+    Author,
+    Mention,
+    Conversation,
+    Text,
+    Similarity,
+    Role,
+    System,
+    New,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 10] = [
+        Signal::Time,
+        Signal::Position,
+        Signal::Author,
+        Signal::Mention,
+        Signal::Conversation,
+        Signal::Text,
+        Signal::Similarity,
+        Signal::Role,
+        Signal::System,
+        Signal::New,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Time => "time",
+            Signal::Position => "position",
+            Signal::Author => "author",
+            Signal::Mention => "mention",
+            Signal::Conversation => "conversation",
+            Signal::Text => "text",
+            Signal::Similarity => "similarity",
+            Signal::Role => "role",
+            Signal::System => "system",
+            Signal::New => "new",
+        }
+    }
+}
+
+macro_rules! features {
+    ($($id:ident = $name:literal : $sig:ident),* $(,)?) => {
+        /// Feature indices (columns of a candidate row).
+        #[allow(non_camel_case_types, clippy::upper_case_acronyms)]
+        #[derive(Debug, Clone, Copy)]
+        pub enum F { $($id),* }
+        pub const FEATURE_NAMES: &[&str] = &[$($name),*];
+        pub const FEATURE_SIGNALS: &[Signal] = &[$(Signal::$sig),*];
+    };
+}
+
+features! {
+    // Time gap between candidate and message (Ubuntu timestamps have minute resolution).
+    GAP_0 = "gap_lt_30s": Time,
+    GAP_1 = "gap_lt_90s": Time,
+    GAP_2 = "gap_lt_150s": Time,
+    GAP_5 = "gap_lt_330s": Time,
+    GAP_10 = "gap_lt_630s": Time,
+    GAP_20 = "gap_lt_1230s": Time,
+    GAP_60 = "gap_lt_3630s": Time,
+    GAP_MORE = "gap_ge_3630s": Time,
+    LOG_GAP = "log_gap_min": Time,
+    // How many messages back the candidate is.
+    DIST_1 = "dist_1": Position,
+    DIST_2 = "dist_2": Position,
+    DIST_3 = "dist_3": Position,
+    DIST_5 = "dist_4_5": Position,
+    DIST_10 = "dist_6_10": Position,
+    DIST_20 = "dist_11_20": Position,
+    DIST_50 = "dist_21_50": Position,
+    DIST_MORE = "dist_gt_50": Position,
+    LOG_DIST = "log_dist": Position,
+    // Authors.
+    SAME_AUTHOR = "same_author": Author,
+    OWN_LAST = "own_last_message": Author,
+    CAND_AUTHOR_LATEST = "candidate_is_authors_latest": Author,
+    I_SPOKE_SINCE = "i_spoke_since_candidate": Author,
+    CAND_SYSTEM = "candidate_system": System,
+    CAND_ACTION = "candidate_action": System,
+    // Addressing and mentions.
+    ADDR_CAND = "addresses_candidate_author": Mention,
+    ADDR_CAND_LATEST = "addresses_candidate_author_latest": Mention,
+    MENTION_CAND = "mentions_candidate_author": Mention,
+    CAND_ADDR_ME = "candidate_addresses_me": Mention,
+    CAND_MENTION_ME = "candidate_mentions_me": Mention,
+    ADDR_OTHER = "addresses_someone_else": Mention,
+    CAND_ADDR_OTHER = "candidate_addresses_someone_else": Mention,
+    CAND_AUTHOR_ADDRESSED_ME = "candidate_author_recently_addressed_me": Mention,
+    I_ADDRESSED_CAND_AUTHOR = "i_recently_addressed_candidate_author": Mention,
+    // The candidate's (predicted) conversation.
+    CONV_START = "candidate_starts_conversation": Conversation,
+    CONV_LATEST = "candidate_is_conversation_latest": Conversation,
+    CONV_LOG_SIZE = "conversation_log_size": Conversation,
+    CONV_LOG_IDLE = "conversation_log_idle_min": Conversation,
+    CONV_AUTHOR_LAST = "conversation_is_my_last": Conversation,
+    CONV_HAS_AUTHOR = "conversation_has_me": Conversation,
+    CONV_HAS_ADDRESSEE = "conversation_has_my_addressee": Conversation,
+    CONV_ADDRESSEE_LAST = "conversation_is_my_addressees_last": Conversation,
+    AUTHOR_PREV_PARENT = "candidate_is_my_last_parent": Conversation,
+    CONV_LOG_AUTHORS = "conversation_log_authors": Conversation,
+    // Words.
+    JACCARD = "word_jaccard": Text,
+    OVERLAP = "word_overlap": Text,
+    CAND_QUESTION = "candidate_question": Text,
+    CAND_QUESTION_ANSWER = "candidate_question_i_answer": Text,
+    CAND_GREETING = "candidate_greeting": Text,
+    // Sentence embeddings (zero when absent).
+    COS = "cosine": Similarity,
+    COS_BEST = "cosine_best_candidate": Similarity,
+    COS_GAP = "cosine_minus_best": Similarity,
+    CONV_COS_CENTROID = "conversation_cosine_centroid": Similarity,
+    CONV_COS_MAX = "conversation_cosine_max": Similarity,
+    // Slack roles (absent in the IRC corpus).
+    SAME_ROLE = "same_role": Role,
+    CUSTOMER_TO_AGENT = "customer_replies_agent": Role,
+    AGENT_TO_CUSTOMER = "agent_replies_customer": Role,
+    // Row 0: the message starts a new conversation.
+    NEW_BIAS = "new_bias": New,
+    NEW_SYSTEM = "new_system": System,
+    NEW_ACTION = "new_action": System,
+    NEW_ADDR_KNOWN = "new_addresses_known_user": Mention,
+    NEW_ADDR_ABSENT = "new_addressee_not_in_window": Mention,
+    NEW_MENTIONS_KNOWN = "new_mentions_known_user": Mention,
+    NEW_QUESTION = "new_question": Text,
+    NEW_GREETING = "new_greeting": Text,
+    NEW_ANSWER = "new_answer_cue": Text,
+    NEW_LOG_LEN = "new_log_tokens": Text,
+    NEW_LOG_GAP_PREV = "new_log_gap_prev_min": Time,
+    NEW_LOG_GAP_AUTHOR = "new_log_gap_own_prev_min": Time,
+    NEW_AUTHOR_FIRST = "new_author_unseen": Author,
+    NEW_LOG_CANDS = "new_log_candidates": Position,
+    NEW_MAX_COS = "new_max_cosine": Similarity,
+    NEW_MAX_JACCARD = "new_max_jaccard": Text,
+    NEW_CUSTOMER = "new_customer": Role,
+    NEW_AGENT = "new_agent": Role,
+}
+
+pub const NUM_FEATURES: usize = FEATURE_NAMES.len();
+
+/// An incoming message, analysed once.
+#[derive(Debug, Clone)]
+pub struct Prepared<'a> {
+    pub key: &'a str,
+    pub ts: f64,
+    pub user: &'a str,
+    pub user_key: u64,
+    pub text: TextInfo,
+    pub system: bool,
+    pub action: bool,
+    pub role: Option<Role>,
+    pub embedding: Option<&'a [f32]>,
+    /// Slack thread root ts when the message is a reply in a thread.
+    pub reply_to: Option<&'a str>,
+}
+
+/// Candidate rows for one message: row 0 = new conversation, row r >= 1 = `state.window[index[r]]`.
+#[derive(Debug, Default, Clone)]
+pub struct CandidateSet {
+    pub x: Vec<f32>,
+    pub index: Vec<usize>,
+}
+
+impl CandidateSet {
+    pub fn rows(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.x[r * NUM_FEATURES..(r + 1) * NUM_FEATURES]
+    }
+
+    fn push_row(&mut self, index: usize) -> usize {
+        self.index.push(index);
+        self.x.resize(self.x.len() + NUM_FEATURES, 0.0);
+        self.index.len() - 1
+    }
+}
+
+/// Candidate window limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub messages: usize,
+    pub seconds: f64,
+}
+
+fn minutes_log(seconds: f64) -> f32 {
+    // f32 ln: the f64 one showed up in profiles (several per candidate).
+    (1.0 + seconds.max(0.0) as f32 / 60.0).ln()
+}
+
+fn gap_bucket(gap: f64) -> F {
+    match gap {
+        g if g < 30.0 => F::GAP_0,
+        g if g < 90.0 => F::GAP_1,
+        g if g < 150.0 => F::GAP_2,
+        g if g < 330.0 => F::GAP_5,
+        g if g < 630.0 => F::GAP_10,
+        g if g < 1230.0 => F::GAP_20,
+        g if g < 3630.0 => F::GAP_60,
+        _ => F::GAP_MORE,
+    }
+}
+
+fn dist_bucket(d: usize) -> F {
+    match d {
+        1 => F::DIST_1,
+        2 => F::DIST_2,
+        3 => F::DIST_3,
+        4..=5 => F::DIST_5,
+        6..=10 => F::DIST_10,
+        11..=20 => F::DIST_20,
+        21..=50 => F::DIST_50,
+        _ => F::DIST_MORE,
+    }
+}
+
+/// A top-level message may not join a conversation that holds a Slack thread (a thread never
+/// mixes with another), nor a closed one.
+pub fn eligible(conv: Option<&Conversation>) -> bool {
+    conv.is_none_or(|c| !c.closed && c.thread.is_none())
+}
+
+/// Fills `out` with the candidate rows for `msg` (a top-level message; thread replies are decided
+/// by rule before this).
+pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &mut CandidateSet) {
+    out.x.clear();
+    out.index.clear();
+    out.push_row(usize::MAX);
+
+    let me = state.authors.get(&msg.user_key);
+    // The first word addresses someone only if it names a known author (not "hi," or "ok:").
+    let addressee = msg
+        .text
+        .addressee
+        .filter(|a| *a != msg.user_key && state.authors.contains_key(a));
+    let addressee_conv = addressee
+        .and_then(|a| state.authors.get(&a))
+        .map(|a| a.last_conversation);
+
+    // Candidates, newest first, within both window limits.
+    let mut cands: Vec<usize> = Vec::with_capacity(window.messages);
+    for (i, m) in state.window.iter().enumerate().rev() {
+        if cands.len() >= window.messages || msg.ts - m.ts > window.seconds {
+            break;
+        }
+        if eligible(state.conversations.get(&m.conversation)) {
+            cands.push(i);
+        }
+    }
+
+    // Who addressed whom recently, and the best cosine / overlap among the candidates.
+    let mut addressed_me: Vec<u64> = Vec::new();
+    let mut i_addressed: Vec<u64> = Vec::new();
+    let mut cos = Vec::with_capacity(cands.len());
+    let mut jac = Vec::with_capacity(cands.len());
+    let (mut best_cos, mut best_jac) = (f32::NEG_INFINITY, 0f32);
+    for &i in &cands {
+        let m = &state.window[i];
+        if m.text.addressee == Some(msg.user_key) {
+            addressed_me.push(m.user_key);
+        }
+        if m.user_key == msg.user_key {
+            if let Some(a) = m.text.addressee {
+                i_addressed.push(a);
+            }
+        }
+        let c = match (msg.embedding, &m.embedding) {
+            (Some(a), Some(b)) => text::dot(a, b),
+            _ => f32::NAN,
+        };
+        if c > best_cos {
+            best_cos = c;
+        }
+        cos.push(c);
+        let j = text::jaccard(&msg.text.words, &m.text.words);
+        best_jac = best_jac.max(j);
+        jac.push(j);
+    }
+    let have_cos = best_cos.is_finite();
+
+    // Per-conversation cosine (max over its candidates; centroid), computed once per conversation.
+    let mut conv_cos: Vec<(u64, f32, f32)> = Vec::new();
+    if let (true, Some(e)) = (have_cos, msg.embedding) {
+        for (k, &i) in cands.iter().enumerate() {
+            let id = state.window[i].conversation;
+            match conv_cos.iter_mut().find(|(c, _, _)| *c == id) {
+                Some(entry) => entry.1 = entry.1.max(cos[k]),
+                None => {
+                    let centroid = match state.conversations.get(&id) {
+                        Some(c) if c.embedding_norm > 0.0 => c
+                            .embedding_sum
+                            .as_deref()
+                            .map_or(0.0, |s| text::dot(e, s) / c.embedding_norm),
+                        _ => 0.0,
+                    };
+                    conv_cos.push((id, cos[k], centroid));
+                }
+            }
+        }
+    }
+
+    let mut seen_authors: Vec<u64> = Vec::new();
+    for (k, &i) in cands.iter().enumerate() {
+        let m: &StoredMessage = &state.window[i];
+        let r = out.push_row(i);
+        let row = &mut out.x[r * NUM_FEATURES..(r + 1) * NUM_FEATURES];
+        let mut set = |f: F, v: f32| row[f as usize] = v;
+        let gap = msg.ts - m.ts;
+        let dist = (state.next_seq - m.seq) as usize;
+        set(gap_bucket(gap), 1.0);
+        set(F::LOG_GAP, minutes_log(gap));
+        set(dist_bucket(dist), 1.0);
+        set(F::LOG_DIST, (dist as f32).ln());
+
+        let latest_by_author = !seen_authors.contains(&m.user_key);
+        if latest_by_author {
+            seen_authors.push(m.user_key);
+        }
+        let same = m.user_key == msg.user_key;
+        // Authors seen so far are those of newer candidates.
+        set(
+            F::I_SPOKE_SINCE,
+            (!same && seen_authors.contains(&msg.user_key)) as u8 as f32,
+        );
+        set(F::SAME_AUTHOR, same as u8 as f32);
+        set(F::OWN_LAST, (same && latest_by_author) as u8 as f32);
+        set(F::CAND_AUTHOR_LATEST, latest_by_author as u8 as f32);
+        set(F::CAND_SYSTEM, m.system as u8 as f32);
+        set(F::CAND_ACTION, m.action as u8 as f32);
+
+        let addr_cand = addressee == Some(m.user_key);
+        set(F::ADDR_CAND, addr_cand as u8 as f32);
+        set(F::ADDR_CAND_LATEST, (addr_cand && latest_by_author) as u8 as f32);
+        set(
+            F::MENTION_CAND,
+            (!addr_cand && !same && text::contains(&msg.text.tokens, m.user_key)) as u8 as f32,
+        );
+        let cand_addr_me = m.text.addressee == Some(msg.user_key);
+        set(F::CAND_ADDR_ME, cand_addr_me as u8 as f32);
+        set(
+            F::CAND_MENTION_ME,
+            (!cand_addr_me && !same && text::contains(&m.text.tokens, msg.user_key)) as u8 as f32,
+        );
+        set(F::ADDR_OTHER, (addressee.is_some() && !addr_cand) as u8 as f32);
+        set(
+            F::CAND_ADDR_OTHER,
+            (m.text.addressee.is_some() && !cand_addr_me) as u8 as f32,
+        );
+        set(
+            F::CAND_AUTHOR_ADDRESSED_ME,
+            addressed_me.contains(&m.user_key) as u8 as f32,
+        );
+        set(
+            F::I_ADDRESSED_CAND_AUTHOR,
+            i_addressed.contains(&m.user_key) as u8 as f32,
+        );
+
+        if let Some(c) = state.conversations.get(&m.conversation) {
+            set(F::CONV_START, (c.start_seq == m.seq) as u8 as f32);
+            set(F::CONV_LATEST, (c.last_seq == m.seq) as u8 as f32);
+            set(F::CONV_LOG_SIZE, (c.size as f32).ln());
+            set(F::CONV_LOG_IDLE, minutes_log(msg.ts - c.last_ts));
+            set(F::CONV_HAS_AUTHOR, c.authors.contains(&msg.user_key) as u8 as f32);
+            set(
+                F::CONV_HAS_ADDRESSEE,
+                addressee.is_some_and(|a| c.authors.contains(&a)) as u8 as f32,
+            );
+            set(
+                F::CONV_ADDRESSEE_LAST,
+                (addressee_conv == Some(m.conversation)) as u8 as f32,
+            );
+            set(F::CONV_LOG_AUTHORS, (c.authors.len().max(1) as f32).ln());
+        }
+        if let Some(a) = me {
+            set(
+                F::CONV_AUTHOR_LAST,
+                (a.last_conversation == m.conversation) as u8 as f32,
+            );
+            set(
+                F::AUTHOR_PREV_PARENT,
+                (a.last_parent_seq == Some(m.seq)) as u8 as f32,
+            );
+        }
+
+        set(F::JACCARD, jac[k]);
+        set(F::OVERLAP, (jac[k] > 0.0) as u8 as f32);
+        set(F::CAND_QUESTION, m.text.question as u8 as f32);
+        set(
+            F::CAND_QUESTION_ANSWER,
+            (m.text.question && msg.text.answer_cue) as u8 as f32,
+        );
+        set(F::CAND_GREETING, m.text.greeting as u8 as f32);
+
+        if have_cos && cos[k].is_finite() {
+            set(F::COS, cos[k]);
+            set(F::COS_BEST, (cos[k] >= best_cos) as u8 as f32);
+            set(F::COS_GAP, cos[k] - best_cos);
+            if let Some((_, max, centroid)) = conv_cos.iter().find(|(c, _, _)| *c == m.conversation) {
+                set(F::CONV_COS_MAX, *max);
+                set(F::CONV_COS_CENTROID, *centroid);
+            }
+        }
+
+        if let (Some(a), Some(b)) = (msg.role, m.role) {
+            set(F::SAME_ROLE, (a == b) as u8 as f32);
+            set(
+                F::CUSTOMER_TO_AGENT,
+                (a == Role::Customer && b == Role::Agent) as u8 as f32,
+            );
+            set(
+                F::AGENT_TO_CUSTOMER,
+                (a == Role::Agent && b == Role::Customer) as u8 as f32,
+            );
+        }
+    }
+
+    // Row 0: starting a new conversation.
+    let row = &mut out.x[..NUM_FEATURES];
+    let mut set = |f: F, v: f32| row[f as usize] = v;
+    set(F::NEW_BIAS, 1.0);
+    set(F::NEW_SYSTEM, msg.system as u8 as f32);
+    set(F::NEW_ACTION, msg.action as u8 as f32);
+    set(F::NEW_ADDR_KNOWN, addressee.is_some() as u8 as f32);
+    let addressee_here = addressee.is_some_and(|a| cands.iter().any(|&i| state.window[i].user_key == a));
+    set(
+        F::NEW_ADDR_ABSENT,
+        (addressee.is_some() && !addressee_here) as u8 as f32,
+    );
+    let mentions_known = msg
+        .text
+        .tokens
+        .iter()
+        .any(|t| *t != msg.user_key && state.authors.contains_key(t));
+    set(F::NEW_MENTIONS_KNOWN, mentions_known as u8 as f32);
+    set(F::NEW_QUESTION, msg.text.question as u8 as f32);
+    set(F::NEW_GREETING, msg.text.greeting as u8 as f32);
+    set(F::NEW_ANSWER, msg.text.answer_cue as u8 as f32);
+    set(F::NEW_LOG_LEN, (1.0 + msg.text.n_tokens as f32).ln());
+    // Gaps are capped at a day so one long silence does not dominate.
+    const DAY: f64 = 86_400.0;
+    let prev_gap = state.newest_ts().map_or(DAY, |t| (msg.ts - t).min(DAY));
+    set(F::NEW_LOG_GAP_PREV, minutes_log(prev_gap));
+    set(
+        F::NEW_LOG_GAP_AUTHOR,
+        minutes_log(me.map_or(DAY, |a| (msg.ts - a.last_ts).min(DAY))),
+    );
+    set(F::NEW_AUTHOR_FIRST, me.is_none() as u8 as f32);
+    set(F::NEW_LOG_CANDS, (1.0 + cands.len() as f32).ln());
+    if have_cos {
+        set(F::NEW_MAX_COS, best_cos);
+    }
+    set(F::NEW_MAX_JACCARD, best_jac);
+    if let Some(role) = msg.role {
+        set(
+            if role == Role::Customer {
+                F::NEW_CUSTOMER
+            } else {
+                F::NEW_AGENT
+            },
+            1.0,
+        );
+    }
+}
+
+/// Checks an embedding's shape (the model's features assume unit-length 384-dim vectors).
+pub fn valid_embedding(e: &[f32]) -> bool {
+    e.len() == EMBEDDING_DIM && e.iter().all(|x| x.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_signals_align() {
+        assert_eq!(FEATURE_NAMES.len(), FEATURE_SIGNALS.len());
+        assert_eq!(F::NEW_AGENT as usize, NUM_FEATURES - 1);
+        let mut names = FEATURE_NAMES.to_vec();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), NUM_FEATURES);
+    }
+}

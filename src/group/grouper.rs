@@ -1,0 +1,535 @@
+//! The online grouper: one call per message, in time order per channel.
+
+use serde::{Deserialize, Serialize};
+
+use super::features::{self, CandidateSet, Prepared, Signal, F};
+use super::model::{DecisionRule, GroupModel};
+use super::state::{ChannelState, Commit, ConvRef, GroupStore, MemoryStore, StoredMessage};
+use super::text::{analyse, nick_key};
+use super::{GroupError, Role};
+
+/// One message to group.
+#[derive(Debug, Clone, Copy)]
+pub struct IncomingMessage<'a> {
+    pub channel: &'a str,
+    /// Slack ts string (`"1700000000.000100"`): the time in seconds and the idempotency key.
+    pub ts: &'a str,
+    pub user: &'a str,
+    pub text: &'a str,
+    /// Joins, quits and other non-conversation lines.
+    pub system: bool,
+    /// `/me` actions.
+    pub action: bool,
+    pub thread_ts: Option<&'a str>,
+    pub role: Option<Role>,
+    /// all-MiniLM-L6-v2 sentence embedding (384 floats, L2-normalised), if computed.
+    pub embedding: Option<&'a [f32]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    /// "thread", "mention", "author", "time", "position", "conversation", "text", "similarity",
+    /// "role", "system", "new".
+    pub signal: String,
+    pub detail: String,
+    /// Contribution to the chosen candidate's score (log-odds units).
+    pub weight: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredCandidate {
+    /// The candidate message's ts; `None` for "start a new conversation".
+    pub ts: Option<String>,
+    pub conversation_id: String,
+    pub score: f32,
+    pub probability: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub conversation_id: String,
+    pub new: bool,
+    /// Probability of the chosen conversation (sum over its candidates); 1 for rule decisions.
+    pub confidence: f32,
+    /// The message this one was linked to (None when it starts a conversation).
+    pub linked_ts: Option<String>,
+    pub reasons: Vec<Reason>,
+    /// The best candidates, most probable first.
+    pub candidates: Vec<ScoredCandidate>,
+}
+
+/// Groups messages online. State lives in a [`GroupStore`], per channel.
+pub struct Grouper<S: GroupStore = MemoryStore> {
+    model: GroupModel,
+    store: S,
+    set: CandidateSet,
+    scores: Vec<f32>,
+    hidden: Vec<f32>,
+}
+
+/// The id of a conversation started by the message `ts` of `channel`; stable and unique.
+pub fn conversation_id(channel: &str, ts: &str) -> String {
+    format!("{channel}:{ts}")
+}
+
+impl Grouper<MemoryStore> {
+    pub fn new(model: GroupModel) -> Self {
+        Grouper::with_store(model, MemoryStore::default())
+    }
+}
+
+impl<S: GroupStore> Grouper<S> {
+    pub fn with_store(model: GroupModel, store: S) -> Self {
+        let hidden = model
+            .text
+            .hidden
+            .max(model.embedding.as_ref().map_or(0, |e| e.hidden));
+        Grouper {
+            model,
+            store,
+            set: CandidateSet::default(),
+            scores: Vec::new(),
+            hidden: vec![0.0; hidden],
+        }
+    }
+
+    pub fn model(&self) -> &GroupModel {
+        &self.model
+    }
+
+    /// Decides the conversation of `msg`. Idempotent on (channel, ts): a ts seen before returns
+    /// the earlier decision. With `dry_run` nothing is recorded.
+    pub fn process(&mut self, msg: &IncomingMessage<'_>, dry_run: bool) -> Result<Decision, GroupError> {
+        let ts: f64 = msg
+            .ts
+            .trim()
+            .parse()
+            .ok()
+            .filter(|t: &f64| t.is_finite())
+            .ok_or_else(|| GroupError::Invalid(format!("ts {:?} is not a number", msg.ts)))?;
+        if msg.embedding.is_some_and(|e| !features::valid_embedding(e)) {
+            return Err(GroupError::Invalid(format!(
+                "embedding must be {} finite floats",
+                super::EMBEDDING_DIM
+            )));
+        }
+        let mut state = self.store.take(msg.channel)?.unwrap_or_default();
+        let result = self.decide_in(&mut state, msg, ts, dry_run);
+        self.store.put(msg.channel, state)?;
+        Ok(result)
+    }
+
+    /// Marks a conversation closed (or reopened). Closed conversations take no new top-level
+    /// messages; replies in their Slack thread still join them. Returns whether it was known.
+    pub fn set_closed(
+        &mut self,
+        channel: &str,
+        conversation_id: &str,
+        closed: bool,
+    ) -> Result<bool, GroupError> {
+        let Some(mut state) = self.store.take(channel)? else {
+            return Ok(false);
+        };
+        let known = match state.conversations.values_mut().find(|c| c.id == conversation_id) {
+            Some(c) => {
+                c.closed = closed;
+                true
+            }
+            None => false,
+        };
+        self.store.put(channel, state)?;
+        Ok(known)
+    }
+
+    fn decide_in(
+        &mut self,
+        state: &mut ChannelState,
+        msg: &IncomingMessage<'_>,
+        ts: f64,
+        dry_run: bool,
+    ) -> Decision {
+        if let Some(d) = state.decided.get(msg.ts) {
+            return d.clone();
+        }
+        let prep = Prepared {
+            key: msg.ts,
+            ts,
+            user: msg.user,
+            user_key: nick_key(msg.user),
+            text: analyse(msg.text),
+            system: msg.system,
+            action: msg.action,
+            role: msg.role,
+            embedding: msg.embedding,
+            reply_to: msg.thread_ts.filter(|t| *t != msg.ts),
+        };
+        let (decision, conversation, parent_seq) = match prep.reply_to {
+            Some(root) => thread_decision(state, msg.channel, root),
+            None => self.scored_decision(state, msg.channel, &prep),
+        };
+        if !dry_run {
+            let bounds = self.model.config.bounds;
+            state.commit(
+                Commit {
+                    channel: msg.channel,
+                    key: prep.key,
+                    ts,
+                    user: prep.user,
+                    user_key: prep.user_key,
+                    text: prep.text,
+                    system: prep.system,
+                    action: prep.action,
+                    role: prep.role,
+                    embedding: prep.embedding,
+                    conversation,
+                    parent_seq,
+                    thread: prep.reply_to,
+                },
+                &bounds,
+            );
+            state.remember(msg.ts, decision.clone(), &bounds);
+        }
+        decision
+    }
+
+    fn scored_decision(
+        &mut self,
+        state: &ChannelState,
+        channel: &str,
+        prep: &Prepared<'_>,
+    ) -> (Decision, ConvRef, Option<u64>) {
+        let scorer = self.model.scorer(prep.embedding.is_some());
+        features::extract(state, prep, self.model.config.window(), &mut self.set);
+        score_rows(scorer, &self.set, &mut self.scores, &mut self.hidden);
+        let probs = softmax(&self.scores);
+        let (row, confidence) = choose(state, &self.set, &probs, self.model.config.rule);
+        let stored = |r: usize| (r > 0).then(|| &state.window[self.set.index[r]]);
+        let conv_of = |r: usize| match stored(r) {
+            Some(m) => state.conversation_id(m.conversation).to_string(),
+            None => conversation_id(channel, prep.key),
+        };
+
+        let mut order: Vec<usize> = (0..self.set.rows()).collect();
+        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let candidates = order
+            .iter()
+            .take(self.model.config.top_k)
+            .map(|&r| ScoredCandidate {
+                ts: stored(r).map(|m| m.key.clone()),
+                conversation_id: conv_of(r),
+                score: self.scores[r],
+                probability: probs[r],
+            })
+            .collect();
+
+        let x = self.set.row(row);
+        let mut contributions = scorer.contributions(x);
+        contributions.retain(|(_, w)| w.abs() >= 0.05);
+        contributions.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        let reasons = contributions
+            .into_iter()
+            .map(|(sig, weight)| Reason {
+                signal: sig.as_str().to_string(),
+                detail: describe(sig, x, stored(row), prep, state),
+                weight,
+            })
+            .collect();
+        let linked = stored(row);
+        let id = conv_of(row);
+        let conversation = match linked {
+            Some(m) => ConvRef::Known(m.conversation),
+            None => ConvRef::New(id.clone()),
+        };
+        let decision = Decision {
+            conversation_id: id,
+            new: row == 0,
+            confidence,
+            linked_ts: linked.map(|m| m.key.clone()),
+            reasons,
+            candidates,
+        };
+        (decision, conversation, linked.map(|m| m.seq))
+    }
+}
+
+/// A reply in a Slack thread joins its root's conversation, whatever the scores say.
+pub(crate) fn thread_decision(
+    state: &ChannelState,
+    channel: &str,
+    root: &str,
+) -> (Decision, ConvRef, Option<u64>) {
+    let conversation = state
+        .conversation_of_ts(root)
+        .unwrap_or_else(|| ConvRef::New(conversation_id(channel, root)));
+    let (id, new) = match &conversation {
+        ConvRef::Known(serial) => (state.conversation_id(*serial).to_string(), false),
+        ConvRef::New(id) => (id.clone(), !state.decided.contains_key(root)),
+    };
+    let root_msg = state.window.iter().rev().find(|m| m.key == root);
+    let decision = Decision {
+        conversation_id: id.clone(),
+        new,
+        confidence: 1.0,
+        linked_ts: root_msg.map(|m| m.key.clone()),
+        reasons: vec![Reason {
+            signal: "thread".into(),
+            detail: format!("reply in thread {root}"),
+            weight: 1.0,
+        }],
+        candidates: vec![ScoredCandidate {
+            ts: Some(root.to_string()),
+            conversation_id: id,
+            score: 0.0,
+            probability: 1.0,
+        }],
+    };
+    (decision, conversation, root_msg.map(|m| m.seq))
+}
+
+pub(crate) fn score_rows(
+    scorer: &super::Scorer,
+    set: &CandidateSet,
+    out: &mut Vec<f32>,
+    hidden: &mut Vec<f32>,
+) {
+    hidden.resize(scorer.hidden, 0.0);
+    out.clear();
+    out.extend((0..set.rows()).map(|r| scorer.score(set.row(r), &mut hidden[..scorer.hidden])));
+}
+
+pub(crate) fn softmax(scores: &[f32]) -> Vec<f32> {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut p: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+    let z: f32 = p.iter().sum();
+    p.iter_mut().for_each(|v| *v /= z);
+    p
+}
+
+/// The chosen row and the probability of its conversation.
+pub(crate) fn choose(
+    state: &ChannelState,
+    set: &CandidateSet,
+    probs: &[f32],
+    rule: DecisionRule,
+) -> (usize, f32) {
+    let conv = |r: usize| (r > 0).then(|| state.window[set.index[r]].conversation);
+    // Total probability per conversation (row 0, a new conversation, stands alone).
+    let mut mass: Vec<(Option<u64>, f32, usize)> = Vec::new();
+    for (r, &p) in probs.iter().enumerate() {
+        let c = conv(r);
+        match mass.iter_mut().find(|(k, _, _)| c.is_some() && *k == c) {
+            Some(e) => {
+                e.1 += p;
+                if p > probs[e.2] {
+                    e.2 = r;
+                }
+            }
+            None => mass.push((c, p, r)),
+        }
+    }
+    let best_link = (0..probs.len()).fold(0, |b, r| if probs[r] > probs[b] { r } else { b });
+    let row = match rule {
+        DecisionRule::Link => best_link,
+        DecisionRule::Conversation => mass.iter().fold(&mass[0], |b, e| if e.1 > b.1 { e } else { b }).2,
+    };
+    let c = conv(row);
+    let confidence = mass
+        .iter()
+        .find(|(k, _, r)| if c.is_some() { *k == c } else { *r == 0 })
+        .map_or(0.0, |e| e.1);
+    (row, confidence)
+}
+
+/// A short human-readable reason for one signal of the chosen candidate (`cand`: None = new).
+fn describe(
+    sig: Signal,
+    x: &[f32],
+    cand: Option<&StoredMessage>,
+    prep: &Prepared<'_>,
+    state: &ChannelState,
+) -> String {
+    let on = |f: F| x[f as usize] != 0.0;
+    let mins = |secs: f64| (secs / 60.0).round() as i64;
+    match (sig, cand) {
+        (Signal::Time, Some(c)) => format!("{} min after the candidate", mins(prep.ts - c.ts)),
+        (Signal::Time, None) => match state.newest_ts() {
+            Some(t) => format!("{} min since the channel's previous message", mins(prep.ts - t)),
+            None => "first message in the channel".into(),
+        },
+        (Signal::Position, Some(c)) => format!("{} messages back", state.next_seq - c.seq),
+        (Signal::Position, None) => format!(
+            "{} candidates in the window",
+            x[F::NEW_LOG_CANDS as usize].exp() - 1.0
+        ),
+        (Signal::Author, Some(c)) if on(F::SAME_AUTHOR) => format!("same author {}", c.user),
+        (Signal::Author, Some(c)) => format!("candidate by {}", c.user),
+        (Signal::Author, None) if on(F::NEW_AUTHOR_FIRST) => format!("{} not seen recently", prep.user),
+        (Signal::Author, None) => format!("{} spoke before", prep.user),
+        (Signal::Mention, Some(c)) if on(F::ADDR_CAND) => format!("addresses {}", c.user),
+        (Signal::Mention, Some(c)) if on(F::MENTION_CAND) => format!("mentions {}", c.user),
+        (Signal::Mention, Some(c)) if on(F::CAND_ADDR_ME) || on(F::CAND_MENTION_ME) => {
+            format!("{} addressed {}", c.user, prep.user)
+        }
+        (Signal::Mention, Some(_)) if on(F::ADDR_OTHER) => "addresses someone else".into(),
+        (Signal::Mention, Some(c)) => format!("{} and {} addressed each other recently", c.user, prep.user),
+        (Signal::Mention, None) if on(F::NEW_ADDR_ABSENT) => "addresses a user not in the window".into(),
+        (Signal::Mention, None) => "addresses or mentions a known user".into(),
+        (Signal::Conversation, Some(c)) => {
+            let size = state.conversations.get(&c.conversation).map_or(0, |k| k.size);
+            let mine = if on(F::CONV_AUTHOR_LAST) {
+                ", the author's last conversation"
+            } else {
+                ""
+            };
+            format!("conversation of {size} messages{mine}")
+        }
+        (Signal::Text, Some(_)) if on(F::CAND_QUESTION_ANSWER) => "answers a question".into(),
+        (Signal::Text, Some(_)) => format!("word overlap {:.2}", x[F::JACCARD as usize]),
+        (Signal::Text, None) if on(F::NEW_GREETING) => "opens like a new request".into(),
+        (Signal::Text, None) => format!("best word overlap {:.2}", x[F::NEW_MAX_JACCARD as usize]),
+        (Signal::Similarity, Some(_)) => format!(
+            "cosine {:.2} (conversation {:.2})",
+            x[F::COS as usize],
+            x[F::CONV_COS_MAX as usize]
+        ),
+        (Signal::Similarity, None) => format!("best cosine {:.2}", x[F::NEW_MAX_COS as usize]),
+        (Signal::Role, _) => match prep.role {
+            Some(Role::Customer) => "customer message".into(),
+            _ => "agent message".into(),
+        },
+        (Signal::System, _) => "system message (join/quit)".into(),
+        (Signal::New, _) => "prior for starting a conversation".into(),
+        (Signal::Conversation, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::features::NUM_FEATURES;
+    use crate::group::model::{GroupConfig, Scorer, MODEL_FORMAT};
+    use rand::SeedableRng;
+
+    /// A hand-weighted linear model: following an address is strong evidence, and otherwise a
+    /// message prefers to start a conversation.
+    fn grouper() -> Grouper {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let mut s = Scorer::new(vec![1.0; NUM_FEATURES], 0, &mut rng);
+        s.linear[F::ADDR_CAND_LATEST as usize] = 4.0;
+        s.linear[F::NEW_BIAS as usize] = 1.0;
+        s.linear[F::DIST_1 as usize] = 0.5;
+        Grouper::new(GroupModel {
+            format: MODEL_FORMAT,
+            config: GroupConfig::default(),
+            text: s,
+            embedding: None,
+        })
+    }
+
+    fn msg<'a>(ts: &'a str, user: &'a str, text: &'a str) -> IncomingMessage<'a> {
+        IncomingMessage {
+            channel: "C1",
+            ts,
+            user,
+            text,
+            system: false,
+            action: false,
+            thread_ts: None,
+            role: None,
+            embedding: None,
+        }
+    }
+
+    #[test]
+    fn thread_replies_join_their_root() {
+        let mut g = grouper();
+        let root = g
+            .process(&msg("100.000001", "alice", "my wifi is broken"), false)
+            .unwrap();
+        assert!(root.new);
+        g.process(&msg("101.000001", "bob", "unrelated question"), false)
+            .unwrap();
+        let reply = IncomingMessage {
+            thread_ts: Some("100.000001"),
+            ..msg("102.000001", "carol", "no idea")
+        };
+        let d = g.process(&reply, false).unwrap();
+        assert_eq!(d.conversation_id, root.conversation_id);
+        assert!(!d.new);
+        assert_eq!(d.reasons[0].signal, "thread");
+        // A top-level message never joins a conversation that holds a thread, even when addressed.
+        let d = g
+            .process(&msg("103.000001", "dave", "carol: same here"), false)
+            .unwrap();
+        assert_ne!(d.conversation_id, root.conversation_id);
+        // A reply whose root was never seen starts the root's conversation.
+        let orphan = IncomingMessage {
+            thread_ts: Some("50.000001"),
+            ..msg("104.000001", "erin", "hi")
+        };
+        let d = g.process(&orphan, false).unwrap();
+        assert_eq!(d.conversation_id, "C1:50.000001");
+        assert!(d.new);
+    }
+
+    #[test]
+    fn mention_links_to_the_authors_conversation() {
+        let mut g = grouper();
+        let a = g.process(&msg("0", "alice", "my wifi is broken"), false).unwrap();
+        let b = g
+            .process(&msg("10", "bob", "how do I install grub"), false)
+            .unwrap();
+        assert_ne!(a.conversation_id, b.conversation_id);
+        let d = g
+            .process(&msg("20", "carol", "alice: try reloading the driver"), false)
+            .unwrap();
+        assert_eq!(d.conversation_id, a.conversation_id);
+        assert_eq!(d.linked_ts.as_deref(), Some("0"));
+        assert_eq!(d.reasons[0].signal, "mention");
+        assert!(d.reasons[0].detail.contains("alice"));
+    }
+
+    #[test]
+    fn three_hours_later_is_a_new_conversation() {
+        let mut g = grouper();
+        let a = g.process(&msg("0", "alice", "my wifi is broken"), false).unwrap();
+        let d = g
+            .process(&msg("10800", "bob", "alice: did you fix it?"), false)
+            .unwrap();
+        assert!(d.new);
+        assert_ne!(d.conversation_id, a.conversation_id);
+    }
+
+    #[test]
+    fn idempotent_dry_run_and_closed() {
+        let mut g = grouper();
+        let a = g.process(&msg("0", "alice", "my wifi is broken"), false).unwrap();
+        assert_eq!(
+            g.process(&msg("0", "alice", "my wifi is broken"), false).unwrap(),
+            a
+        );
+        // A dry run decides without recording.
+        let probe = g.process(&msg("5", "bob", "alice: reboot"), true).unwrap();
+        assert_eq!(probe.conversation_id, a.conversation_id);
+        assert!(g.set_closed("C1", &a.conversation_id, true).unwrap());
+        let d = g.process(&msg("5", "bob", "alice: reboot"), false).unwrap();
+        assert!(d.new, "closed conversations take no new top-level messages");
+        assert!(!g.set_closed("C9", "nope", true).unwrap());
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let mut g = grouper();
+        assert!(g.process(&msg("yesterday", "alice", "hi"), false).is_err());
+        let short = [0.1f32; 3];
+        assert!(g
+            .process(
+                &IncomingMessage {
+                    embedding: Some(&short),
+                    ..msg("1", "a", "hi")
+                },
+                false
+            )
+            .is_err());
+    }
+}

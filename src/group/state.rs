@@ -1,0 +1,301 @@
+//! Per-channel grouping state: the recent messages (the candidate window), the conversations they
+//! belong to, what each author did last, and the decisions already returned (idempotency).
+//!
+//! Everything is bounded (window by count and time, conversations and authors by age and count,
+//! decisions by count) and serialisable, so a store can persist it between messages.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use super::grouper::{conversation_id, Decision};
+use super::text::TextInfo;
+use super::{GroupError, Role};
+
+/// A message kept in the candidate window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Position in the channel's stream (0, 1, ...).
+    pub seq: u64,
+    pub ts: f64,
+    pub key: String,
+    pub user: String,
+    pub user_key: u64,
+    pub text: TextInfo,
+    pub system: bool,
+    pub action: bool,
+    pub role: Option<Role>,
+    /// Serial of its conversation in [`ChannelState::conversations`].
+    pub conversation: u64,
+    pub embedding: Option<Vec<f32>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub start_seq: u64,
+    pub last_seq: u64,
+    pub last_ts: f64,
+    pub size: u32,
+    /// Distinct authors (nick keys), capped: only membership tests need it.
+    pub authors: Vec<u64>,
+    /// Sum of member embeddings (its direction is the centroid's) and that sum's norm, kept so
+    /// each new message costs one dot product per conversation.
+    pub embedding_sum: Option<Vec<f32>>,
+    pub embedding_norm: f32,
+    /// Root ts of the Slack thread this conversation holds, if any.
+    pub thread: Option<String>,
+    pub closed: bool,
+}
+
+const MAX_CONVERSATION_AUTHORS: usize = 32;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthorInfo {
+    pub nick: String,
+    pub last_seq: u64,
+    pub last_ts: f64,
+    pub last_conversation: u64,
+    /// The message this author's last message linked to (None: it started a conversation).
+    pub last_parent_seq: Option<u64>,
+}
+
+/// Bounds of the state; part of the model's [`super::GroupConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bounds {
+    /// Candidate window: at most this many previous messages...
+    pub window_messages: usize,
+    /// ...no older than this many seconds.
+    pub window_seconds: f64,
+    /// Conversations and authors idle longer than this are forgotten (thread replies still find
+    /// their root's conversation id through the decision memory).
+    pub memory_seconds: f64,
+    /// At most this many conversations / authors / remembered decisions per channel.
+    pub memory_items: usize,
+}
+
+/// Hasher for keys that are already hashes or serials (nick keys, conversation serials): the
+/// default SipHash showed up in profiles.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// The conversation a message joins.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConvRef {
+    Known(u64),
+    /// A conversation not in the state (yet), by id.
+    New(String),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChannelState {
+    pub next_seq: u64,
+    pub next_conversation: u64,
+    pub window: VecDeque<StoredMessage>,
+    pub conversations: IdMap<Conversation>,
+    pub authors: IdMap<AuthorInfo>,
+    /// Decisions by message ts, oldest first in `decided_order`.
+    pub decided: HashMap<String, Decision>,
+    pub decided_order: VecDeque<String>,
+}
+
+/// How a message joins the state.
+pub struct Commit<'a> {
+    pub channel: &'a str,
+    pub key: &'a str,
+    pub ts: f64,
+    pub user: &'a str,
+    pub user_key: u64,
+    pub text: TextInfo,
+    pub system: bool,
+    pub action: bool,
+    pub role: Option<Role>,
+    pub embedding: Option<&'a [f32]>,
+    pub conversation: ConvRef,
+    pub parent_seq: Option<u64>,
+    pub thread: Option<&'a str>,
+}
+
+impl ChannelState {
+    pub fn newest_ts(&self) -> Option<f64> {
+        self.window.back().map(|m| m.ts)
+    }
+
+    /// Conversation of the message with this ts: in the state if possible, else its id from the
+    /// decision memory.
+    pub fn conversation_of_ts(&self, key: &str) -> Option<ConvRef> {
+        if let Some(m) = self.window.iter().rev().find(|m| m.key == key) {
+            return Some(ConvRef::Known(m.conversation));
+        }
+        let id = &self.decided.get(key)?.conversation_id;
+        Some(match self.conversations.iter().find(|(_, c)| c.id == *id) {
+            Some((&serial, _)) => ConvRef::Known(serial),
+            None => ConvRef::New(id.clone()),
+        })
+    }
+
+    pub fn conversation_id(&self, serial: u64) -> &str {
+        self.conversations.get(&serial).map_or("", |c| c.id.as_str())
+    }
+
+    /// Adds a decided message.
+    pub fn commit(&mut self, c: Commit<'_>, bounds: &Bounds) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let (serial, new_id) = match c.conversation {
+            ConvRef::Known(s) if self.conversations.contains_key(&s) => (s, None),
+            // Conversations with messages in the window are never evicted, so this is only a
+            // safety net: the message starts a conversation of its own.
+            ConvRef::Known(_) => (self.next_conversation, Some(conversation_id(c.channel, c.key))),
+            ConvRef::New(id) => (self.next_conversation, Some(id)),
+        };
+        if new_id.is_some() {
+            self.next_conversation += 1;
+        }
+        let conv = self.conversations.entry(serial).or_insert_with(|| Conversation {
+            id: new_id.unwrap_or_default(),
+            start_seq: seq,
+            last_seq: seq,
+            last_ts: c.ts,
+            size: 0,
+            authors: Vec::new(),
+            embedding_sum: None,
+            embedding_norm: 0.0,
+            thread: None,
+            closed: false,
+        });
+        conv.size += 1;
+        conv.last_seq = seq;
+        conv.last_ts = conv.last_ts.max(c.ts);
+        if !c.system && !conv.authors.contains(&c.user_key) && conv.authors.len() < MAX_CONVERSATION_AUTHORS {
+            conv.authors.push(c.user_key);
+        }
+        if let Some(e) = c.embedding {
+            let sum = conv.embedding_sum.get_or_insert_with(|| vec![0.0; e.len()]);
+            sum.iter_mut().zip(e).for_each(|(s, x)| *s += x);
+            conv.embedding_norm = super::text::dot(sum, sum).sqrt();
+        }
+        if let Some(t) = c.thread {
+            conv.thread = Some(t.to_string());
+        }
+        // System lines (joins/quits) say nothing about what their author talks about.
+        if !c.system {
+            self.authors.insert(
+                c.user_key,
+                AuthorInfo {
+                    nick: c.user.to_string(),
+                    last_seq: seq,
+                    last_ts: c.ts,
+                    last_conversation: serial,
+                    last_parent_seq: c.parent_seq,
+                },
+            );
+        }
+        self.window.push_back(StoredMessage {
+            seq,
+            ts: c.ts,
+            key: c.key.to_string(),
+            user: c.user.to_string(),
+            user_key: c.user_key,
+            text: c.text,
+            system: c.system,
+            action: c.action,
+            role: c.role,
+            conversation: serial,
+            embedding: c.embedding.map(|e| e.to_vec()),
+        });
+        self.evict(c.ts, bounds);
+    }
+
+    pub fn remember(&mut self, key: &str, decision: Decision, bounds: &Bounds) {
+        if self.decided.insert(key.to_string(), decision).is_none() {
+            self.decided_order.push_back(key.to_string());
+        }
+        while self.decided_order.len() > bounds.memory_items {
+            if let Some(old) = self.decided_order.pop_front() {
+                self.decided.remove(&old);
+            }
+        }
+    }
+
+    fn evict(&mut self, now: f64, b: &Bounds) {
+        while self.window.len() > b.window_messages
+            || self.window.front().is_some_and(|m| now - m.ts > b.window_seconds)
+        {
+            self.window.pop_front();
+        }
+        // Sweeping the maps is O(size): do it every 64 messages, or at once when over the cap.
+        // Conversations with a message in the window stay (their serials are referenced).
+        let sweep = self.next_seq % 64 == 0;
+        let in_window = self.window.front().map_or(u64::MAX, |m| m.seq);
+        let keep = |ts: f64| now - ts <= b.memory_seconds;
+        if sweep || self.conversations.len() > b.memory_items {
+            self.conversations
+                .retain(|_, c| c.last_seq >= in_window || keep(c.last_ts));
+            trim_oldest(&mut self.conversations, b.memory_items, |c| {
+                if c.last_seq >= in_window {
+                    f64::INFINITY
+                } else {
+                    c.last_ts
+                }
+            });
+        }
+        if sweep || self.authors.len() > b.memory_items {
+            self.authors.retain(|_, a| keep(a.last_ts));
+            trim_oldest(&mut self.authors, b.memory_items, |a| a.last_ts);
+        }
+    }
+}
+
+/// Drops the entries with the oldest timestamps until at most `max` remain.
+fn trim_oldest<V>(map: &mut IdMap<V>, max: usize, ts: impl Fn(&V) -> f64) {
+    if map.len() <= max {
+        return;
+    }
+    let mut times: Vec<f64> = map.values().map(&ts).collect();
+    times.sort_by(|a, b| b.total_cmp(a));
+    let cutoff = times[max.max(1) - 1];
+    map.retain(|_, v| ts(v) >= cutoff);
+}
+
+/// Where per-channel state lives between messages. The grouper takes a channel's state out,
+/// updates it and puts it back, so a persistent store only needs to (de)serialise
+/// [`ChannelState`].
+pub trait GroupStore {
+    fn take(&mut self, channel: &str) -> Result<Option<ChannelState>, GroupError>;
+    fn put(&mut self, channel: &str, state: ChannelState) -> Result<(), GroupError>;
+}
+
+/// In-memory store (one process, lost on restart).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    channels: HashMap<String, ChannelState>,
+}
+
+impl GroupStore for MemoryStore {
+    fn take(&mut self, channel: &str) -> Result<Option<ChannelState>, GroupError> {
+        Ok(self.channels.remove(channel))
+    }
+
+    fn put(&mut self, channel: &str, state: ChannelState) -> Result<(), GroupError> {
+        self.channels.insert(channel.to_string(), state);
+        Ok(())
+    }
+}

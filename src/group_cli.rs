@@ -1,0 +1,180 @@
+//! `triage train group` and `triage eval group`: the grouping core ([`crate::group`]) over the
+//! interchange format of `../shared/data/grouping/`, with sentence embeddings computed in process by
+//! the same embedder the server uses.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::json;
+
+use crate::embed::Embedder;
+use crate::group::data::{Corpus, Embeddings};
+use crate::group::model::{DecisionRule, GroupConfig, GroupModel, MODEL_FORMAT};
+use crate::group::train::{self, Target, Teacher, TrainOptions};
+
+/// Embeds every line of a corpus (row i = line i), with a progress bar on stderr.
+pub fn embed_corpus(embedder: &Embedder, corpus: &Corpus) -> anyhow::Result<Embeddings> {
+    let bar = indicatif::ProgressBar::new(corpus.records.len() as u64);
+    bar.set_message("embedding");
+    let mut rows = Vec::with_capacity(corpus.records.len());
+    for chunk in corpus.records.chunks(2048) {
+        let texts: Vec<&str> = chunk.iter().map(|r| r.text.as_str()).collect();
+        rows.extend(embedder.embed(&texts)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(Embeddings::from_rows(rows)?)
+}
+
+pub struct EvalArgs<'a> {
+    pub data: &'a Path,
+    pub model: &'a Path,
+    pub predictions: Option<&'a Path>,
+    /// `None`: the text-only scorer (`--no-embeddings`).
+    pub embedder: Option<&'a Embedder>,
+}
+
+/// Replays the stream through the online grouper; returns the spec's result object.
+pub fn eval_group(a: &EvalArgs<'_>) -> anyhow::Result<serde_json::Value> {
+    let started = Instant::now();
+    let corpus = Corpus::load(a.data)?;
+    let model_path = if a.model.is_dir() {
+        a.model.join("model.json")
+    } else {
+        a.model.to_path_buf()
+    };
+    let model = GroupModel::load(&model_path)?;
+    let emb = match a.embedder {
+        Some(e) => Some(embed_corpus(e, &corpus)?),
+        None => None,
+    };
+    let (pred, scores, decisions_per_s) = train::evaluate(&model, &corpus, emb.as_ref())?;
+    if let Some(p) = a.predictions {
+        let idx_of: HashMap<(&str, &str), usize> = corpus
+            .records
+            .iter()
+            .map(|r| ((r.channel.as_str(), r.key.as_str()), r.idx))
+            .collect();
+        let mut w = std::io::BufWriter::new(std::fs::File::create(p)?);
+        for (r, pr) in corpus.records.iter().zip(&pred) {
+            // "parent" (the linked line's idx; its own when it starts a conversation) lets the
+            // reference scorer report link precision / recall too.
+            let parent = pr
+                .linked_ts
+                .as_deref()
+                .and_then(|t| idx_of.get(&(r.channel.as_str(), t)))
+                .unwrap_or(&r.idx);
+            writeln!(
+                w,
+                "{}",
+                json!({"id": r.id, "conversation": pr.conversation, "parent": parent})
+            )?;
+        }
+        w.flush()?;
+    }
+    let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    Ok(json!({
+        "messages": scores.messages,
+        "vi": r2(scores.vi),
+        "one_to_one": r2(scores.one_to_one),
+        "exact_p": r2(scores.exact_p),
+        "exact_r": r2(scores.exact_r),
+        "exact_f1": r2(scores.exact_f1),
+        "msgs_per_s": decisions_per_s.round(),
+        "total_s": r2(started.elapsed().as_secs_f64()),
+        "embeddings": a.embedder.is_some(),
+    }))
+}
+
+pub struct TrainArgs<'a> {
+    pub data: &'a Path,
+    pub dev: &'a Path,
+    pub out: &'a Path,
+    pub seed: u64,
+    pub epochs: usize,
+    pub hidden: usize,
+    /// Train the embedding scorer on the first this-many channels of `data` only (embedding
+    /// the whole train split is the slow part); `None`: all of them.
+    pub embedding_channels: Option<usize>,
+    pub embedder: Option<&'a Embedder>,
+}
+
+/// Trains the text scorer and (with an embedder) the embedding scorer; writes `model.json` and
+/// `metadata.json` into `out`.
+pub fn train_group(a: &TrainArgs<'_>) -> anyhow::Result<serde_json::Value> {
+    let data = Corpus::load(a.data)?;
+    let dev = Corpus::load(a.dev)?;
+    let config = GroupConfig {
+        rule: DecisionRule::Conversation,
+        ..GroupConfig::default()
+    };
+    let mut opts = TrainOptions {
+        seed: a.seed,
+        epochs: a.epochs,
+        hidden: a.hidden,
+        target: Target::Conversation,
+        teacher: Teacher::Predicted,
+        ..TrainOptions::default()
+    };
+    eprintln!("training the text-only scorer");
+    let (text, text_reports) = train::train(&data, None, Some((&dev, None)), &config, &opts)?;
+    let mut model = GroupModel {
+        format: MODEL_FORMAT,
+        config,
+        text,
+        embedding: None,
+    };
+    let mut emb_reports = Vec::new();
+    let mut dev_emb = None;
+    let mut emb_lines = 0;
+    if let Some(embedder) = a.embedder {
+        let prefix;
+        let subset = match a.embedding_channels {
+            Some(n) => {
+                prefix = data.first_channels(n);
+                &prefix
+            }
+            None => &data,
+        };
+        emb_lines = subset.records.len();
+        eprintln!(
+            "embedding {} train lines and {} dev lines",
+            subset.records.len(),
+            dev.records.len()
+        );
+        let emb = embed_corpus(embedder, subset)?;
+        let de = embed_corpus(embedder, &dev)?;
+        eprintln!("training the embedding scorer");
+        opts.use_embeddings = true;
+        let (scorer, reports) = train::train(subset, Some(&emb), Some((&dev, Some(&de))), &config, &opts)?;
+        model.embedding = Some(scorer);
+        emb_reports = reports;
+        dev_emb = Some(de);
+    }
+    std::fs::create_dir_all(a.out)?;
+    model.save(&a.out.join("model.json"))?;
+    let (_, dev_text, _) = train::evaluate(&model, &dev, None)?;
+    let dev_embedding = match &dev_emb {
+        Some(e) => Some(train::evaluate(&model, &dev, Some(e))?.1),
+        None => None,
+    };
+    let metadata = json!({
+        "date": chrono::Utc::now().to_rfc3339(),
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "seed": opts.seed,
+        "files": {
+            "train": {"path": a.data, "sha256": data.sha256},
+            "dev": {"path": a.dev, "sha256": dev.sha256},
+        },
+        "embedder_sha256": crate::model::Manifest::builtin().weights_sha256(),
+        "embedding_scorer_train_lines": emb_lines,
+        "options": opts,
+        "config": config,
+        "dev": {"text": dev_text, "embedding": dev_embedding},
+        "epochs": {"text": text_reports, "embedding": emb_reports},
+    });
+    std::fs::write(a.out.join("metadata.json"), serde_json::to_vec_pretty(&metadata)?)?;
+    Ok(json!({"out": PathBuf::from(a.out), "dev_text": dev_text, "dev_embedding": dev_embedding}))
+}

@@ -1,0 +1,392 @@
+//! Tickets: conversations, messages, accounts, team, exports and analytics (`/v1/*`).
+
+use super::auth::Acting;
+use super::error::ApiError;
+use super::export;
+use super::extract::{Json, Query};
+use super::AppState;
+use crate::pipeline::{self, IncomingMessage, Reason};
+use crate::status::Status;
+use crate::store::{
+    AccountInput, AccountPatch, Conversation, ConversationFilter, ConversationPatch, Message,
+    NewConversation, PageRequest, Role, TeamMember,
+};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 200;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/conversations",
+            get(list_conversations).post(create_conversation),
+        )
+        .route(
+            "/v1/conversations/{id}",
+            get(get_conversation)
+                .patch(update_conversation)
+                .delete(delete_conversation),
+        )
+        .route("/v1/conversations/{id}/messages", get(list_messages))
+        .route("/v1/conversations/{id}/events", get(list_events))
+        .route("/v1/conversations/{id}/merge", post(merge))
+        .route("/v1/messages", post(ingest))
+        .route("/v1/messages/{id}/move", post(move_message))
+        .route("/v1/accounts", get(list_accounts).post(create_account))
+        .route("/v1/accounts/{id}", get(get_account).patch(update_account))
+        .route("/v1/team", get(list_team))
+        .route("/v1/team/{slack_user_id}", put(put_team_member))
+        .route("/v1/export/labels", get(export_labels))
+        .route("/v1/analytics", get(analytics))
+}
+
+#[derive(Deserialize)]
+struct PageParams {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+impl PageParams {
+    fn page(self) -> Result<PageRequest, ApiError> {
+        match self.limit.unwrap_or(DEFAULT_LIMIT) {
+            limit @ 1..=MAX_LIMIT => Ok(PageRequest {
+                cursor: self.cursor,
+                limit,
+            }),
+            _ => Err(ApiError::invalid(
+                "limit",
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    status: Option<String>,
+    owner: Option<String>,
+    account: Option<String>,
+    channel: Option<String>,
+    q: Option<String>,
+    // Not a flattened `PageParams`: serde's flatten loses the query string's number parsing.
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_conversations(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    let status = params
+        .status
+        .map(|s| s.parse::<Status>())
+        .transpose()
+        .map_err(|e| ApiError::invalid("status", e.to_string()))?;
+    let filter = ConversationFilter {
+        status,
+        owner: params.owner,
+        account: params.account,
+        channel: params.channel,
+        q: params.q,
+    };
+    let page = PageParams {
+        cursor: params.cursor,
+        limit: params.limit,
+    }
+    .page()?;
+    Ok(axum::Json(state.store.list_conversations(&filter, page).await?))
+}
+
+async fn create_conversation(
+    State(state): State<AppState>,
+    Acting(actor): Acting,
+    Json(new): Json<NewConversation>,
+) -> Result<impl IntoResponse, ApiError> {
+    if new.channel.is_empty() {
+        return Err(ApiError::invalid("channel", "channel is required"));
+    }
+    let conv = state.store.create_conversation(new, actor).await?;
+    Ok((StatusCode::CREATED, axum::Json(conv)))
+}
+
+async fn get_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(state.store.get_conversation(&id).await?))
+}
+
+async fn update_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Acting(actor): Acting,
+    Json(patch): Json<ConversationPatch>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(
+        state.store.update_conversation(&id, patch, actor).await?,
+    ))
+}
+
+async fn delete_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.store.delete_conversation(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_messages(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(state.store.list_messages(&id, params.page()?).await?))
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(state.store.list_events(&id, params.page()?).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeBody {
+    into: String,
+}
+
+async fn merge(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Acting(actor): Acting,
+    Json(body): Json<MergeBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let conversation = state.store.merge_conversations(&id, &body.into, actor).await?;
+    Ok(axum::Json(json!({ "conversation": conversation })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveBody {
+    /// `null` splits the message into a new conversation.
+    conversation_id: Option<String>,
+}
+
+async fn move_message(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Acting(actor): Acting,
+    Json(body): Json<MoveBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (message, conversation) = state
+        .store
+        .move_message(&id, body.conversation_id.as_deref(), actor)
+        .await?;
+    Ok(axum::Json(
+        json!({ "message": message, "conversation": conversation }),
+    ))
+}
+
+/// The body of `POST /v1/messages` (the same as `/v1/group`).
+#[derive(Deserialize)]
+struct MessageBody {
+    channel: String,
+    ts: Value,
+    #[serde(default)]
+    thread_ts: Option<Value>,
+    user: String,
+    text: String,
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+impl MessageBody {
+    fn into_incoming(self, state: &AppState) -> Result<IncomingMessage, ApiError> {
+        if self.dry_run {
+            return Err(ApiError::invalid(
+                "dry_run",
+                "dry runs belong to /v1/group; /v1/messages stores",
+            ));
+        }
+        for (field, value) in [("channel", &self.channel), ("user", &self.user)] {
+            if value.trim().is_empty() {
+                return Err(ApiError::invalid(field, format!("{field} is required")));
+            }
+        }
+        let ts = pipeline::normalize_ts(&self.ts).map_err(|e| ApiError::invalid("ts", e.to_string()))?;
+        let thread_ts = self
+            .thread_ts
+            .filter(|t| !t.is_null())
+            .map(|t| pipeline::normalize_ts(&t))
+            .transpose()
+            .map_err(|e| ApiError::invalid("thread_ts", e.to_string()))?;
+        let role = self
+            .role
+            .unwrap_or(if state.config.team_users.contains(&self.user) {
+                Role::Agent
+            } else {
+                Role::Customer
+            });
+        Ok(IncomingMessage {
+            channel: self.channel,
+            ts,
+            thread_ts,
+            user: self.user,
+            role,
+            text: self.text,
+        })
+    }
+}
+
+fn ingested(
+    status: StatusCode,
+    message: Message,
+    conversation: Conversation,
+    reasons: Vec<Reason>,
+) -> Response {
+    (
+        status,
+        axum::Json(json!({ "message": message, "conversation": conversation, "reasons": reasons })),
+    )
+        .into_response()
+}
+
+async fn ingest(State(state): State<AppState>, Json(body): Json<MessageBody>) -> Result<Response, ApiError> {
+    let msg = body.into_incoming(&state)?;
+    // A replay skips inference; the store re-checks under its lock anyway.
+    if let Some(message) = state.store.find_message(&msg.channel, &msg.ts).await? {
+        let conversation = state.store.get_conversation(&message.conversation_id).await?;
+        return Ok(ingested(StatusCode::OK, message, conversation, Vec::new()));
+    }
+    let prediction = match msg.role {
+        Role::Agent => {
+            let classifier = state.classifier.clone();
+            let text = msg.text.clone();
+            // Inference is CPU-bound: keep it off the async workers.
+            Some(
+                tokio::task::spawn_blocking(move || classifier.classify(&text))
+                    .await
+                    .map_err(anyhow::Error::from)?,
+            )
+        }
+        Role::Customer => None,
+    };
+    let outcome = state
+        .store
+        .ingest(&msg, prediction, state.grouper.as_ref())
+        .await?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(ingested(
+        status,
+        outcome.message,
+        outcome.conversation,
+        outcome.reasons,
+    ))
+}
+
+async fn list_accounts(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(
+        json!({ "items": state.store.list_accounts().await?, "next_cursor": null }),
+    ))
+}
+
+async fn create_account(
+    State(state): State<AppState>,
+    Json(input): Json<AccountInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    if input.name.trim().is_empty() {
+        return Err(ApiError::invalid("name", "name is required"));
+    }
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(state.store.create_account(input).await?),
+    ))
+}
+
+async fn get_account(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(state.store.get_account(&id).await?))
+}
+
+async fn update_account(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Json(patch): Json<AccountPatch>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(state.store.update_account(&id, patch).await?))
+}
+
+async fn list_team(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(
+        json!({ "items": state.store.list_team().await?, "next_cursor": null }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TeamBody {
+    name: String,
+    #[serde(default)]
+    triage_channel: Option<String>,
+}
+
+async fn put_team_member(
+    State(state): State<AppState>,
+    Path(slack_user_id): Path<String>,
+    Json(body): Json<TeamBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let member = TeamMember {
+        slack_user_id,
+        name: body.name,
+        triage_channel: body.triage_channel,
+    };
+    Ok(axum::Json(state.store.put_team_member(member).await?))
+}
+
+#[derive(Deserialize)]
+struct ExportParams {
+    kind: Option<String>,
+    since: Option<String>,
+}
+
+async fn export_labels(
+    State(state): State<AppState>,
+    Query(params): Query<ExportParams>,
+) -> Result<Response, ApiError> {
+    let since = params
+        .since
+        .map(|s| DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)))
+        .transpose()
+        .map_err(|e| ApiError::invalid("since", format!("not an RFC 3339 time: {e}")))?;
+    let body = match params.kind.as_deref() {
+        Some("status") => export::jsonl(&state.store.export_status_labels(since).await?),
+        Some("grouping") => export::jsonl(&export::grouping_stream(
+            &state.store.export_grouping(since).await?,
+        )),
+        _ => return Err(ApiError::invalid("kind", "kind must be status or grouping")),
+    }
+    .map_err(anyhow::Error::from)?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+async fn analytics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(state.store.analytics().await?))
+}

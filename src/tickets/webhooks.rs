@@ -1,0 +1,171 @@
+//! `POST /v1/webhooks/issues`: issue-tracker events that may release `on_hold` conversations.
+//!
+//! Authenticated by the provider's signature over the raw body (GitHub `X-Hub-Signature-256`,
+//! Linear `Linear-Signature`), or by an API bearer token for the generic `{"url", "state"}` form.
+
+use super::auth::{bearer, verify_hmac_sha256, Secret};
+use super::error::ApiError;
+use super::AppState;
+use crate::store::IssueChange;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub async fn issues(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let body = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(super::MAX_BODY_BYTES),
+        _ => ApiError::BadRequest(r.body_text()),
+    })?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let config = &state.config;
+    let change = if let Some(signature) = header("x-hub-signature-256") {
+        let secret = config
+            .github_webhook_secret
+            .as_ref()
+            .ok_or(ApiError::Forbidden("GitHub webhooks are not configured"))?;
+        verify(
+            secret,
+            &body,
+            signature.strip_prefix("sha256=").unwrap_or_default(),
+        )?;
+        // GitHub also sends `ping` and other events to the same hook: only `issues` matter.
+        match header("x-github-event") {
+            Some("issues") => parse::<GithubEvent>(&body)?.change(),
+            _ => None,
+        }
+    } else if let Some(signature) = header("linear-signature") {
+        let secret = config
+            .linear_webhook_secret
+            .as_ref()
+            .ok_or(ApiError::Forbidden("Linear webhooks are not configured"))?;
+        verify(secret, &body, signature)?;
+        parse::<LinearEvent>(&body)?.change()
+    } else if bearer(&headers).is_some_and(|t| config.api_tokens.accepts(t)) {
+        Some(parse::<GenericEvent>(&body)?.change()?)
+    } else {
+        return Err(ApiError::Unauthorized);
+    };
+    let conversations = match change {
+        Some(change) => state.store.issue_changed(&change).await?,
+        None => Vec::new(),
+    };
+    Ok(axum::Json(json!({ "conversations": conversations })))
+}
+
+fn verify(secret: &Secret, body: &[u8], signature: &str) -> Result<(), ApiError> {
+    verify_hmac_sha256(secret, body, signature)
+        .then_some(())
+        .ok_or(ApiError::Unauthorized)
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid {
+            field: None,
+            message: e.to_string(),
+        },
+        _ => ApiError::BadRequest(e.to_string()),
+    })
+}
+
+#[derive(Deserialize)]
+struct GithubEvent {
+    action: String,
+    issue: GithubIssue,
+    repository: Option<GithubRepository>,
+}
+
+#[derive(Deserialize)]
+struct GithubIssue {
+    html_url: String,
+    number: u64,
+}
+
+#[derive(Deserialize)]
+struct GithubRepository {
+    full_name: String,
+}
+
+impl GithubEvent {
+    fn change(self) -> Option<IssueChange> {
+        let closed = match self.action.as_str() {
+            "closed" => true,
+            "reopened" => false,
+            _ => return None,
+        };
+        Some(IssueChange {
+            key: self
+                .repository
+                .map(|r| format!("{}#{}", r.full_name, self.issue.number)),
+            url: Some(self.issue.html_url),
+            provider: Some("github".into()),
+            closed,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct LinearEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    data: LinearIssue,
+}
+
+#[derive(Deserialize)]
+struct LinearIssue {
+    identifier: Option<String>,
+    url: Option<String>,
+    state: Option<LinearState>,
+}
+
+#[derive(Deserialize)]
+struct LinearState {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+impl LinearEvent {
+    fn change(self) -> Option<IssueChange> {
+        if self.kind != "Issue" {
+            return None;
+        }
+        let state = self.data.state?;
+        Some(IssueChange {
+            url: self.data.url,
+            key: self.data.identifier,
+            provider: Some("linear".into()),
+            closed: matches!(state.kind.as_str(), "completed" | "canceled"),
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenericEvent {
+    url: String,
+    state: String,
+}
+
+impl GenericEvent {
+    fn change(self) -> Result<IssueChange, ApiError> {
+        let closed = match self.state.as_str() {
+            "closed" => true,
+            "open" => false,
+            _ => return Err(ApiError::invalid("state", "state must be open or closed")),
+        };
+        Ok(IssueChange {
+            url: Some(self.url),
+            key: None,
+            provider: None,
+            closed,
+        })
+    }
+}

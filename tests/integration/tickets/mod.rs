@@ -1,0 +1,11 @@
+//! One integration binary: every scenario runs against SQLite and PostgreSQL over real HTTP.
+
+mod helpers;
+
+mod bench;
+mod concurrency;
+mod exports;
+mod grouping;
+mod lifecycle;
+mod listing;
+mod webhooks;

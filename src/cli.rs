@@ -9,12 +9,18 @@ use crate::model;
 /// Lines read per forward plan: large enough to batch well, small enough to stream.
 const EMBED_CHUNK: usize = 1024;
 
+/// Resolves, verifies and loads the embedding model the settings point at (every command that
+/// embeds starts here).
+pub fn load_embedder(settings: &Settings) -> anyhow::Result<Embedder> {
+    let files = model::resolve(settings.model_dir.as_deref())?;
+    Ok(Embedder::load(&files, settings.batch_limits())?)
+}
+
 /// `triage embed`: one JSON array per stdin line, in order (an empty line still gets a vector, so
 /// output line N always belongs to input line N). Uses the same length-sorted batch planner as the
 /// server, so the same inputs give the same vectors as `POST /v1/embed`.
 pub fn embed_stdin(settings: &Settings) -> anyhow::Result<()> {
-    let files = model::resolve(settings.model_dir.as_deref())?;
-    let embedder = Embedder::load(&files, settings.batch_limits())?;
+    let embedder = load_embedder(settings)?;
     let stdin = std::io::stdin().lock();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut chunk: Vec<String> = Vec::with_capacity(EMBED_CHUNK);

@@ -206,9 +206,14 @@ fn settings(model_dir: Option<PathBuf>) -> anyhow::Result<triage::config::Settin
     Ok(s)
 }
 
-fn load_embedder(s: &triage::config::Settings) -> anyhow::Result<triage::embed::Embedder> {
-    let files = triage::model::resolve(s.model_dir.as_deref())?;
-    Ok(triage::embed::Embedder::load(&files, s.batch_limits())?)
+/// The embedder, unless a command was asked to run without embeddings.
+fn optional_embedder(
+    s: &triage::config::Settings,
+    no_embeddings: bool,
+) -> anyhow::Result<Option<triage::embed::Embedder>> {
+    (!no_embeddings)
+        .then(|| triage::cli::load_embedder(s))
+        .transpose()
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -287,11 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let s = settings(model_dir)?;
             triage::config::init_compute_threads(s.embed.threads);
-            let embedder = if no_embeddings {
-                None
-            } else {
-                Some(load_embedder(&s)?)
-            };
+            let embedder = optional_embedder(&s, no_embeddings)?;
             let out = triage::group_cli::eval_group(&triage::group_cli::EvalArgs {
                 data: &data,
                 model: &model,
@@ -317,11 +318,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let s = settings(model_dir)?;
             triage::config::init_compute_threads(s.embed.threads);
-            let embedder = if no_embeddings {
-                None
-            } else {
-                Some(load_embedder(&s)?)
-            };
+            let embedder = optional_embedder(&s, no_embeddings)?;
             let res = triage::group_cli::train_group(&triage::group_cli::TrainArgs {
                 data: &data,
                 dev: &dev,

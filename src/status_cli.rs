@@ -11,13 +11,6 @@ use crate::classify::metrics::Metrics;
 use crate::classify::train::{self, TrainOptions};
 use crate::classify::{data, keywords, report, Label, StatusModel};
 use crate::config::Settings;
-use crate::embed::Embedder;
-use crate::model;
-
-fn embedder(settings: &Settings) -> anyhow::Result<Embedder> {
-    let files = model::resolve(settings.model_dir.as_deref())?;
-    Ok(Embedder::load(&files, settings.batch_limits())?)
-}
 
 fn metrics_json(m: &Metrics) -> Value {
     serde_json::to_value(m).expect("metrics serialise")
@@ -25,7 +18,7 @@ fn metrics_json(m: &Metrics) -> Value {
 
 /// `triage train status`: trains, writes the model folder and its report, prints the dev numbers.
 pub fn train(settings: &Settings, opts: &TrainOptions, out: &Path) -> anyhow::Result<Value> {
-    let embedder = embedder(settings)?;
+    let embedder = crate::cli::load_embedder(settings)?;
     let mut outcome = train::train_status(&embedder, opts)?;
     outcome.model.save(out)?;
     report::write(out, &outcome)?;
@@ -55,7 +48,7 @@ pub fn train(settings: &Settings, opts: &TrainOptions, out: &Path) -> anyhow::Re
 /// `triage classify`: one JSON result per stdin line, in order. An empty line gets
 /// `{"error": ..., "line": N}` so output line N still answers input line N.
 pub fn classify_stdin(settings: &Settings) -> anyhow::Result<()> {
-    let embedder = embedder(settings)?;
+    let embedder = crate::cli::load_embedder(settings)?;
     let model = StatusModel::load(&settings.status_model_dir)?;
     let id = model.id();
     let mut out = BufWriter::new(std::io::stdout().lock());
@@ -116,7 +109,7 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
     let (name, pred, p_closed): (String, Vec<Label>, Vec<Option<f32>>) = match what {
         Evaluate::Keywords => ("keywords".into(), base_pred.clone(), vec![None; rows.len()]),
         Evaluate::Model => {
-            let embedder = embedder(settings)?;
+            let embedder = crate::cli::load_embedder(settings)?;
             let model = StatusModel::load(&settings.status_model_dir)?;
             let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
             let preds = model.predict(&texts, &train::embed_all(&embedder, &texts, "eval")?)?;

@@ -48,6 +48,10 @@ pub struct Settings {
     pub slack_bot_token: Secret,
     pub slack_api_url: String,
     pub team_users: Vec<String>,
+    /// Checks GitHub's `X-Hub-Signature-256` on `/v1/webhooks/issues` (unset: GitHub refused).
+    pub github_webhook_secret: Secret,
+    /// Checks Linear's `Linear-Signature` on `/v1/webhooks/issues` (unset: Linear refused).
+    pub linear_webhook_secret: Secret,
     pub embed: EmbedSettings,
 }
 
@@ -92,6 +96,8 @@ impl Default for Settings {
             slack_bot_token: Secret::default(),
             slack_api_url: "https://slack.com/api".into(),
             team_users: Vec::new(),
+            github_webhook_secret: Secret::default(),
+            linear_webhook_secret: Secret::default(),
             embed: EmbedSettings::default(),
         }
     }
@@ -171,6 +177,12 @@ impl Settings {
         if let Some(v) = get("TRIAGE_TEAM_USERS") {
             self.team_users = list(v);
         }
+        if let Some(v) = get("TRIAGE_GITHUB_WEBHOOK_SECRET") {
+            self.github_webhook_secret = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_LINEAR_WEBHOOK_SECRET") {
+            self.linear_webhook_secret = Secret::new(v);
+        }
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;
         }
@@ -181,6 +193,18 @@ impl Settings {
             self.embed.max_queued_inputs = num("TRIAGE_EMBED_MAX_QUEUED_INPUTS", v)?.max(1);
         }
         Ok(())
+    }
+
+    /// What the tickets API needs from the configuration.
+    pub fn tickets_config(&self) -> crate::tickets::ApiConfig {
+        let secret = |s: &Secret| (!s.is_empty()).then(|| s.clone());
+        crate::tickets::ApiConfig {
+            api_tokens: crate::tickets::auth::ApiTokens::new(self.api_tokens.iter().map(Secret::expose)),
+            team_users: self.team_users.iter().cloned().collect(),
+            github_webhook_secret: secret(&self.github_webhook_secret),
+            linear_webhook_secret: secret(&self.linear_webhook_secret),
+            ..Default::default()
+        }
     }
 
     pub fn batch_limits(&self) -> crate::embed::BatchLimits {

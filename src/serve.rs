@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
@@ -11,8 +12,10 @@ use crate::classify::StatusModel;
 use crate::config::Settings;
 use crate::embed::Embedder;
 use crate::model;
+use crate::pipeline::models::{ModelClassifier, ModelGrouper};
 use crate::queue::{EmbedHandle, EmbedSlot};
 use crate::telemetry::Metrics;
+use crate::tickets;
 
 pub struct Application {
     listener: TcpListener,
@@ -33,12 +36,26 @@ impl Application {
             );
             tracing::warn!("TRIAGE_API_TOKENS is empty: /v1 is open to anyone who can reach {addr}");
         }
+        let embed = EmbedSlot::default();
+        let status = api::StatusSlot::default();
+        let grouper = api::GroupSlot::default();
+        // The database before serving: a wrong URL or a failed migration stops start-up.
+        let store = crate::store::connect(&settings.database_url)
+            .await
+            .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
+        let tickets = tickets::AppState::new(
+            store,
+            Arc::new(ModelGrouper::new(grouper.clone())),
+            Arc::new(ModelClassifier::new(embed.clone(), status.clone())),
+            settings.tickets_config(),
+        );
         let state = AppState {
-            embed: EmbedSlot::default(),
-            status: api::StatusSlot::default(),
-            grouper: api::GroupSlot::default(),
+            embed,
+            status,
+            grouper,
             metrics: Metrics::default(),
             api_tokens: Arc::new(settings.api_tokens.clone()),
+            tickets: Some(tickets),
         };
         Ok(Self {
             listener,
@@ -120,6 +137,17 @@ impl Application {
     }
 }
 
+/// A database URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
+            let user = url[scheme + 3..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Resolves on ctrl-c or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -141,4 +169,20 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn database_passwords_stay_out_of_messages() {
+        assert_eq!(
+            super::redact("postgres://app:hunter2@db:5432/triage"),
+            "postgres://app:***@db:5432/triage"
+        );
+        assert_eq!(
+            super::redact("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+        assert_eq!(super::redact("sqlite://triage.db"), "sqlite://triage.db");
+    }
 }

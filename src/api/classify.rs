@@ -2,28 +2,13 @@
 //! `{"inputs": ["...", ...]}` -> a list of those. Texts are embedded through the embedder's queue
 //! (so they batch with every other request) and classified by the status head.
 
-use std::sync::{Arc, OnceLock};
-
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiJson, AppState};
-use crate::classify::{Label, StatusModel};
-
-/// Where the status model appears once loaded (until then `/v1/classify` answers 503).
-#[derive(Clone, Default)]
-pub struct StatusSlot(Arc<OnceLock<Arc<StatusModel>>>);
-
-impl StatusSlot {
-    pub fn get(&self) -> Option<&Arc<StatusModel>> {
-        self.0.get()
-    }
-    pub fn fill(&self, model: StatusModel) {
-        let _ = self.0.set(Arc::new(model));
-    }
-}
+use crate::classify::Label;
 
 enum Body {
     One(String),

@@ -2,28 +2,12 @@
 //! the embedder's queue; the decision is the grouping core's ([`crate::group::Grouper`]), with the
 //! top candidates and each signal's contribution as `reasons`.
 
-use std::sync::{Arc, Mutex, OnceLock};
-
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{ApiError, ApiJson, AppState};
-use crate::group::{GroupModel, Grouper, IncomingMessage, Role};
-
-/// The grouper and its in-memory channel state, once loaded. A std mutex: a decision takes
-/// microseconds and never awaits while held.
-#[derive(Clone, Default)]
-pub struct GroupSlot(Arc<OnceLock<Arc<Mutex<Grouper>>>>);
-
-impl GroupSlot {
-    pub fn get(&self) -> Option<&Arc<Mutex<Grouper>>> {
-        self.0.get()
-    }
-    pub fn fill(&self, model: GroupModel) {
-        let _ = self.0.set(Arc::new(Mutex::new(Grouper::new(model))));
-    }
-}
+use crate::group::{IncomingMessage, Role};
 
 /// A Slack ts: `"1700000000.000100"` or a number of seconds.
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@ mod classify;
 mod embed;
 pub mod error;
 mod group;
+pub mod openapi;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,9 +21,9 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
-pub use classify::StatusSlot;
+pub use crate::classify::StatusSlot;
+pub use crate::group::GroupSlot;
 pub use error::ApiError;
-pub use group::GroupSlot;
 
 use crate::config::Secret;
 use crate::queue::EmbedSlot;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub grouper: GroupSlot,
     pub metrics: Metrics,
     pub api_tokens: Arc<Vec<Secret>>,
+    /// The tickets API (store, pipeline); `None` serves inference only.
+    pub tickets: Option<crate::tickets::AppState>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -49,14 +52,22 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/classify", post(classify::classify))
         .route("/v1/group", post(group::group))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Stateless once built; `with_state(())` lets it merge into this router.
+    let tickets: Router<AppState> = state
+        .tickets
+        .clone()
+        .map(|t| crate::tickets::api_routes(t).with_state(()))
+        .unwrap_or_default();
     Router::new()
         .merge(v1)
+        .merge(tickets)
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(middleware::from_fn_with_state(state.clone(), record_request))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -80,6 +91,12 @@ pub async fn run(
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if let Some(t) = &state.tickets {
+        if let Err(e) = t.store.ping().await {
+            tracing::warn!(error = %e, "database unavailable");
+            return ApiError::unavailable("the database is unavailable").into_response();
+        }
+    }
     if state.embed.get().is_some_and(|h| h.is_ready()) {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {

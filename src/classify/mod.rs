@@ -17,6 +17,7 @@ pub mod report;
 pub mod train;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -234,5 +235,18 @@ impl StatusModel {
             path: meta_path,
             message: e.to_string(),
         })
+    }
+}
+
+/// Where the status model appears once loaded (until then `/v1/classify` answers 503).
+#[derive(Clone, Default)]
+pub struct StatusSlot(Arc<OnceLock<Arc<StatusModel>>>);
+
+impl StatusSlot {
+    pub fn get(&self) -> Option<&Arc<StatusModel>> {
+        self.0.get()
+    }
+    pub fn fill(&self, model: StatusModel) {
+        let _ = self.0.set(Arc::new(model));
     }
 }

@@ -58,6 +58,16 @@ pub struct Decision {
     pub candidates: Vec<ScoredCandidate>,
 }
 
+/// A message whose conversation is already settled (by an earlier decision or by a human), as a
+/// store that keeps messages hands it back to [`Grouper::decide_with_history`].
+#[derive(Debug, Clone, Copy)]
+pub struct KnownMessage<'a> {
+    pub msg: IncomingMessage<'a>,
+    pub conversation_id: &'a str,
+    /// Its conversation takes no new top-level messages.
+    pub closed: bool,
+}
+
 /// Groups messages online. State lives in a [`GroupStore`], per channel.
 pub struct Grouper<S: GroupStore = MemoryStore> {
     model: GroupModel,
@@ -100,13 +110,7 @@ impl<S: GroupStore> Grouper<S> {
     /// Decides the conversation of `msg`. Idempotent on (channel, ts): a ts seen before returns
     /// the earlier decision. With `dry_run` nothing is recorded.
     pub fn process(&mut self, msg: &IncomingMessage<'_>, dry_run: bool) -> Result<Decision, GroupError> {
-        let ts: f64 = msg
-            .ts
-            .trim()
-            .parse()
-            .ok()
-            .filter(|t: &f64| t.is_finite())
-            .ok_or_else(|| GroupError::Invalid(format!("ts {:?} is not a number", msg.ts)))?;
+        let ts = parse_ts(msg.ts)?;
         if msg.embedding.is_some_and(|e| !features::valid_embedding(e)) {
             return Err(GroupError::Invalid(format!(
                 "embedding must be {} finite floats",
@@ -139,6 +143,67 @@ impl<S: GroupStore> Grouper<S> {
         };
         self.store.put(channel, state)?;
         Ok(known)
+    }
+
+    /// Decides `msg` against a channel history rebuilt from stored messages (oldest first, with
+    /// their settled conversations) instead of this grouper's own memory, and records nothing.
+    /// A store that lets humans merge, move and split messages uses this, so decisions follow the
+    /// stored truth and every replica reading the same rows decides the same way. History entries
+    /// with an unparsable ts are skipped.
+    pub fn decide_with_history(
+        &mut self,
+        history: &[KnownMessage<'_>],
+        msg: &IncomingMessage<'_>,
+    ) -> Result<Decision, GroupError> {
+        let ts = parse_ts(msg.ts)?;
+        if msg.embedding.is_some_and(|e| !features::valid_embedding(e)) {
+            return Err(GroupError::Invalid(format!(
+                "embedding must be {} finite floats",
+                super::EMBEDDING_DIM
+            )));
+        }
+        let bounds = self.model.config.bounds;
+        let mut state = ChannelState::default();
+        for h in history {
+            let Ok(hts) = parse_ts(h.msg.ts) else { continue };
+            let known = state
+                .conversations
+                .iter()
+                .find(|(_, c)| c.id == h.conversation_id)
+                .map(|(&serial, c)| (serial, c.last_seq));
+            let thread = h.msg.thread_ts.filter(|t| *t != h.msg.ts);
+            // The link is not stored; the conversation's latest message stands in for it.
+            let (conversation, parent_seq) = match known {
+                Some((serial, last)) => (ConvRef::Known(serial), Some(last)),
+                None => (ConvRef::New(h.conversation_id.to_string()), None),
+            };
+            state.commit(
+                Commit {
+                    channel: h.msg.channel,
+                    key: h.msg.ts,
+                    ts: hts,
+                    user: h.msg.user,
+                    user_key: nick_key(h.msg.user),
+                    text: analyse(h.msg.text),
+                    system: h.msg.system,
+                    action: h.msg.action,
+                    role: h.msg.role,
+                    embedding: h.msg.embedding.filter(|e| features::valid_embedding(e)),
+                    conversation,
+                    parent_seq,
+                    thread,
+                },
+                &bounds,
+            );
+            if let Some(c) = state
+                .conversations
+                .values_mut()
+                .find(|c| c.id == h.conversation_id)
+            {
+                c.closed = h.closed;
+            }
+        }
+        Ok(self.decide_in(&mut state, msg, ts, true))
     }
 
     fn decide_in(
@@ -250,6 +315,14 @@ impl<S: GroupStore> Grouper<S> {
         };
         (decision, conversation, linked.map(|m| m.seq))
     }
+}
+
+fn parse_ts(ts: &str) -> Result<f64, GroupError> {
+    ts.trim()
+        .parse()
+        .ok()
+        .filter(|t: &f64| t.is_finite())
+        .ok_or_else(|| GroupError::Invalid(format!("ts {ts:?} is not a number")))
 }
 
 /// A reply in a Slack thread joins its root's conversation, whatever the scores say.
@@ -515,6 +588,62 @@ mod tests {
         let d = g.process(&msg("5", "bob", "alice: reboot"), false).unwrap();
         assert!(d.new, "closed conversations take no new top-level messages");
         assert!(!g.set_closed("C9", "nope", true).unwrap());
+    }
+
+    #[test]
+    fn history_decides_like_the_online_state_and_follows_human_moves() {
+        let stream = [
+            msg("0", "alice", "my wifi is broken"),
+            msg("10", "bob", "how do I install grub"),
+            msg("15", "dave", "bob: which distro?"),
+        ];
+        let probe = msg("20", "carol", "alice: try reloading the driver");
+        let mut online = grouper();
+        let ids: Vec<String> = stream
+            .iter()
+            .map(|m| online.process(m, false).unwrap().conversation_id)
+            .collect();
+        let expected = online.process(&probe, true).unwrap();
+        // The same messages with stored conversation ids (as a database would name them).
+        let stored: Vec<String> = ids.iter().map(|id| format!("db-{id}")).collect();
+        let history: Vec<KnownMessage> = stream
+            .iter()
+            .zip(&stored)
+            .map(|(m, id)| KnownMessage {
+                msg: *m,
+                conversation_id: id,
+                closed: false,
+            })
+            .collect();
+        let mut fresh = grouper();
+        let d = fresh.decide_with_history(&history, &probe).unwrap();
+        assert_eq!(d.conversation_id, format!("db-{}", expected.conversation_id));
+        assert_eq!((d.new, d.linked_ts.as_deref()), (false, Some("0")));
+        // Nothing was recorded: the same call gives the same answer.
+        assert_eq!(fresh.decide_with_history(&history, &probe).unwrap(), d);
+
+        // A human moved alice's message into bob's conversation: the mention now links there.
+        let mut moved = history.clone();
+        moved[0].conversation_id = &stored[1];
+        let d = fresh.decide_with_history(&moved, &probe).unwrap();
+        assert_eq!(d.conversation_id, stored[1]);
+
+        // A closed conversation takes no new top-level message.
+        let mut closed = history.clone();
+        closed[0].closed = true;
+        let d = fresh.decide_with_history(&closed, &probe).unwrap();
+        assert_ne!(d.conversation_id, stored[0]);
+
+        // A thread reply joins its root's stored conversation.
+        let reply = IncomingMessage {
+            thread_ts: Some("10"),
+            ..msg("30", "erin", "same problem here")
+        };
+        let d = fresh.decide_with_history(&history, &reply).unwrap();
+        assert_eq!((d.conversation_id.as_str(), d.new), (stored[1].as_str(), false));
+        assert!(fresh
+            .decide_with_history(&history, &msg("soon", "x", "hi"))
+            .is_err());
     }
 
     #[test]

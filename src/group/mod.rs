@@ -12,6 +12,8 @@
 //! API), `train` (SGD/Adam training), `metrics` (VI, 1-1, exact match), `data` (the JSONL corpus
 //! and raw f32 embedding files).
 
+use std::sync::{Arc, Mutex, OnceLock};
+
 pub mod data;
 pub mod features;
 pub mod grouper;
@@ -21,7 +23,7 @@ pub mod state;
 pub mod text;
 pub mod train;
 
-pub use grouper::{Decision, Grouper, IncomingMessage, Reason, ScoredCandidate};
+pub use grouper::{Decision, Grouper, IncomingMessage, KnownMessage, Reason, ScoredCandidate};
 pub use metrics::{score, Scores};
 pub use model::{GroupConfig, GroupModel, Scorer};
 pub use state::{ChannelState, GroupStore, MemoryStore};
@@ -67,5 +69,19 @@ impl GroupError {
             path: path.display().to_string(),
             source,
         }
+    }
+}
+
+/// The grouper and its in-memory channel state, once loaded. A std mutex: a decision takes
+/// microseconds and never awaits while held.
+#[derive(Clone, Default)]
+pub struct GroupSlot(Arc<OnceLock<Arc<Mutex<Grouper>>>>);
+
+impl GroupSlot {
+    pub fn get(&self) -> Option<&Arc<Mutex<Grouper>>> {
+        self.0.get()
+    }
+    pub fn fill(&self, model: GroupModel) {
+        let _ = self.0.set(Arc::new(Mutex::new(Grouper::new(model))));
     }
 }

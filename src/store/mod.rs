@@ -30,7 +30,7 @@ macro_rules! event_select {
 macro_rules! context_select {
     () => {
         "SELECT m.id, m.conversation_id, c.status AS conversation_status, m.ts, m.thread_ts, m.user_id, \
-         m.role, m.text FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+         m.role, m.text, m.embedding FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     };
 }
 
@@ -571,6 +571,20 @@ pub struct Analytics {
     pub open_per_owner: BTreeMap<String, i64>,
 }
 
+/// An embedding as stored: little-endian f32s.
+pub fn embedding_to_bytes(e: &[f32]) -> Vec<u8> {
+    e.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// The inverse of [`embedding_to_bytes`]; `None` for a blob that is not whole f32s.
+pub fn embedding_from_bytes(b: &[u8]) -> Option<Vec<f32>> {
+    (b.len() % 4 == 0 && !b.is_empty()).then(|| {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    })
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
@@ -902,6 +916,7 @@ mod rows {
         pub user_id: String,
         pub role: String,
         pub text: String,
+        pub embedding: Option<Vec<u8>>,
     }
 
     impl ContextRow {
@@ -915,6 +930,7 @@ mod rows {
                 user: self.user_id,
                 role: parse_column(&self.role, "role")?,
                 text: self.text,
+                embedding: self.embedding.as_deref().and_then(embedding_from_bytes),
             })
         }
     }

@@ -56,7 +56,7 @@ impl PgStore {
         } else {
             write_conversation(&mut tx, &plan.conversation).await?;
         }
-        if !insert_message(&mut tx, &plan.message, msg.sent_at()).await? {
+        if !insert_message(&mut tx, &plan.message, msg.sent_at(), msg.embedding.as_deref()).await? {
             // Unreachable while the channel lock is held, but the unique key is the real guarantee.
             tx.rollback().await?;
             return existing_outcome(&mut *self.pool.acquire().await?, msg)
@@ -820,10 +820,16 @@ async fn mark_corrected(conn: &mut Conn, id: &str) -> Result<(), StoreError> {
 }
 
 /// Inserts unless (channel, ts) exists; false when another writer stored it first.
-async fn insert_message(conn: &mut Conn, m: &Message, sent_at: DateTime<Utc>) -> Result<bool, StoreError> {
+async fn insert_message(
+    conn: &mut Conn,
+    m: &Message,
+    sent_at: DateTime<Utc>,
+    embedding: Option<&[f32]>,
+) -> Result<bool, StoreError> {
     let done = sqlx::query(
-        "INSERT INTO messages (id, conversation_id, channel, ts, thread_ts, user_id, role, text, label, score, sent_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (channel, ts) DO NOTHING",
+        "INSERT INTO messages (id, conversation_id, channel, ts, thread_ts, user_id, role, text, label, score, \
+         sent_at, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (channel, ts) DO NOTHING",
     )
     .bind(&m.id)
     .bind(&m.conversation_id)
@@ -836,6 +842,7 @@ async fn insert_message(conn: &mut Conn, m: &Message, sent_at: DateTime<Utc>) ->
     .bind(m.label.map(ReplyLabel::as_str))
     .bind(m.score)
     .bind(sent_at)
+    .bind(embedding.map(embedding_to_bytes))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -1,5 +1,6 @@
 //! The one mapping from failures to HTTP: `{"error": {"code", "message", "field"}}`.
 
+use crate::pipeline::InferenceError;
 use crate::store::StoreError;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{header, StatusCode};
@@ -28,6 +29,9 @@ pub enum ApiError {
     Overloaded,
     #[error("service unavailable")]
     Unavailable(#[source] StoreError),
+    /// The models are loading (readiness is not reached yet).
+    #[error("{0}")]
+    ModelUnavailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -50,7 +54,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
             ApiError::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable(_) | ApiError::ModelUnavailable(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -92,6 +98,16 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(refusal) => ApiError::invalid("status", refusal.to_string()),
             e @ StoreError::Unavailable(_) => ApiError::Unavailable(e),
             StoreError::Unexpected(e) => ApiError::Unexpected(e),
+        }
+    }
+}
+
+impl From<InferenceError> for ApiError {
+    fn from(e: InferenceError) -> Self {
+        match e {
+            InferenceError::Overloaded(_) => ApiError::Overloaded,
+            InferenceError::NotReady => ApiError::ModelUnavailable(e.to_string()),
+            InferenceError::Failed(_) => ApiError::Unexpected(e.into()),
         }
     }
 }

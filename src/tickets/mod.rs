@@ -85,7 +85,9 @@ impl Default for ApiConfig {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The tickets routes (`/v1/...` and the issue webhook) with their state, bearer auth and load
+/// shedding applied: `triage serve` merges them into its router.
+pub fn api_routes(state: AppState) -> Router {
     let v1 = routes::routes().route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_bearer,
@@ -94,17 +96,24 @@ pub fn router(state: AppState) -> Router {
         .merge(v1)
         // Authenticates itself: a provider's signature or a bearer token.
         .route("/v1/webhooks/issues", post(webhooks::issues))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .fallback(|| async { ApiError::NotFound("route") })
         .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .with_state(state)
+}
+
+/// The tickets API on its own (health checks, 404s, body limit and timeout included).
+pub fn router(state: AppState) -> Router {
+    let timeout = state.config.request_timeout;
+    let ready = state.clone();
+    api_routes(state)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(move || readyz(ready.clone())))
+        .fallback(|| async { ApiError::NotFound("route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // A stuck request must not hold graceful shutdown forever.
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
-            state.config.request_timeout,
+            timeout,
         ))
-        .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then lets requests in flight finish.
@@ -123,7 +132,7 @@ async fn shed_load(State(state): State<AppState>, req: Request, next: Next) -> R
     Ok(next.run(req).await)
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+async fn readyz(state: AppState) -> Result<&'static str, ApiError> {
     state.store.ping().await.map_err(ApiError::Unavailable)?;
     Ok("ready")
 }

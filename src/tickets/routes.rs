@@ -246,6 +246,7 @@ impl MessageBody {
             user: self.user,
             role,
             text: self.text,
+            embedding: None,
         })
     }
 }
@@ -270,18 +271,12 @@ async fn ingest(State(state): State<AppState>, Json(body): Json<MessageBody>) ->
         let conversation = state.store.get_conversation(&message.conversation_id).await?;
         return Ok(ingested(StatusCode::OK, message, conversation, Vec::new()));
     }
-    let prediction = match msg.role {
-        Role::Agent => {
-            let classifier = state.classifier.clone();
-            let text = msg.text.clone();
-            // Inference is CPU-bound: keep it off the async workers.
-            Some(
-                tokio::task::spawn_blocking(move || classifier.classify(&text))
-                    .await
-                    .map_err(anyhow::Error::from)?,
-            )
-        }
-        Role::Customer => None,
+    // Inference (embedding, and the label of a team reply) runs before the store's lock.
+    let analysis = state.classifier.analyse(&msg.text, msg.role).await?;
+    let prediction = analysis.prediction;
+    let msg = IncomingMessage {
+        embedding: analysis.embedding,
+        ..msg
     };
     let outcome = state
         .store

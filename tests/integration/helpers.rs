@@ -28,6 +28,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Holds the test's SQLite database (when the settings left the default URL).
+    _db_dir: Option<tempfile::TempDir>,
 }
 
 pub fn settings() -> Settings {
@@ -46,7 +48,13 @@ pub fn status_model_dir() -> PathBuf {
 }
 
 /// Starts the real application on port 0 and waits until it is ready.
-pub async fn spawn_app_with(s: Settings) -> TestApp {
+pub async fn spawn_app_with(mut s: Settings) -> TestApp {
+    // Never the working directory's triage.db: a fresh database per test.
+    let db_dir = (s.database_url == Settings::default().database_url).then(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        s.database_url = format!("sqlite://{}", dir.path().join("triage.db").display());
+        dir
+    });
     let app = triage::serve::Application::build(s).await.expect("build app");
     let addr = format!("http://{}", app.local_addr());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
@@ -58,6 +66,7 @@ pub async fn spawn_app_with(s: Settings) -> TestApp {
         client: reqwest::Client::new(),
         stop: Some(stop),
         server: Some(server),
+        _db_dir: db_dir,
     };
     t.wait_ready().await;
     t
@@ -103,6 +112,7 @@ pub async fn spawn_unloaded() -> (String, AppState, tokio::sync::oneshot::Sender
         grouper: triage::api::GroupSlot::default(),
         metrics: Metrics::default(),
         api_tokens: Arc::new(vec![Secret::new(TOKEN)]),
+        tickets: None,
     };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(triage::api::run(listener, state.clone(), async move {

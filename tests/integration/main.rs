@@ -3,5 +3,6 @@ mod embed_api;
 mod group;
 mod helpers;
 mod model_files;
+mod pipeline;
 mod status;
 mod tickets;

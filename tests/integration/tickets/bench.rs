@@ -56,6 +56,7 @@ fn message(i: usize) -> (IncomingMessage, Option<Prediction>) {
         },
         role,
         text,
+        embedding: None,
     };
     let label = if pos == PER_CONVERSATION - 1 && conversation.is_multiple_of(3) {
         ReplyLabel::Closed

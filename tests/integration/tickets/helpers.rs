@@ -8,10 +8,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use triage::pipeline::{
-    ChannelContext, Classifier, GroupDecision, Grouper, IncomingMessage, Prediction, Reason, Signal, Target,
+    Analysis, BoxFuture, ChannelContext, Classifier, GroupDecision, Grouper, IncomingMessage, InferenceError,
+    Prediction, Reason, Signal, Target,
 };
 use triage::status::ReplyLabel;
-use triage::store;
+use triage::store::{self, Role};
 use triage::tickets::auth::{ApiTokens, Secret};
 use triage::tickets::{self, ApiConfig, AppState};
 
@@ -90,7 +91,7 @@ fn decision(target: Target, signal: Signal, detail: &str) -> GroupDecision {
 pub struct KeywordClassifier;
 
 impl Classifier for KeywordClassifier {
-    fn classify(&self, text: &str) -> Prediction {
+    fn analyse<'a>(&'a self, text: &'a str, role: Role) -> BoxFuture<'a, Result<Analysis, InferenceError>> {
         let text = text.to_lowercase();
         let closed = ["fixed", "resolved", "closing"].iter().any(|k| text.contains(k));
         let label = if closed {
@@ -98,7 +99,13 @@ impl Classifier for KeywordClassifier {
         } else {
             ReplyLabel::InProgress
         };
-        Prediction { label, score: 0.9 }
+        let prediction = (role == Role::Agent).then_some(Prediction { label, score: 0.9 });
+        Box::pin(async move {
+            Ok(Analysis {
+                embedding: None,
+                prediction,
+            })
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! One integration binary: every scenario runs against SQLite and PostgreSQL over real HTTP.
 
-mod helpers;
+pub(crate) mod helpers;
 
 mod bench;
 mod concurrency;

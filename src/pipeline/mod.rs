@@ -2,6 +2,9 @@
 //!
 //! A store calls `plan_ingest` inside its transaction, after loading the channel context and asking
 //! the `Grouper`; the classifier runs before the transaction so inference never holds a lock.
+//! [`models`] implements both seams with the real models.
+
+pub mod models;
 
 use crate::status::{self, ReplyLabel, Status, Trigger};
 use crate::store::{new_id, Actor, Conversation, Event, EventKind, Message, Priority, Role};
@@ -17,6 +20,9 @@ pub struct IncomingMessage {
     pub user: String,
     pub role: Role,
     pub text: String,
+    /// Its sentence embedding (from [`Classifier::analyse`]); stored with the message so any
+    /// replica can rebuild the grouper's view of the channel.
+    pub embedding: Option<Vec<f32>>,
 }
 
 impl IncomingMessage {
@@ -46,6 +52,7 @@ pub struct ContextMessage {
     pub user: String,
     pub role: Role,
     pub text: String,
+    pub embedding: Option<Vec<f32>>,
 }
 
 /// What the store knows about the channel when a message arrives.
@@ -102,9 +109,31 @@ pub struct Prediction {
     pub score: f32,
 }
 
-/// Labels a team reply; may be slow (model inference), so it is called off the async runtime.
+/// What inference adds to a message before it is stored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Analysis {
+    /// The sentence embedding, when the grouper uses one.
+    pub embedding: Option<Vec<f32>>,
+    /// The status label of a team reply (`None` for customer messages).
+    pub prediction: Option<Prediction>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error("the models are still loading; retry shortly")]
+    NotReady,
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("inference failed: {0}")]
+    Failed(String),
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Embeds a message and labels a team reply. May be slow (model inference), so it runs before the
+/// store's transaction, never under a lock.
 pub trait Classifier: Send + Sync {
-    fn classify(&self, text: &str) -> Prediction;
+    fn analyse<'a>(&'a self, text: &'a str, role: Role) -> BoxFuture<'a, Result<Analysis, InferenceError>>;
 }
 
 /// What the store must write for one new message.
@@ -255,6 +284,7 @@ mod tests {
             user: "U1".into(),
             role,
             text: "hello\nsecond line".into(),
+            embedding: None,
         }
     }
 

@@ -1,0 +1,246 @@
+//! `GET /openapi.json`: the HTTP API as an OpenAPI 3.1 document, written out by hand next to the
+//! routes (an integration test checks that every documented operation is served).
+
+use serde_json::{json, Value};
+
+fn schema(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn body(name: &str) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema(name)}}})
+}
+
+fn ok(description: &str, name: &str) -> Value {
+    json!({"description": description, "content": {"application/json": {"schema": schema(name)}}})
+}
+
+fn list_of(name: &str) -> Value {
+    json!({
+        "type": "object",
+        "required": ["items", "next_cursor"],
+        "properties": {
+            "items": {"type": "array", "items": schema(name)},
+            "next_cursor": {"type": ["string", "null"], "description": "pass as `cursor` for the next page"}
+        }
+    })
+}
+
+fn errors(codes: &[u16]) -> Value {
+    let mut out = serde_json::Map::new();
+    for code in codes {
+        out.insert(
+            code.to_string(),
+            json!({"$ref": format!("#/components/responses/E{code}")}),
+        );
+    }
+    Value::Object(out)
+}
+
+fn op(summary: &str, ok_code: &str, ok_response: Value, error_codes: &[u16]) -> Value {
+    let mut responses = errors(error_codes);
+    responses[ok_code] = ok_response;
+    json!({"summary": summary, "responses": responses})
+}
+
+fn with(mut op: Value, key: &str, value: Value) -> Value {
+    op[key] = value;
+    op
+}
+
+fn path_param(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+fn query_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": description})
+}
+
+fn public(op: Value) -> Value {
+    with(op, "security", json!([]))
+}
+
+/// The document (built once per request: it is small).
+pub fn document() -> Value {
+    let id = || json!([path_param("id")]);
+    let status_enum = json!(["new", "on_you", "in_progress", "on_hold", "closed"]);
+    let priority_enum = json!(["urgent", "high", "medium", "low", "none"]);
+    let ts = json!({"oneOf": [{"type": "string", "example": "1700000000.000100"}, {"type": "number"}]});
+    let message_in = json!({
+        "type": "object",
+        "required": ["channel", "ts", "user", "text"],
+        "properties": {
+            "channel": {"type": "string"}, "ts": ts, "thread_ts": {"oneOf": [ts, {"type": "null"}]},
+            "user": {"type": "string"}, "text": {"type": "string"},
+            "role": {"enum": ["customer", "agent"], "description": "default: agent for TRIAGE_TEAM_USERS, else customer"},
+            "dry_run": {"type": "boolean", "default": false}
+        }
+    });
+    let mut doc = json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "triage",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Self-hosted support ticketing with local models. `/v1/*` needs a bearer token; errors are `{\"error\": {\"code\", \"message\", \"field\"}}`."
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {"get": public(op("Liveness", "200", json!({"description": "alive"}), &[]))},
+            "/readyz": {"get": public(op("Readiness: models warm and database reachable", "200", json!({"description": "ready"}), &[503]))},
+            "/metrics": {"get": public(op("Prometheus metrics (OpenMetrics text)", "200", json!({"description": "metrics"}), &[]))},
+            "/openapi.json": {"get": public(op("This document", "200", json!({"description": "OpenAPI 3.1"}), &[]))},
+            "/v1/embed": {"post": with(op("Sentence embeddings (text-embeddings-inference shape), L2-normalised", "200",
+                json!({"description": "one 384-float vector per input", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}}}),
+                &[400, 401, 413, 422, 429, 503]), "requestBody", body("EmbedRequest"))},
+            "/v1/classify": {"post": with(op("Status label of a team reply (or a list of them for `inputs`)", "200", ok("a result, or a list of results for `inputs`", "Classification"), &[400, 401, 413, 422, 429, 503]), "requestBody", body("ClassifyRequest"))},
+            "/v1/group": {"post": with(op("Conversation of a message (stateful per channel, in memory)", "200", ok("decision", "GroupDecision"), &[400, 401, 413, 422, 429, 503]), "requestBody", json!({"required": true, "content": {"application/json": {"schema": message_in.clone()}}}))},
+            "/v1/messages": {"post": with(op("Ingest one message through the whole pipeline (store, group, classify, status)", "201", ok("stored", "Ingested"), &[400, 401, 413, 422, 429, 503]), "requestBody", json!({"required": true, "content": {"application/json": {"schema": message_in}}}))},
+            "/v1/messages/{id}/move": {"post": with(with(op("Move a message to a conversation; null splits it into a new one", "200", ok("moved", "Moved"), &[401, 404, 409, 422]), "parameters", id()), "requestBody", body("MoveRequest"))},
+            "/v1/conversations": {
+                "get": with(op("List conversations, newest first", "200", json!({"description": "a page", "content": {"application/json": {"schema": list_of("Conversation")}}}), &[401, 422]), "parameters", json!([
+                    query_param("status", "one of the statuses"), query_param("owner", "Slack user id"),
+                    query_param("account", "account id"), query_param("channel", "Slack channel id"),
+                    query_param("q", "full-text search over message text"), query_param("cursor", "from next_cursor"),
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+                ])),
+                "post": with(op("Create a conversation by hand", "201", ok("created", "Conversation"), &[400, 401, 422]), "requestBody", body("NewConversation"))
+            },
+            "/v1/conversations/{id}": {
+                "parameters": id(),
+                "get": op("A conversation", "200", ok("the conversation", "Conversation"), &[401, 404]),
+                "patch": with(op("Change status, owner, priority, title or linked issue (recorded as a human event)", "200", ok("updated", "Conversation"), &[400, 401, 404, 409, 422]), "requestBody", body("ConversationPatch")),
+                "delete": op("Delete a conversation and its messages", "204", json!({"description": "deleted"}), &[401, 404])
+            },
+            "/v1/conversations/{id}/messages": {"get": with(op("Its messages, oldest first", "200", json!({"description": "a page", "content": {"application/json": {"schema": list_of("Message")}}}), &[401, 404, 422]), "parameters", id())},
+            "/v1/conversations/{id}/events": {"get": with(op("Its events (status, owner, priority, grouping changes)", "200", json!({"description": "a page", "content": {"application/json": {"schema": list_of("Event")}}}), &[401, 404, 422]), "parameters", id())},
+            "/v1/conversations/{id}/merge": {"post": with(with(op("Merge this conversation into another", "200", ok("the resulting conversation", "Merged"), &[401, 404, 409, 422]), "parameters", id()), "requestBody", body("MergeRequest"))},
+            "/v1/accounts": {
+                "get": op("Accounts", "200", json!({"description": "all accounts", "content": {"application/json": {"schema": list_of("Account")}}}), &[401]),
+                "post": with(op("Create an account", "201", ok("created", "Account"), &[400, 401, 409, 422]), "requestBody", body("AccountInput"))
+            },
+            "/v1/accounts/{id}": {
+                "parameters": id(),
+                "get": op("An account", "200", ok("the account", "Account"), &[401, 404]),
+                "patch": with(op("Change name, owner or channels", "200", ok("updated", "Account"), &[400, 401, 404, 409, 422]), "requestBody", body("AccountInput"))
+            },
+            "/v1/team": {"get": op("Team members", "200", json!({"description": "all members", "content": {"application/json": {"schema": list_of("TeamMember")}}}), &[401])},
+            "/v1/team/{slack_user_id}": {"put": with(with(op("Add or update a team member", "200", ok("stored", "TeamMember"), &[400, 401, 422]), "parameters", json!([path_param("slack_user_id")])), "requestBody", body("TeamMemberInput"))},
+            "/v1/webhooks/issues": {"post": with(public(op("Issue-tracker events: GitHub (X-Hub-Signature-256), Linear (Linear-Signature) or generic {url, state} with a bearer token", "200", json!({"description": "conversations changed"}), &[400, 401, 422])), "requestBody", json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}))},
+            "/v1/export/labels": {"get": with(op("Labels for retraining as JSONL (application/x-ndjson)", "200", json!({"description": "one JSON object per line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}), &[401, 422]), "parameters", json!([
+                {"name": "kind", "in": "query", "required": true, "schema": {"enum": ["status", "grouping"]}},
+                {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}
+            ]))},
+            "/v1/analytics": {"get": op("First-response time, time to close, open conversations per owner", "200", json!({"description": "analytics", "content": {"application/json": {"schema": {"type": "object"}}}}), &[401])}
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "a token from TRIAGE_API_TOKENS"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
+                    "code": {"type": "string", "example": "invalid_request"}, "message": {"type": "string"}, "field": {"type": ["string", "null"]}}}}},
+                "EmbedRequest": {"type": "object", "required": ["inputs"], "properties": {"inputs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}}},
+                "ClassifyRequest": {"type": "object", "properties": {"text": {"type": "string"}, "role": {"enum": ["agent", "customer"]}, "inputs": {"type": "array", "items": {"type": "string"}}}},
+                "Classification": {"type": "object", "required": ["label", "scores", "model"], "properties": {
+                    "label": {"enum": ["in_progress", "closed"]},
+                    "scores": {"type": "object", "properties": {"in_progress": {"type": "number"}, "closed": {"type": "number"}}},
+                    "model": {"type": "string", "example": "status@22a80f3470ea"}}},
+                "Reason": {"type": "object", "required": ["signal", "detail", "weight"], "properties": {
+                    "signal": {"enum": ["thread", "mention", "author", "time", "similarity"]}, "detail": {"type": "string"}, "weight": {"type": "number"}}},
+                "GroupDecision": {"type": "object", "required": ["conversation_id", "new", "confidence", "reasons"], "properties": {
+                    "conversation_id": {"type": "string"}, "new": {"type": "boolean"}, "confidence": {"type": "number"},
+                    "reasons": {"type": "array", "items": {"type": "object"}}, "candidates": {"type": "array", "items": {"type": "object"}}}},
+                "LinkedIssue": {"type": "object", "required": ["url"], "properties": {
+                    "url": {"type": "string"}, "provider": {"type": ["string", "null"]}, "key": {"type": ["string", "null"]}, "state": {"type": ["string", "null"], "enum": ["open", "closed", null]}}},
+                "Conversation": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "status": {"enum": status_enum}, "priority": {"enum": priority_enum},
+                    "owner": {"type": ["string", "null"]}, "account_id": {"type": ["string", "null"]}, "channel": {"type": "string"},
+                    "title": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+                    "first_response_at": {"type": ["string", "null"], "format": "date-time"}, "closed_at": {"type": ["string", "null"], "format": "date-time"},
+                    "linked_issue": {"oneOf": [schema("LinkedIssue"), {"type": "null"}]}, "message_count": {"type": "integer"}}},
+                "ConversationPatch": {"type": "object", "properties": {
+                    "status": {"enum": status_enum}, "owner": {"type": ["string", "null"]}, "priority": {"enum": priority_enum},
+                    "title": {"type": "string"},
+                    "linked_issue": {"oneOf": [schema("LinkedIssue"), {"type": "null"}]}}},
+                "NewConversation": {"type": "object", "required": ["channel"], "properties": {
+                    "channel": {"type": "string"}, "title": {"type": "string"}, "status": {"enum": status_enum},
+                    "priority": {"enum": priority_enum}, "owner": {"type": ["string", "null"]}, "account_id": {"type": ["string", "null"]},
+                    "linked_issue": {"oneOf": [schema("LinkedIssue"), {"type": "null"}]}}},
+                "Message": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "conversation_id": {"type": "string"}, "channel": {"type": "string"}, "ts": {"type": "string"},
+                    "thread_ts": {"type": ["string", "null"]}, "user": {"type": "string"}, "role": {"enum": ["customer", "agent"]},
+                    "text": {"type": "string"}, "edited": {"type": "boolean"}, "deleted": {"type": "boolean"},
+                    "label": {"enum": ["in_progress", "closed", null]}, "score": {"type": ["number", "null"]}}},
+                "Event": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "conversation_id": {"type": "string"}, "kind": {"enum": ["status", "owner", "priority", "grouping"]},
+                    "actor": {"type": "string", "example": "human:U123"}, "message_id": {"type": ["string", "null"]},
+                    "before": {"type": ["string", "null"]}, "after": {"type": ["string", "null"]},
+                    "model_label": {"type": ["string", "null"]}, "model_score": {"type": ["number", "null"]}, "at": {"type": "string", "format": "date-time"}}},
+                "Ingested": {"type": "object", "required": ["message", "conversation", "reasons"], "properties": {
+                    "message": schema("Message"), "conversation": schema("Conversation"), "reasons": {"type": "array", "items": schema("Reason")}}},
+                "MoveRequest": {"type": "object", "required": ["conversation_id"], "properties": {"conversation_id": {"type": ["string", "null"]}}},
+                "MergeRequest": {"type": "object", "required": ["into"], "properties": {"into": {"type": "string"}}},
+                "Merged": {"type": "object", "required": ["conversation"], "properties": {"conversation": schema("Conversation")}},
+                "Moved": {"type": "object", "required": ["conversation", "message"], "properties": {"conversation": schema("Conversation"), "message": schema("Message")}},
+                "Account": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": ["string", "null"]}, "channels": {"type": "array", "items": {"type": "string"}}}},
+                "AccountInput": {"type": "object", "properties": {"name": {"type": "string"}, "owner": {"type": ["string", "null"]}, "channels": {"type": "array", "items": {"type": "string"}}}},
+                "TeamMember": {"type": "object", "properties": {"slack_user_id": {"type": "string"}, "name": {"type": "string"}, "triage_channel": {"type": ["string", "null"]}}},
+                "TeamMemberInput": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "triage_channel": {"type": ["string", "null"]}}}
+            },
+            "responses": {}
+        }
+    });
+    for (code, what) in [
+        (400, "malformed request (unparsable JSON)"),
+        (401, "missing or invalid credentials"),
+        (403, "forbidden"),
+        (404, "not found"),
+        (409, "conflict with the current state"),
+        (413, "body over 1 MiB"),
+        (422, "well-formed but invalid; `field` names the input"),
+        (429, "overloaded; see Retry-After"),
+        (503, "models loading or database unavailable"),
+    ] {
+        doc["components"]["responses"][format!("E{code}")] =
+            json!({"description": what, "content": {"application/json": {"schema": schema("Error")}}});
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `$ref` points at something defined, and every operation has a 2xx response.
+    #[test]
+    fn references_resolve_and_operations_answer() {
+        let doc = document();
+        fn walk(v: &Value, doc: &Value, refs: &mut usize) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        let ptr = r.trim_start_matches('#');
+                        assert!(doc.pointer(ptr).is_some(), "dangling {r}");
+                        *refs += 1;
+                    }
+                    m.values().for_each(|x| walk(x, doc, refs));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, doc, refs)),
+                _ => {}
+            }
+        }
+        let mut refs = 0;
+        walk(&doc, &doc, &mut refs);
+        assert!(refs > 50);
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                if method == "parameters" {
+                    continue;
+                }
+                let codes: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+                assert!(
+                    codes.iter().any(|c| c.starts_with('2')),
+                    "{method} {path}: {codes:?}"
+                );
+            }
+        }
+    }
+}

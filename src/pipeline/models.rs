@@ -1,0 +1,215 @@
+//! The pipeline's seams implemented with the real models.
+//!
+//! [`ModelClassifier`] embeds a message through the embedder's queue (so it batches with every
+//! other request) and labels team replies with the status head. [`ModelGrouper`] runs the trained
+//! grouper over the channel history the store loaded under its per-channel lock: the grouper's view
+//! is rebuilt from stored rows for every message, so human merges, moves and splits count at once
+//! and every replica reading the same rows makes the same decision.
+
+use std::collections::HashSet;
+
+use super::{
+    Analysis, BoxFuture, ChannelContext, Classifier, ContextMessage, GroupDecision, Grouper, IncomingMessage,
+    InferenceError, Prediction, Reason, Signal, Target,
+};
+use crate::classify::{Label, StatusSlot};
+use crate::group::{self, GroupSlot, KnownMessage};
+use crate::queue::{EmbedSlot, QueueError};
+use crate::status::{ReplyLabel, Status};
+use crate::store::Role;
+
+/// Embeds every message and labels team replies.
+#[derive(Clone, Default)]
+pub struct ModelClassifier {
+    embed: EmbedSlot,
+    status: StatusSlot,
+}
+
+impl ModelClassifier {
+    /// Uses the models once their slots are filled (until then: [`InferenceError::NotReady`]).
+    pub fn new(embed: EmbedSlot, status: StatusSlot) -> Self {
+        ModelClassifier { embed, status }
+    }
+}
+
+impl From<QueueError> for InferenceError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Overloaded(_) => InferenceError::Overloaded(e.to_string()),
+            QueueError::ShuttingDown => InferenceError::NotReady,
+            e => InferenceError::Failed(e.to_string()),
+        }
+    }
+}
+
+impl Classifier for ModelClassifier {
+    fn analyse<'a>(&'a self, text: &'a str, role: Role) -> BoxFuture<'a, Result<Analysis, InferenceError>> {
+        Box::pin(async move {
+            // A file share or an emoji-only message: nothing to embed or read.
+            if text.trim().is_empty() {
+                return Ok(Analysis::default());
+            }
+            let handle = self.embed.get().ok_or(InferenceError::NotReady)?;
+            let status = match role {
+                Role::Agent => Some(self.status.get().ok_or(InferenceError::NotReady)?),
+                Role::Customer => None,
+            };
+            let (mut vectors, _) = handle.embed(vec![text.to_owned()]).await?;
+            let embedding = vectors
+                .pop()
+                .ok_or_else(|| InferenceError::Failed("the embedder returned no vector".into()))?;
+            let prediction = match status {
+                Some(model) => {
+                    let p = model
+                        .predict(&[text], std::slice::from_ref(&embedding))
+                        .map_err(|e| InferenceError::Failed(e.to_string()))?
+                        .pop()
+                        .ok_or_else(|| InferenceError::Failed("the status model returned nothing".into()))?;
+                    let label = match p.label {
+                        Label::InProgress => ReplyLabel::InProgress,
+                        Label::Closed => ReplyLabel::Closed,
+                    };
+                    Some(Prediction {
+                        label,
+                        score: p.score(p.label),
+                    })
+                }
+                None => None,
+            };
+            Ok(Analysis {
+                embedding: Some(embedding),
+                prediction,
+            })
+        })
+    }
+}
+
+/// The trained grouper over the store's channel context.
+#[derive(Clone, Default)]
+pub struct ModelGrouper {
+    grouper: GroupSlot,
+}
+
+impl ModelGrouper {
+    /// Shares the slot (and its grouper) with `/v1/group`; this path never touches its memory.
+    pub fn new(grouper: GroupSlot) -> Self {
+        ModelGrouper { grouper }
+    }
+}
+
+fn role(r: Role) -> group::Role {
+    match r {
+        Role::Customer => group::Role::Customer,
+        Role::Agent => group::Role::Agent,
+    }
+}
+
+/// The spec's five signals; the grouper's finer ones fold into the nearest.
+fn signal(name: &str) -> Signal {
+    match name {
+        "thread" => Signal::Thread,
+        "mention" => Signal::Mention,
+        "author" | "conversation" | "role" => Signal::Author,
+        "similarity" | "text" => Signal::Similarity,
+        _ => Signal::Time,
+    }
+}
+
+fn rule(target: Target, signal: Signal, detail: impl Into<String>) -> GroupDecision {
+    GroupDecision {
+        target,
+        confidence: 1.0,
+        reasons: vec![Reason {
+            signal,
+            detail: detail.into(),
+            weight: 1.0,
+        }],
+    }
+}
+
+impl Grouper for ModelGrouper {
+    fn group(&self, msg: &IncomingMessage, ctx: &ChannelContext) -> GroupDecision {
+        // A thread reply joins its thread's conversation, however old the root is.
+        if msg.in_thread() {
+            if let Some(root) = ctx.thread.first() {
+                return rule(
+                    Target::Existing(root.conversation_id.clone()),
+                    Signal::Thread,
+                    format!("reply in thread {}", msg.thread_key()),
+                );
+            }
+        }
+        let Some(grouper) = self.grouper.get() else {
+            return rule(Target::New, Signal::Time, "grouping model not loaded");
+        };
+        // The recent messages and the thread, once each, oldest first.
+        let mut seen = HashSet::new();
+        let mut rows: Vec<&ContextMessage> = ctx
+            .recent
+            .iter()
+            .chain(&ctx.thread)
+            .filter(|m| seen.insert(m.id.as_str()))
+            .collect();
+        rows.sort_by(|a, b| a.ts.cmp(&b.ts));
+        let history: Vec<KnownMessage> = rows
+            .iter()
+            .map(|m| KnownMessage {
+                msg: group::IncomingMessage {
+                    channel: &msg.channel,
+                    ts: &m.ts,
+                    user: &m.user,
+                    text: &m.text,
+                    system: false,
+                    action: false,
+                    thread_ts: m.thread_ts.as_deref(),
+                    role: Some(role(m.role)),
+                    embedding: m.embedding.as_deref(),
+                },
+                conversation_id: &m.conversation_id,
+                closed: m.conversation_status == Status::Closed,
+            })
+            .collect();
+        let incoming = group::IncomingMessage {
+            channel: &msg.channel,
+            ts: &msg.ts,
+            user: &msg.user,
+            text: &msg.text,
+            system: false,
+            action: false,
+            thread_ts: msg.thread_ts.as_deref(),
+            role: Some(role(msg.role)),
+            embedding: msg.embedding.as_deref(),
+        };
+        let decided = match grouper.lock() {
+            Ok(mut g) => g.decide_with_history(&history, &incoming),
+            Err(_) => return rule(Target::New, Signal::Time, "grouper unavailable"),
+        };
+        let d = match decided {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, channel = %msg.channel, ts = %msg.ts, "grouping failed; new conversation");
+                return rule(Target::New, Signal::Time, format!("grouping failed: {e}"));
+            }
+        };
+        let known = rows.iter().any(|m| m.conversation_id == d.conversation_id);
+        let target = if !d.new && known {
+            Target::Existing(d.conversation_id)
+        } else {
+            Target::New
+        };
+        GroupDecision {
+            target,
+            confidence: d.confidence,
+            reasons: d
+                .reasons
+                .into_iter()
+                .filter(|r| r.signal != "system")
+                .map(|r| Reason {
+                    signal: signal(&r.signal),
+                    detail: r.detail,
+                    weight: r.weight,
+                })
+                .collect(),
+        }
+    }
+}

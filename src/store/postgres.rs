@@ -95,12 +95,10 @@ impl PgStore {
             qb.push(" AND channel = ").push_bind(channel.clone());
         }
         if let Some(q) = filter.q.as_deref().filter(|q| !q.trim().is_empty()) {
-            qb.push(
-                " AND id IN (SELECT m.conversation_id FROM messages m \
-                 WHERE m.text_search @@ plainto_tsquery('english', ",
-            )
-            .push_bind(q.to_owned())
-            .push("))");
+            // The words of all its messages (see migrations/postgres/0003_conversation_search.sql).
+            qb.push(" AND search @@ plainto_tsquery('english', ")
+                .push_bind(q.to_owned())
+                .push(")");
         }
         qb.push(" ORDER BY seq DESC LIMIT ").push_bind(page.fetch_limit());
         let rows = qb

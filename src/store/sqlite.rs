@@ -100,30 +100,14 @@ impl SqliteStore {
         filter: &ConversationFilter,
         page: &PageRequest,
     ) -> Result<Page<Conversation>, StoreError> {
+        if let Some(terms) = filter.q.as_deref().and_then(fts_terms) {
+            return self.search_conversations(filter, page, &terms).await;
+        }
         let mut qb = QueryBuilder::<Sqlite>::new(concat!(conversation_select!(), " WHERE TRUE"));
         if let Some(cursor) = page.seq_cursor()? {
             qb.push(" AND seq < ").push_bind(cursor);
         }
-        if let Some(status) = filter.status {
-            qb.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(owner) = &filter.owner {
-            qb.push(" AND owner = ").push_bind(owner.clone());
-        }
-        if let Some(account) = &filter.account {
-            qb.push(" AND account_id = ").push_bind(account.clone());
-        }
-        if let Some(channel) = &filter.channel {
-            qb.push(" AND channel = ").push_bind(channel.clone());
-        }
-        if let Some(q) = filter.q.as_deref().and_then(fts_query) {
-            qb.push(
-                " AND id IN (SELECT m.conversation_id FROM messages_fts f JOIN messages m ON m.seq = f.rowid \
-                 WHERE messages_fts MATCH ",
-            )
-            .push_bind(q)
-            .push(")");
-        }
+        push_filters(&mut qb, filter);
         qb.push(" ORDER BY seq DESC LIMIT ").push_bind(page.fetch_limit());
         let rows = qb
             .build_query_as::<ConversationRow>()
@@ -133,6 +117,60 @@ impl SqliteStore {
             .into_iter()
             .map(|r| r.into_domain().map(|(seq, c)| (seq.to_string(), c)))
             .collect::<Result<_, _>>()?;
+        Ok(Page::from_rows(rows, page.limit))
+    }
+
+    /// A text search over `conversation_search`, read newest conversation first (see its migration):
+    /// hits of one conversation are adjacent, so it reads chunks until a page of distinct
+    /// conversations is full, without collecting every match. The first term drives; every other
+    /// term must occur somewhere in the same conversation (as PostgreSQL's per-conversation words
+    /// do), checked by a rowid-range lookup.
+    async fn search_conversations(
+        &self,
+        filter: &ConversationFilter,
+        page: &PageRequest,
+        terms: &[String],
+    ) -> Result<Page<Conversation>, StoreError> {
+        let want = page.fetch_limit() as usize;
+        let chunk = (want * 4) as i64;
+        let mut below: i64 = match page.seq_cursor()? {
+            Some(cursor) => cursor.checked_shl(32).unwrap_or(i64::MAX),
+            None => i64::MAX,
+        };
+        let mut rows: Vec<(String, Conversation)> = Vec::with_capacity(want);
+        loop {
+            let mut qb = QueryBuilder::<Sqlite>::new(concat!(
+                conversation_select!(),
+                " JOIN conversation_search f ON conversations.seq = (f.rowid >> 32) WHERE conversation_search MATCH "
+            ));
+            qb.push_bind(&terms[0]).push(" AND f.rowid < ").push_bind(below);
+            for term in &terms[1..] {
+                qb.push(" AND EXISTS (SELECT 1 FROM conversation_search(")
+                    .push_bind(term)
+                    .push(
+                        ") g WHERE g.rowid BETWEEN (conversations.seq << 32) \
+                     AND (conversations.seq << 32) + 4294967295)",
+                    );
+            }
+            push_filters(&mut qb, filter);
+            qb.push(" ORDER BY f.rowid DESC LIMIT ").push_bind(chunk);
+            let hits = qb
+                .build_query_as::<ConversationRow>()
+                .fetch_all(&self.pool)
+                .await?;
+            let exhausted = (hits.len() as i64) < chunk;
+            for hit in hits {
+                let (seq, conv) = hit.into_domain()?;
+                below = seq << 32;
+                if rows.last().is_none_or(|(key, _)| *key != seq.to_string()) {
+                    rows.push((seq.to_string(), conv));
+                }
+            }
+            if exhausted || rows.len() >= want {
+                break;
+            }
+        }
+        rows.truncate(want);
         Ok(Page::from_rows(rows, page.limit))
     }
 
@@ -634,13 +672,30 @@ impl Store for SqliteStore {
     }
 }
 
-/// FTS5 has its own query syntax; quoting every word makes user input a plain AND of terms.
-fn fts_query(q: &str) -> Option<String> {
+/// The list filters other than text search, as `AND` clauses.
+fn push_filters(qb: &mut QueryBuilder<Sqlite>, filter: &ConversationFilter) {
+    if let Some(status) = filter.status {
+        qb.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(owner) = &filter.owner {
+        qb.push(" AND owner = ").push_bind(owner.clone());
+    }
+    if let Some(account) = &filter.account {
+        qb.push(" AND account_id = ").push_bind(account.clone());
+    }
+    if let Some(channel) = &filter.channel {
+        qb.push(" AND channel = ").push_bind(channel.clone());
+    }
+}
+
+/// FTS5 has its own query syntax; quoting every word makes each a literal term (a phrase of its
+/// tokens), so user input is never an FTS5 expression.
+fn fts_terms(q: &str) -> Option<Vec<String>> {
     let terms: Vec<String> = q
         .split_whitespace()
         .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
         .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
+    (!terms.is_empty()).then_some(terms)
 }
 
 fn unique_as_conflict(e: sqlx::Error, message: String) -> StoreError {

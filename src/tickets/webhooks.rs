@@ -47,7 +47,9 @@ pub async fn issues(
             .as_ref()
             .ok_or(ApiError::Forbidden("Linear webhooks are not configured"))?;
         verify(secret, &body, signature)?;
-        parse::<LinearEvent>(&body)?.change()
+        let event = parse::<LinearEvent>(&body)?;
+        check_fresh(event.webhook_timestamp, chrono::Utc::now().timestamp_millis())?;
+        event.change()
     } else if bearer(&headers).is_some_and(|t| config.api_tokens.accepts(t)) {
         Some(parse::<GenericEvent>(&body)?.change()?)
     } else {
@@ -113,10 +115,31 @@ impl GithubEvent {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct LinearEvent {
     #[serde(rename = "type")]
     kind: String,
     data: LinearIssue,
+    /// Milliseconds since the epoch when Linear sent it; signed with the body.
+    webhook_timestamp: Option<i64>,
+}
+
+/// How far a signed Linear delivery's `webhookTimestamp` may be from now (Linear's guidance: a
+/// minute), so that a captured delivery cannot be replayed later.
+const LINEAR_MAX_SKEW_MS: i64 = 60_000;
+
+fn check_fresh(sent_ms: Option<i64>, now_ms: i64) -> Result<(), ApiError> {
+    match sent_ms {
+        Some(t) if (now_ms - t).abs() <= LINEAR_MAX_SKEW_MS => Ok(()),
+        Some(_) => Err(ApiError::invalid(
+            "webhookTimestamp",
+            "the delivery is more than a minute old (or from the future): refused as a possible replay",
+        )),
+        None => Err(ApiError::invalid(
+            "webhookTimestamp",
+            "missing: Linear signs it into every delivery",
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -167,5 +190,20 @@ impl GenericEvent {
             provider: None,
             closed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_deliveries_must_be_fresh() {
+        let now = 1_700_000_000_000;
+        assert!(check_fresh(Some(now - 59_000), now).is_ok());
+        assert!(check_fresh(Some(now + 5_000), now).is_ok());
+        assert!(check_fresh(Some(now - 61_000), now).is_err());
+        assert!(check_fresh(Some(now + 120_000), now).is_err());
+        assert!(check_fresh(None, now).is_err());
     }
 }

@@ -134,6 +134,7 @@ async fn run(backend: Backend) {
         },
     ];
     let mut timings = Vec::with_capacity(QUERIES);
+    let mut per_filter: Vec<Vec<Duration>> = vec![Vec::new(); filters.len()];
     for i in 0..QUERIES {
         let filter = &filters[i % filters.len()];
         let start = Instant::now();
@@ -148,6 +149,7 @@ async fn run(backend: Backend) {
             .await
             .unwrap();
         timings.push(start.elapsed());
+        per_filter[i % filters.len()].push(start.elapsed());
         // Follow one cursor too: keyset pages cost the same deep in the list.
         if let Some(cursor) = page.next_cursor {
             let start = Instant::now();
@@ -167,6 +169,15 @@ async fn run(backend: Backend) {
     timings.sort();
     let pct = |p: f64| timings[((timings.len() as f64 * p) as usize).min(timings.len() - 1)];
     let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
+    // Which filter is slow, on stderr (first pages only).
+    for (filter, t) in filters.iter().zip(per_filter.iter_mut()) {
+        t.sort();
+        eprintln!(
+            "{filter:?}: p50 {} ms, max {} ms",
+            ms(t[t.len() / 2]),
+            ms(t[t.len() - 1])
+        );
+    }
     println!(
         "{}",
         json!({

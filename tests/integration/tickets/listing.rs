@@ -93,6 +93,35 @@ async fn filters_search_and_pages(backend: Backend) {
         0
     );
 
+    // Search pages like the list: newest first, each conversation once.
+    let mut searched = Vec::new();
+    let mut query = "q=billing&limit=7".to_owned();
+    while let Some(cursor) = {
+        let page = list(&app, &query).await;
+        searched.extend(ids(&page));
+        page["next_cursor"].as_str().map(str::to_owned)
+    } {
+        query = format!("q=billing&limit=7&cursor={cursor}");
+    }
+    assert_eq!(searched.len(), 20);
+    assert_eq!(searched.iter().collect::<HashSet<_>>().len(), 20);
+    let in_list_order: Vec<String> = seen.iter().filter(|id| searched.contains(id)).cloned().collect();
+    assert_eq!(searched, in_list_order);
+
+    // Search follows merges: the words of a merged conversation's messages move with them, and a
+    // query matches a conversation whose messages hold its words between them.
+    let kube = ids(&found)[0].clone();
+    let (code, merged) = send(app.post(
+        &format!("/v1/conversations/{}/merge", searched[0]),
+        &json!({"into": kube}),
+    ))
+    .await;
+    assert_eq!(code, 200, "{merged}");
+    assert_eq!(ids(&list(&app, "q=kubernetes%20billing").await), [kube.clone()]);
+    let billing = ids(&list(&app, "q=billing&limit=100").await);
+    assert_eq!(billing.len(), 20);
+    assert!(billing.contains(&kube) && !billing.contains(&searched[0]));
+
     assert_eq!(
         ids(&list(&app, "owner=U9").await),
         [acme["conversation"]["id"].as_str().unwrap()]
@@ -110,7 +139,8 @@ async fn filters_search_and_pages(backend: Backend) {
             .as_array()
             .unwrap()
             .len(),
-        25
+        24,
+        "25 conversations, one merged into another"
     );
     assert_eq!(
         list(&app, "status=closed").await["items"]

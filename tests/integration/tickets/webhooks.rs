@@ -117,13 +117,21 @@ async fn github_linear_and_generic_hooks(backend: Backend) {
         json!({"url": "https://linear.app/acme/issue/ENG-42", "provider": "linear", "key": "ENG-42"}),
     )
     .await;
-    let payload = serde_json::to_vec(&json!({
-        "action": "update", "type": "Issue",
-        "data": {"identifier": "ENG-42", "state": {"type": "completed", "name": "Done"}}
-    }))
-    .unwrap();
+    let linear_event = |sent_ms: i64| {
+        serde_json::to_vec(&json!({
+            "action": "update", "type": "Issue", "webhookTimestamp": sent_ms,
+            "data": {"identifier": "ENG-42", "state": {"type": "completed", "name": "Done"}}
+        }))
+        .unwrap()
+    };
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let payload = linear_event(now_ms);
     let (code, body) = hook(&app, &payload, &[("linear-signature", sign("wrong", &payload))]).await;
     assert_error(code, &body, 401);
+    // Correctly signed but ten minutes old: a replay, refused before it changes anything.
+    let stale = linear_event(now_ms - 600_000);
+    let (code, body) = hook(&app, &stale, &[("linear-signature", sign(LINEAR_SECRET, &stale))]).await;
+    assert_eq!(assert_error(code, &body, 422)["field"], "webhookTimestamp");
     let (code, body) = hook(
         &app,
         &payload,

@@ -142,7 +142,7 @@ pub fn document() -> Value {
                 "Classification": {"type": "object", "required": ["label", "scores", "model"], "properties": {
                     "label": {"enum": ["in_progress", "closed"]},
                     "scores": {"type": "object", "properties": {"in_progress": {"type": "number"}, "closed": {"type": "number"}}},
-                    "model": {"type": "string", "example": "status@22a80f3470ea"}}},
+                    "model": {"type": "string", "example": "status@82dfe389521d"}}},
                 "Reason": {"type": "object", "required": ["signal", "detail", "weight"], "properties": {
                     "signal": {"enum": ["thread", "mention", "author", "time", "similarity"]}, "detail": {"type": "string"}, "weight": {"type": "number"}}},
                 "GroupDecision": {"type": "object", "required": ["conversation_id", "new", "confidence", "reasons"], "properties": {

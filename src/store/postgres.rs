@@ -33,12 +33,20 @@ impl PgStore {
         prediction: Option<Prediction>,
         grouper: &dyn Grouper,
     ) -> Result<IngestOutcome, StoreError> {
-        let mut tx = self.write_tx().await?;
-        lock_channels(&mut tx, &[msg.channel.as_str()]).await?;
-        if let Some(outcome) = existing_outcome(&mut tx, msg).await? {
-            return Ok(outcome);
-        }
-        let ctx = load_context(&mut tx, msg).await?;
+        // BEGIN and the channel lock in one round trip (the key is a number, so inlining it is safe).
+        let mut tx = self
+            .pool
+            .begin_with(sqlx::AssertSqlSafe(format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({})",
+                channel_lock_key(&msg.channel)
+            )))
+            .await?;
+        let Some(ctx) = load_context(&mut tx, msg).await? else {
+            // Already ingested: the stored outcome.
+            return existing_outcome(&mut tx, msg)
+                .await?
+                .ok_or(StoreError::Conflict("message deleted while ingested".into()));
+        };
         let decision = grouper.group(msg, &ctx);
         let target = match &decision.target {
             Target::Existing(id) => fetch_conversation(&mut tx, id)
@@ -620,12 +628,20 @@ async fn lock_channels(conn: &mut Conn, channels: &[&str]) -> Result<(), StoreEr
     channels.sort_unstable();
     channels.dedup();
     for channel in channels {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(channel)
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(channel_lock_key(channel))
             .execute(&mut *conn)
             .await?;
     }
     Ok(())
+}
+
+/// The advisory-lock key of a channel: FNV-1a of its name, the same in every replica and release.
+fn channel_lock_key(channel: &str) -> i64 {
+    let hash = channel.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash as i64
 }
 
 async fn lock_conversation(conn: &mut Conn, id: &str) -> Result<Conversation, StoreError> {
@@ -721,38 +737,45 @@ async fn ensure_account(conn: &mut Conn, id: &str) -> Result<(), StoreError> {
         .ok_or_else(|| StoreError::invalid("account_id", "unknown account"))
 }
 
-async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<ChannelContext, StoreError> {
-    let mut recent = sqlx::query_as::<_, ContextRow>(concat!(
+#[derive(sqlx::FromRow)]
+struct PartRow {
+    part: i32,
+    #[sqlx(flatten)]
+    row: ContextRow,
+}
+
+/// The channel context in one round trip, or `None` when (channel, ts) is already stored (read
+/// after the channel lock, so a replica's concurrent insert is seen).
+async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<ChannelContext>, StoreError> {
+    let rows = sqlx::query_as::<_, PartRow>(concat!(
+        "(SELECT 0 AS part, ctx.* FROM (",
         context_select!(),
-        " WHERE m.channel = $1 AND m.ts < $2 ORDER BY m.ts DESC LIMIT $3"
+        " WHERE m.channel = $1 AND m.ts = $2) ctx) \
+         UNION ALL (SELECT 1, ctx.* FROM (",
+        context_select!(),
+        " WHERE m.channel = $1 AND m.ts < $2 ORDER BY m.ts DESC LIMIT $4) ctx) \
+         UNION ALL (SELECT 2, ctx.* FROM (",
+        context_select!(),
+        " WHERE m.seq IN (SELECT seq FROM messages WHERE channel = $1 AND ts = $3 \
+         UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $3) ORDER BY m.ts LIMIT $4) ctx)"
     ))
     .bind(&msg.channel)
     .bind(&msg.ts)
-    .bind(CONTEXT_MESSAGES)
-    .fetch_all(&mut *conn)
-    .await?;
-    recent.reverse();
-    let thread = sqlx::query_as::<_, ContextRow>(concat!(
-        context_select!(),
-        // Two index lookups; a plain OR makes SQLite scan the whole channel.
-        " WHERE m.seq IN (SELECT seq FROM messages WHERE channel = $1 AND ts = $2 \
-         UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $2) ORDER BY m.ts LIMIT $3"
-    ))
-    .bind(&msg.channel)
     .bind(msg.thread_key())
     .bind(CONTEXT_MESSAGES)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(ChannelContext {
-        recent: recent
-            .into_iter()
-            .map(ContextRow::into_domain)
-            .collect::<Result<_, _>>()?,
-        thread: thread
-            .into_iter()
-            .map(ContextRow::into_domain)
-            .collect::<Result<_, _>>()?,
-    })
+    let mut ctx = ChannelContext::default();
+    for PartRow { part, row } in rows {
+        match part {
+            0 => return Ok(None),
+            1 => ctx.recent.push(row.into_domain()?),
+            _ => ctx.thread.push(row.into_domain()?),
+        }
+    }
+    ctx.recent.sort_by(|a, b| a.ts.cmp(&b.ts));
+    ctx.thread.sort_by(|a, b| a.ts.cmp(&b.ts));
+    Ok(Some(ctx))
 }
 
 async fn insert_conversation(conn: &mut Conn, c: &Conversation) -> Result<(), StoreError> {

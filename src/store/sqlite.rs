@@ -32,7 +32,10 @@ impl SqliteStore {
             // With WAL, NORMAL loses no committed data on a process crash and skips an fsync per commit.
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(StdDuration::from_secs(30));
+            .busy_timeout(StdDuration::from_secs(30))
+            // 16 MiB of page cache per connection (SQLite's default is 2 MiB): the indexes the
+            // pipeline reads stay in memory instead of costing a read call per page.
+            .pragma("cache_size", "-16384");
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .connect_with(options)
@@ -57,10 +60,12 @@ impl SqliteStore {
         grouper: &dyn Grouper,
     ) -> Result<IngestOutcome, StoreError> {
         let (_turn, mut tx) = self.write_tx().await?;
-        if let Some(outcome) = existing_outcome(&mut tx, msg).await? {
-            return Ok(outcome);
-        }
-        let ctx = load_context(&mut tx, msg).await?;
+        let Some(ctx) = load_context(&mut tx, msg).await? else {
+            // Already ingested: the stored outcome.
+            return existing_outcome(&mut tx, msg)
+                .await?
+                .ok_or(StoreError::Conflict("message deleted while ingested".into()));
+        };
         let decision = grouper.group(msg, &ctx);
         let target = match &decision.target {
             Target::Existing(id) => fetch_conversation(&mut tx, id)
@@ -781,38 +786,85 @@ async fn ensure_account(conn: &mut Conn, id: &str) -> Result<(), StoreError> {
         .ok_or_else(|| StoreError::invalid("account_id", "unknown account"))
 }
 
-async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<ChannelContext, StoreError> {
-    let mut recent = sqlx::query_as::<_, ContextRow>(concat!(
-        context_select!(),
-        " WHERE m.channel = $1 AND m.ts < $2 ORDER BY m.ts DESC LIMIT $3"
+/// One context row as JSON: `[id, conversation_id, status, ts, thread_ts, user, role, text, hex(embedding)]`.
+macro_rules! context_json {
+    () => {
+        "json_group_array(json_array(m.id, m.conversation_id, c.status, m.ts, m.thread_ts, m.user_id, m.role, \
+         m.text, hex(m.embedding)))"
+    };
+}
+
+/// The channel context in one round trip, or `None` when (channel, ts) is already stored. sqlx
+/// hands SQLite rows over one at a time between threads, and at a hundred rows per message that
+/// hand-over, not SQLite, was most of the ingest time: both lists come back as one JSON array each.
+async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<ChannelContext>, StoreError> {
+    let (stored, recent, thread): (bool, String, String) = sqlx::query_as(concat!(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE channel = $1 AND ts = $2), (SELECT ",
+        context_json!(),
+        " FROM (SELECT * FROM messages WHERE channel = $1 AND ts < $2 ORDER BY ts DESC LIMIT $4) m \
+           JOIN conversations c ON c.id = m.conversation_id), \
+         (SELECT ",
+        context_json!(),
+        " FROM (SELECT * FROM messages WHERE seq IN \
+              (SELECT seq FROM messages WHERE channel = $1 AND ts = $3 \
+               UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $3) \
+              ORDER BY ts LIMIT $4) m \
+           JOIN conversations c ON c.id = m.conversation_id)"
     ))
     .bind(&msg.channel)
     .bind(&msg.ts)
-    .bind(CONTEXT_MESSAGES)
-    .fetch_all(&mut *conn)
-    .await?;
-    recent.reverse();
-    let thread = sqlx::query_as::<_, ContextRow>(concat!(
-        context_select!(),
-        // Two index lookups; a plain OR makes SQLite scan the whole channel.
-        " WHERE m.seq IN (SELECT seq FROM messages WHERE channel = $1 AND ts = $2 \
-         UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $2) ORDER BY m.ts LIMIT $3"
-    ))
-    .bind(&msg.channel)
     .bind(msg.thread_key())
     .bind(CONTEXT_MESSAGES)
-    .fetch_all(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(ChannelContext {
-        recent: recent
-            .into_iter()
-            .map(ContextRow::into_domain)
-            .collect::<Result<_, _>>()?,
-        thread: thread
-            .into_iter()
-            .map(ContextRow::into_domain)
-            .collect::<Result<_, _>>()?,
-    })
+    if stored {
+        return Ok(None);
+    }
+    Ok(Some(ChannelContext {
+        recent: context_rows(&recent)?,
+        thread: context_rows(&thread)?,
+    }))
+}
+
+type ContextJson = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    Option<String>,
+);
+
+/// Parses a `context_json!` array, oldest first.
+fn context_rows(json: &str) -> Result<Vec<ContextMessage>, StoreError> {
+    let rows: Vec<ContextJson> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Unexpected(anyhow::anyhow!("context rows: {e}")))?;
+    let mut out = rows
+        .into_iter()
+        .map(
+            |(id, conversation_id, status, ts, thread_ts, user_id, role, text, embedding)| {
+                ContextRow {
+                    id,
+                    conversation_id,
+                    conversation_status: status,
+                    ts,
+                    thread_ts,
+                    user_id,
+                    role,
+                    text,
+                    embedding: embedding
+                        .filter(|h| !h.is_empty())
+                        .and_then(|h| hex::decode(h).ok()),
+                }
+                .into_domain()
+            },
+        )
+        .collect::<Result<Vec<_>, _>>()?;
+    out.sort_by(|a, b| a.ts.cmp(&b.ts));
+    Ok(out)
 }
 
 async fn insert_conversation(conn: &mut Conn, c: &Conversation) -> Result<(), StoreError> {

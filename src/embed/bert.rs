@@ -21,6 +21,9 @@ use serde::Deserialize;
 
 use super::{ops, EmbedError};
 
+/// Attention scores made at once, at most (bytes): bounds activation memory for long sequences.
+const ATTENTION_SCORES_BYTES: usize = 4 << 20;
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
     pub vocab_size: usize,
@@ -310,9 +313,25 @@ impl Bert {
             let q = qkv.get(0)?.contiguous()?;
             let k = qkv.get(1)?.contiguous()?;
             let v = qkv.get(2)?.contiguous()?;
-            let scores = q.matmul(&k.t()?)?;
-            ops::masked_softmax_(&scores, &lengths)?;
-            let ctx = scores.matmul(&v)?.transpose(1, 2)?.reshape((b * l, h))?;
+            drop(qkv);
+            // Scores are [seqs, heads, l, l]: at 256 tokens that is 3 MB per sequence, so they are
+            // made a few sequences at a time, keeping peak memory flat whatever the batch.
+            let chunk = (ATTENTION_SCORES_BYTES / (heads * l * l * 4)).clamp(1, b);
+            let mut ctxs = Vec::with_capacity(b.div_ceil(chunk));
+            for start in (0..b).step_by(chunk) {
+                let n = chunk.min(b - start);
+                let scores = q.narrow(0, start, n)?.matmul(&k.narrow(0, start, n)?.t()?)?;
+                ops::masked_softmax_(&scores, &lengths[start..start + n])?;
+                ctxs.push(scores.matmul(&v.narrow(0, start, n)?)?);
+            }
+            drop((q, k, v));
+            let ctx = if ctxs.len() == 1 {
+                ctxs.pop().expect("one chunk")
+            } else {
+                Tensor::cat(&ctxs, 0)?
+            };
+            drop(ctxs);
+            let ctx = ctx.transpose(1, 2)?.reshape((b * l, h))?;
             let attn = ops::matmul(&ctx, &layer.attn_out)?;
             ops::bias_residual_layer_norm_(&attn, &x, &layer.attn_norm, layer.eps)?;
             let inter = ops::matmul(&attn, &layer.inter.w)?;

@@ -187,7 +187,6 @@ enum ModelCommand {
 }
 
 fn main() -> ExitCode {
-    triage::telemetry::limit_allocator_growth();
     triage::telemetry::init_logging();
     let cli = Cli::parse();
     match run(cli) {

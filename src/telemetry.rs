@@ -128,17 +128,3 @@ pub fn peak_rss_bytes() -> Option<u64> {
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb * 1024)
 }
-
-/// Keeps peak memory close to what is live. glibc raises its mmap threshold each time a large
-/// block is freed, after which activation buffers (tens of MB per batch) come from per-thread
-/// heaps that never shrink; two inference threads then held ~150 MB of freed memory. A fixed
-/// threshold returns such buffers to the system when dropped, and two arenas bound the heaps.
-/// Call first thing in `main`, before other threads start.
-pub fn limit_allocator_growth() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}

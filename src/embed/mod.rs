@@ -40,7 +40,7 @@ pub struct BatchLimits {
 impl Default for BatchLimits {
     fn default() -> Self {
         Self {
-            max_batch_tokens: 4096,
+            max_batch_tokens: 2048,
             max_batch_size: 128,
         }
     }

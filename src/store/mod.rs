@@ -776,7 +776,7 @@ fn parse_column<T: FromStr>(value: &str, column: &str) -> Result<T, StoreError> 
 mod rows {
     use super::*;
 
-    #[derive(sqlx::FromRow)]
+    #[derive(sqlx::FromRow, serde::Deserialize)]
     pub struct ConversationRow {
         pub seq: i64,
         pub id: String,

@@ -59,19 +59,13 @@ impl PgStore {
             Some(_) => None,
         };
         let plan = pipeline::plan_ingest(msg, prediction, target, account);
-        if plan.new_conversation {
-            insert_conversation(&mut tx, &plan.conversation).await?;
-        } else {
-            write_conversation(&mut tx, &plan.conversation).await?;
-        }
-        if !insert_message(&mut tx, &plan.message, msg.sent_at(), msg.embedding.as_deref()).await? {
+        if !write_ingest(&mut tx, &plan, msg.sent_at(), msg.embedding.as_deref()).await? {
             // Unreachable while the channel lock is held, but the unique key is the real guarantee.
             tx.rollback().await?;
             return existing_outcome(&mut *self.pool.acquire().await?, msg)
                 .await?
                 .ok_or(StoreError::Conflict("message ingested concurrently".into()));
         }
-        insert_events(&mut tx, &plan.events).await?;
         tx.commit().await?;
         Ok(IngestOutcome {
             message: plan.message,
@@ -779,56 +773,17 @@ async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<C
 }
 
 async fn insert_conversation(conn: &mut Conn, c: &Conversation) -> Result<(), StoreError> {
-    let issue = c.linked_issue.as_ref();
-    sqlx::query(
-        "INSERT INTO conversations (id, status, priority, owner, account_id, channel, title, created_at, \
-         first_response_at, closed_at, issue_url, issue_provider, issue_key, issue_state, message_count) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(&c.id)
-    .bind(c.status.as_str())
-    .bind(c.priority.as_str())
-    .bind(&c.owner)
-    .bind(&c.account_id)
-    .bind(&c.channel)
-    .bind(&c.title)
-    .bind(c.created_at)
-    .bind(c.first_response_at)
-    .bind(c.closed_at)
-    .bind(issue.map(|i| &i.url))
-    .bind(issue.and_then(|i| i.provider.as_ref()))
-    .bind(issue.and_then(|i| i.key.as_ref()))
-    .bind(issue.map(|i| &i.state))
-    .bind(c.message_count)
-    .execute(conn)
-    .await?;
+    bind_conversation!(sqlx::query(insert_conversation_sql!()), c)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Writes back every mutable column; callers hold the conversation's lock.
 async fn write_conversation(conn: &mut Conn, c: &Conversation) -> Result<(), StoreError> {
-    let issue = c.linked_issue.as_ref();
-    sqlx::query(
-        "UPDATE conversations SET status = $2, priority = $3, owner = $4, account_id = $5, title = $6, \
-         created_at = $7, first_response_at = $8, closed_at = $9, issue_url = $10, issue_provider = $11, \
-         issue_key = $12, issue_state = $13, message_count = $14 WHERE id = $1",
-    )
-    .bind(&c.id)
-    .bind(c.status.as_str())
-    .bind(c.priority.as_str())
-    .bind(&c.owner)
-    .bind(&c.account_id)
-    .bind(&c.title)
-    .bind(c.created_at)
-    .bind(c.first_response_at)
-    .bind(c.closed_at)
-    .bind(issue.map(|i| &i.url))
-    .bind(issue.and_then(|i| i.provider.as_ref()))
-    .bind(issue.and_then(|i| i.key.as_ref()))
-    .bind(issue.map(|i| &i.state))
-    .bind(c.message_count)
-    .execute(conn)
-    .await?;
+    bind_conversation!(sqlx::query(update_conversation_sql!()), c)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -840,55 +795,98 @@ async fn mark_corrected(conn: &mut Conn, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Inserts unless (channel, ts) exists; false when another writer stored it first.
-async fn insert_message(
+/// `INSERT INTO events` selecting from ten array parameters (their `$n` given as literals), one
+/// array per column as `bind_events!` binds them; with `ORDER BY e.n` the events' `seq` follows
+/// the given order.
+macro_rules! events_from_arrays {
+    ($a:literal, $b:literal, $c:literal, $d:literal, $e:literal, $f:literal, $g:literal, $h:literal, $i:literal, $j:literal) => {
+        concat!(
+            "INSERT INTO events (id, conversation_id, kind, actor, message_id, before_value, after_value, \
+             model_label, model_score, at) \
+             SELECT e.id, e.conversation_id, e.kind, e.actor, e.message_id, e.before_value, e.after_value, \
+             e.model_label, e.model_score, e.at FROM UNNEST(",
+            $a, "::TEXT[], ", $b, "::TEXT[], ", $c, "::TEXT[], ", $d, "::TEXT[], ", $e, "::TEXT[], ",
+            $f, "::TEXT[], ", $g, "::TEXT[], ", $h, "::TEXT[], ", $i, "::REAL[], ", $j,
+            "::TIMESTAMPTZ[]) WITH ORDINALITY AS e(id, conversation_id, kind, actor, message_id, \
+             before_value, after_value, model_label, model_score, at, n)"
+        )
+    };
+}
+
+/// Binds events as the ten column arrays `events_from_arrays!` reads (any sqlx query type).
+macro_rules! bind_events {
+    ($query:expr, $events:expr) => {{
+        let events: &[Event] = $events;
+        $query
+            .bind(events.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.conversation_id.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.actor.clone()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.message_id.clone()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.before.clone()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.after.clone()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.model_label.map(ReplyLabel::as_str))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.model_score).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.at).collect::<Vec<_>>())
+    }};
+}
+
+/// Inserts events in order, in one round trip.
+async fn insert_events(conn: &mut Conn, events: &[Event]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let sql = concat!(
+        events_from_arrays!("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10"),
+        " ORDER BY e.n"
+    );
+    bind_events!(sqlx::query(sql), events).execute(conn).await?;
+    Ok(())
+}
+
+/// An ingest's writes as one statement, one round trip: the conversation (inserted or written
+/// back), the message unless (channel, ts) is already stored, and its events only when the message
+/// went in. Returns whether it did; when not, the caller rolls back (the conversation part ran).
+/// Foreign keys and the search trigger run at the end of the statement, after every part.
+async fn write_ingest(
     conn: &mut Conn,
-    m: &Message,
+    plan: &pipeline::IngestPlan,
     sent_at: DateTime<Utc>,
     embedding: Option<&[f32]>,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO messages (id, conversation_id, channel, ts, thread_ts, user_id, role, text, label, score, \
-         sent_at, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-         ON CONFLICT (channel, ts) DO NOTHING",
-    )
-    .bind(&m.id)
-    .bind(&m.conversation_id)
-    .bind(&m.channel)
-    .bind(&m.ts)
-    .bind(&m.thread_ts)
-    .bind(&m.user)
-    .bind(m.role.as_str())
-    .bind(&m.text)
-    .bind(m.label.map(ReplyLabel::as_str))
-    .bind(m.score)
-    .bind(sent_at)
-    .bind(embedding.map(embedding_to_bytes))
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-async fn insert_events(conn: &mut Conn, events: &[Event]) -> Result<(), StoreError> {
-    for e in events {
-        sqlx::query(
-            "INSERT INTO events (id, conversation_id, kind, actor, message_id, before_value, after_value, \
-             model_label, model_score, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&e.id)
-        .bind(&e.conversation_id)
-        .bind(e.kind.as_str())
-        .bind(&e.actor)
-        .bind(&e.message_id)
-        .bind(&e.before)
-        .bind(&e.after)
-        .bind(e.model_label.map(ReplyLabel::as_str))
-        .bind(e.model_score)
-        .bind(e.at)
-        .execute(&mut *conn)
-        .await?;
+    macro_rules! ingest_sql {
+        ($conversation:expr) => {
+            concat!(
+                "WITH conv AS (",
+                $conversation,
+                "), msg AS (INSERT INTO messages (id, conversation_id, channel, ts, thread_ts, user_id, role, \
+                 text, label, score, sent_at, embedding) \
+                 VALUES ($16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) \
+                 ON CONFLICT (channel, ts) DO NOTHING RETURNING id), ev AS (",
+                events_from_arrays!("$28", "$29", "$30", "$31", "$32", "$33", "$34", "$35", "$36", "$37"),
+                " WHERE EXISTS (SELECT 1 FROM msg) ORDER BY e.n) SELECT COUNT(*) FROM msg"
+            )
+        };
     }
-    Ok(())
+    let sql = if plan.new_conversation {
+        ingest_sql!(insert_conversation_sql!())
+    } else {
+        ingest_sql!(update_conversation_sql!())
+    };
+    let query = bind_conversation!(sqlx::query_scalar::<_, i64>(sql), &plan.conversation);
+    let query = bind_message!(query, &plan.message, sent_at, embedding);
+    let inserted: i64 = bind_events!(query, &plan.events).fetch_one(conn).await?;
+    Ok(inserted == 1)
 }
 
 /// The model's label on the conversation's latest classified reply.

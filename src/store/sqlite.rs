@@ -868,56 +868,17 @@ fn context_rows(json: &str) -> Result<Vec<ContextMessage>, StoreError> {
 }
 
 async fn insert_conversation(conn: &mut Conn, c: &Conversation) -> Result<(), StoreError> {
-    let issue = c.linked_issue.as_ref();
-    sqlx::query(
-        "INSERT INTO conversations (id, status, priority, owner, account_id, channel, title, created_at, \
-         first_response_at, closed_at, issue_url, issue_provider, issue_key, issue_state, message_count) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(&c.id)
-    .bind(c.status.as_str())
-    .bind(c.priority.as_str())
-    .bind(&c.owner)
-    .bind(&c.account_id)
-    .bind(&c.channel)
-    .bind(&c.title)
-    .bind(c.created_at)
-    .bind(c.first_response_at)
-    .bind(c.closed_at)
-    .bind(issue.map(|i| &i.url))
-    .bind(issue.and_then(|i| i.provider.as_ref()))
-    .bind(issue.and_then(|i| i.key.as_ref()))
-    .bind(issue.map(|i| &i.state))
-    .bind(c.message_count)
-    .execute(conn)
-    .await?;
+    bind_conversation!(sqlx::query(insert_conversation_sql!()), c)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
 /// Writes back every mutable column; callers hold the conversation's lock.
 async fn write_conversation(conn: &mut Conn, c: &Conversation) -> Result<(), StoreError> {
-    let issue = c.linked_issue.as_ref();
-    sqlx::query(
-        "UPDATE conversations SET status = $2, priority = $3, owner = $4, account_id = $5, title = $6, \
-         created_at = $7, first_response_at = $8, closed_at = $9, issue_url = $10, issue_provider = $11, \
-         issue_key = $12, issue_state = $13, message_count = $14 WHERE id = $1",
-    )
-    .bind(&c.id)
-    .bind(c.status.as_str())
-    .bind(c.priority.as_str())
-    .bind(&c.owner)
-    .bind(&c.account_id)
-    .bind(&c.title)
-    .bind(c.created_at)
-    .bind(c.first_response_at)
-    .bind(c.closed_at)
-    .bind(issue.map(|i| &i.url))
-    .bind(issue.and_then(|i| i.provider.as_ref()))
-    .bind(issue.and_then(|i| i.key.as_ref()))
-    .bind(issue.map(|i| &i.state))
-    .bind(c.message_count)
-    .execute(conn)
-    .await?;
+    bind_conversation!(sqlx::query(update_conversation_sql!()), c)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -936,23 +897,16 @@ async fn insert_message(
     sent_at: DateTime<Utc>,
     embedding: Option<&[f32]>,
 ) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO messages (id, conversation_id, channel, ts, thread_ts, user_id, role, text, label, score, \
+    let done = bind_message!(
+        sqlx::query(
+            "INSERT INTO messages (id, conversation_id, channel, ts, thread_ts, user_id, role, text, label, score, \
          sent_at, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
          ON CONFLICT (channel, ts) DO NOTHING",
+        ),
+        m,
+        sent_at,
+        embedding
     )
-    .bind(&m.id)
-    .bind(&m.conversation_id)
-    .bind(&m.channel)
-    .bind(&m.ts)
-    .bind(&m.thread_ts)
-    .bind(&m.user)
-    .bind(m.role.as_str())
-    .bind(&m.text)
-    .bind(m.label.map(ReplyLabel::as_str))
-    .bind(m.score)
-    .bind(sent_at)
-    .bind(embedding.map(embedding_to_bytes))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

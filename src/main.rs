@@ -129,6 +129,13 @@ enum TrainCommand {
         /// At most this many rows (seeded sample) from each --mix file.
         #[arg(long, default_value_t = 3000)]
         mix_max: usize,
+        /// Fine-tune this many top encoder layers with the classifier first (0: heads over the
+        /// frozen embedding only).
+        #[arg(long, default_value_t = 0)]
+        finetune_layers: usize,
+        /// Fine-tuning epochs (the best on dev is kept).
+        #[arg(long, default_value_t = 6)]
+        finetune_epochs: usize,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 42)]
@@ -259,6 +266,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     dev,
                     mix,
                     mix_max,
+                    finetune_layers,
+                    finetune_epochs,
                     out,
                     seed,
                     model_dir,
@@ -266,12 +275,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let s = settings(model_dir)?;
             triage::config::init_compute_threads(s.embed.threads);
+            let finetune = match finetune_layers {
+                0 => None,
+                layers => Some((
+                    triage::classify::finetune::FineTuneConfig {
+                        layers,
+                        epochs: finetune_epochs,
+                        ..Default::default()
+                    },
+                    triage::model::resolve(s.model_dir.as_deref())?.weights(),
+                )),
+            };
             let opts = triage::classify::train::TrainOptions {
                 data,
                 dev,
                 mix,
                 mix_max,
                 seed,
+                finetune,
                 variants: triage::classify::train::default_variants(),
                 command: std::iter::once("triage".to_string())
                     .chain(std::env::args().skip(1))

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::embed::{plan_batches, EmbedError, Embedder};
+use crate::embed::{plan_batches, EmbedError, Embedded, Embedder, Want};
 use crate::telemetry::EmbedMetrics;
 
 #[derive(Debug, Clone, Copy)]
@@ -54,10 +54,15 @@ pub struct Timings {
     pub inference: Duration,
 }
 
+/// A job's vectors, with the time it waited and the time its batches took.
+type JobResult = Result<(Vec<Embedded>, Duration, Duration), EmbedError>;
+
 struct Job {
     ids: Vec<Vec<u32>>,
+    /// Which embeddings every input of the job needs.
+    want: Want,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<(Vec<Vec<f32>>, Duration, Duration), EmbedError>>,
+    reply: oneshot::Sender<JobResult>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -131,6 +136,33 @@ impl EmbedHandle {
 
     /// Embeds `texts` (input order kept). Refuses at once when the queue is full.
     pub async fn embed(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, Timings), QueueError> {
+        let (out, timings) = self.submit(texts, Want::Shared).await?;
+        Ok((take(out, |e| e.shared)?, timings))
+    }
+
+    /// Embeds `texts` through the installed fine-tuned tail ([`Embedder::set_tail`]) only: the
+    /// embedding a fine-tuned status model reads, at the cost of one forward pass.
+    pub async fn embed_tuned(&self, texts: Vec<String>) -> Result<(Vec<Vec<f32>>, Timings), QueueError> {
+        let (out, timings) = self.submit(texts, Want::Tuned).await?;
+        Ok((take(out, |e| e.tuned)?, timings))
+    }
+
+    /// Both the shared embedding and the one through the installed tail, from one forward pass
+    /// (the tail branches off the shared layers): `(shared, tuned)` per text.
+    pub async fn embed_with_tail(
+        &self,
+        texts: Vec<String>,
+    ) -> Result<(Vec<(Vec<f32>, Vec<f32>)>, Timings), QueueError> {
+        let (out, timings) = self.submit(texts, Want::Both).await?;
+        let shared = take(out.clone(), |e| e.shared)?;
+        let tuned = take(out, |e| e.tuned)?;
+        Ok((shared.into_iter().zip(tuned).collect(), timings))
+    }
+
+    async fn submit(&self, texts: Vec<String>, want: Want) -> Result<(Vec<Embedded>, Timings), QueueError> {
+        if want != Want::Shared && self.inner.embedder.tail().is_none() {
+            return Err(EmbedError::Invalid("no fine-tuned tail is installed".into()).into());
+        }
         let n = texts.len();
         // More than the queue could ever hold is the request's fault (422), not overload (429).
         let cap = self
@@ -170,6 +202,7 @@ impl EmbedHandle {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             ids,
+            want,
             enqueued: Instant::now(),
             reply,
             _permit: permit,
@@ -202,6 +235,16 @@ impl EmbedHandle {
             let _ = t.join();
         }
     }
+}
+
+/// One embedding per input, as `pick` takes it from each result (present when asked for).
+fn take(
+    out: Vec<Embedded>,
+    pick: impl Fn(Embedded) -> Option<Vec<f32>>,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
+    out.into_iter()
+        .map(|e| pick(e).ok_or_else(|| EmbedError::Invalid("an asked-for embedding is missing".into())))
+        .collect()
 }
 
 fn model_loop(
@@ -246,6 +289,7 @@ fn run_jobs(embedder: &Embedder, jobs: Vec<Job>, metrics: &EmbedMetrics) {
     let started = Instant::now();
     let mut owner = Vec::new(); // (job, position in job) per pooled input
     let mut seqs: Vec<&[u32]> = Vec::new();
+    let mut wants = Vec::new();
     for (j, job) in jobs.iter().enumerate() {
         metrics
             .queue
@@ -253,11 +297,12 @@ fn run_jobs(embedder: &Embedder, jobs: Vec<Job>, metrics: &EmbedMetrics) {
         for (k, ids) in job.ids.iter().enumerate() {
             owner.push((j, k));
             seqs.push(ids);
+            wants.push(job.want);
         }
     }
     let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
     let plan = plan_batches(&lengths, embedder.limits());
-    let result = embedder.run_plan(&seqs, &plan, |b| {
+    let result = embedder.run_plan_with_tail(&seqs, embedder.tail(), &wants, &plan, |b| {
         metrics.inference.observe(b.elapsed.as_secs_f64());
         metrics.batch_size.observe(b.sequences as f64);
         metrics.batch_tokens.observe(b.padded_tokens as f64);
@@ -265,7 +310,7 @@ fn run_jobs(embedder: &Embedder, jobs: Vec<Job>, metrics: &EmbedMetrics) {
     let inference = started.elapsed();
     match result {
         Ok(vectors) => {
-            let mut per_job: Vec<Vec<Vec<f32>>> =
+            let mut per_job: Vec<Vec<Embedded>> =
                 jobs.iter().map(|j| Vec::with_capacity(j.ids.len())).collect();
             // `owner` lists inputs job by job, in order, so pushing keeps each job's order.
             for ((j, _), v) in owner.iter().zip(vectors) {

@@ -91,7 +91,9 @@ impl Application {
             let files = model::resolve(settings.model_dir.as_deref())?;
             tracing::info!(dir = %files.dir.display(), "model files verified");
             let embedder = Embedder::load(&files, settings.batch_limits())?;
-            let status = StatusModel::load(&settings.status_model_dir)?;
+            let mut status = StatusModel::load(&settings.status_model_dir)?;
+            // A fine-tuned model's top layers run inside the embedder, branching from its forward.
+            status.install_tail(&embedder)?;
             tracing::info!(model = %status.id(), dir = %settings.status_model_dir.display(), "status model loaded");
             // Before the embedder: readiness (the embedder's warm-up) then implies both are there.
             status_slot.fill(status);

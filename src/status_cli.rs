@@ -49,7 +49,8 @@ pub fn train(settings: &Settings, opts: &TrainOptions, out: &Path) -> anyhow::Re
 /// `{"error": ..., "line": N}` so output line N still answers input line N.
 pub fn classify_stdin(settings: &Settings) -> anyhow::Result<()> {
     let embedder = crate::cli::load_embedder(settings)?;
-    let model = StatusModel::load(&settings.status_model_dir)?;
+    let mut model = StatusModel::load(&settings.status_model_dir)?;
+    model.install_tail(&embedder)?;
     let id = model.id();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut chunk: Vec<(usize, String)> = Vec::new();
@@ -59,7 +60,9 @@ pub fn classify_stdin(settings: &Settings) -> anyhow::Result<()> {
             .filter(|(_, t)| !t.trim().is_empty())
             .map(|(_, t)| t.as_str())
             .collect();
-        let mut preds = model.predict(&texts, &embedder.embed(&texts)?)?.into_iter();
+        let mut preds = model
+            .predict(&texts, &model.embed(&embedder, &texts)?)?
+            .into_iter();
         for (n, t) in chunk.iter() {
             let v = if t.trim().is_empty() {
                 json!({"error": "empty text", "line": n})
@@ -110,9 +113,15 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
         Evaluate::Keywords => ("keywords".into(), base_pred.clone(), vec![None; rows.len()]),
         Evaluate::Model => {
             let embedder = crate::cli::load_embedder(settings)?;
-            let model = StatusModel::load(&settings.status_model_dir)?;
+            let mut model = StatusModel::load(&settings.status_model_dir)?;
+            model.install_tail(&embedder)?;
             let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-            let preds = model.predict(&texts, &train::embed_all(&embedder, &texts, "eval")?)?;
+            let embeddings = if model.needs_tail() {
+                model.embed(&embedder, &texts)?
+            } else {
+                train::embed_all(&embedder, &texts, "eval")?
+            };
+            let preds = model.predict(&texts, &embeddings)?;
             (
                 model.id(),
                 preds.iter().map(|p| p.label).collect(),

@@ -27,7 +27,13 @@ pub async fn classify(
         Body::One(t) => vec![t.clone()],
         Body::Many(ts) => ts.clone(),
     };
-    let (vectors, timings) = handle.embed(texts.clone()).await?;
+    // A fine-tuned model reads the embedding through its own top layers (run in the same batches,
+    // instead of the shared top layers).
+    let (vectors, timings) = if model.needs_tail() {
+        handle.embed_tuned(texts.clone()).await?
+    } else {
+        handle.embed(texts.clone()).await?
+    };
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let preds = model
         .predict(&refs, &vectors)

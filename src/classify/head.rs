@@ -57,8 +57,9 @@ impl Head {
         Ok(h)
     }
 
+    /// Width of the rows the head reads (embedding or embeddings, then cues).
     pub fn input_dim(&self) -> usize {
-        input_dim(self.cues)
+        self.layers[0].0.dims()[0]
     }
 
     /// Calibrated predictions for a batch of texts and their embeddings.
@@ -150,6 +151,7 @@ impl Head {
     }
 }
 
+/// Width of a head's input over one embedding.
 pub fn input_dim(cues: bool) -> usize {
     DIM + if cues { N_CUES } else { 0 }
 }

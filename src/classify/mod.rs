@@ -1,15 +1,21 @@
 //! Reply status: does a team reply leave the conversation `in_progress` or make it `closed`?
 //!
 //! A small head (logistic regression or a one-hidden-layer MLP, whichever wins on the dev file)
-//! over the frozen sentence embedding of [`crate::embed`], with a temperature fitted on dev so its
-//! scores are probabilities. This is ML core: no HTTP, no SQL. Callers embed the text (the server
-//! through its queue, the CLI directly) and hand the vectors to [`StatusModel::predict`].
+//! over a sentence embedding, with a temperature fitted on dev so its scores are probabilities.
+//! The embedding is either the shared one of [`crate::embed`] or, for a model trained with
+//! `--finetune-layers`, the one through its own fine-tuned top encoder layers ([`finetune`]),
+//! which the embedder runs as a [`crate::embed::Tail`] branching from the shared forward. This is
+//! ML core: no HTTP, no SQL. Callers embed the text (the server through its queue, the CLI
+//! directly; [`StatusModel::needs_tail`] says which embedding) and hand the vectors to
+//! [`StatusModel::predict`].
 //!
 //! On disk (`models/status/`): `model.safetensors` (the head's tensors and the temperature),
-//! `metadata.json` ([`Metadata`]: label set, embedder, data, seed, hyper-parameters, dev metrics,
-//! what was tried), and the training report (`report.md`, `confusion.png`, `pr_curve.png`).
+//! `encoder.safetensors` (the tuned layers, when fine-tuned), `metadata.json` ([`Metadata`]: label
+//! set, embedder, data, seed, hyper-parameters, dev metrics, what was tried), and the training
+//! report (`report.md`, `confusion.png`, `pr_curve.png`).
 
 pub mod data;
+pub mod finetune;
 pub mod head;
 pub mod keywords;
 pub mod metrics;
@@ -28,6 +34,8 @@ pub use metrics::Metrics;
 pub const MODEL_NAME: &str = "status";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const METADATA_FILE: &str = "metadata.json";
+/// The fine-tuned top encoder layers, when the model has them.
+pub const ENCODER_FILE: &str = "encoder.safetensors";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -112,6 +120,23 @@ pub struct Metadata {
     pub trained_at: String,
     pub command: String,
     pub notes: Vec<String>,
+    /// Present when the top encoder layers were fine-tuned with the classifier: the head then reads
+    /// the embedding through those layers ([`crate::embed::Tail`]), not the shared one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finetuned: Option<FineTuneInfo>,
+}
+
+/// How the encoder's top layers were fine-tuned (`metadata.json` `finetuned`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FineTuneInfo {
+    /// The first tuned layer; layers below it are the embedder's own.
+    pub from_layer: usize,
+    /// sha256 of `encoder.safetensors`.
+    pub encoder_sha256: String,
+    pub config: finetune::FineTuneConfig,
+    pub best_epoch: usize,
+    /// Dev macro-F1 of the jointly trained linear head after each epoch.
+    pub dev_macro_f1_per_epoch: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,12 +184,59 @@ pub struct StatusModel {
     pub head: Head,
     pub temperature: f32,
     pub metadata: Metadata,
+    /// The fine-tuned layers' tensors (Hugging Face names) until [`StatusModel::install_tail`]
+    /// hands them to the embedder; `None` for a head over the shared embedding.
+    pub encoder: Option<std::collections::HashMap<String, candle_core::Tensor>>,
 }
 
 impl StatusModel {
     /// `"status@<version>"`.
     pub fn id(&self) -> String {
         format!("{}@{}", self.metadata.name, self.metadata.version)
+    }
+
+    /// Whether the head reads the fine-tuned embedding ([`crate::embed::Embedder::set_tail`],
+    /// [`crate::queue::EmbedHandle::embed_with_tail`]) rather than the shared one.
+    pub fn needs_tail(&self) -> bool {
+        self.metadata.finetuned.is_some()
+    }
+
+    /// Gives a fine-tuned model's layers to the embedder that will run it (once per embedder);
+    /// nothing to do for a head over the shared embedding.
+    pub fn install_tail(&mut self, embedder: &crate::embed::Embedder) -> Result<(), StatusError> {
+        let Some(info) = &self.metadata.finetuned else {
+            return Ok(());
+        };
+        let tensors = self
+            .encoder
+            .take()
+            .ok_or_else(|| StatusError::Other("the fine-tuned layers were already installed".into()))?;
+        embedder.set_tail(embedder.model().tail_from_tensors(&tensors, info.from_layer)?)?;
+        Ok(())
+    }
+
+    /// The embeddings this model's head reads, for texts embedded in process (CLI, training):
+    /// through the installed tail when the model is fine-tuned.
+    pub fn embed(
+        &self,
+        embedder: &crate::embed::Embedder,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<f32>>, StatusError> {
+        if !self.needs_tail() {
+            return Ok(embedder.embed(texts)?);
+        }
+        let ids = texts
+            .iter()
+            .map(|t| embedder.tokenize(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        embedder
+            .embed_ids_with_tail(&ids, crate::embed::Want::Tuned)?
+            .into_iter()
+            .map(|e| {
+                e.tuned
+                    .ok_or_else(|| StatusError::Other("no tuned embedding".into()))
+            })
+            .collect()
     }
 
     /// Classifies replies given their texts and sentence embeddings (same order).
@@ -208,10 +280,28 @@ impl StatusModel {
             ));
         }
         let (head, temperature) = Head::load(&weights).map_err(|e| err(&weights, e.to_string()))?;
+        let encoder = match &metadata.finetuned {
+            None => None,
+            Some(info) => {
+                let path = dir.join(ENCODER_FILE);
+                let sha = crate::model::sha256_file(&path).map_err(|e| err(&path, e.to_string()))?;
+                if sha != info.encoder_sha256 {
+                    return Err(err(
+                        &path,
+                        format!("sha256 is {sha}, metadata.json expects {}", info.encoder_sha256),
+                    ));
+                }
+                Some(
+                    candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+                        .map_err(|e| err(&path, e.to_string()))?,
+                )
+            }
+        };
         Ok(StatusModel {
             head,
             temperature,
             metadata,
+            encoder,
         })
     }
 
@@ -227,6 +317,15 @@ impl StatusModel {
             path: weights.clone(),
             message: e.to_string(),
         })?;
+        if let (Some(info), Some(tensors)) = (self.metadata.finetuned.as_mut(), self.encoder.as_ref()) {
+            let path = dir.join(ENCODER_FILE);
+            let err = |e: String| StatusError::Load {
+                path: path.clone(),
+                message: e,
+            };
+            candle_core::safetensors::save(tensors, &path).map_err(|e| err(e.to_string()))?;
+            info.encoder_sha256 = crate::model::sha256_file(&path).map_err(|e| err(e.to_string()))?;
+        }
         self.metadata.version = sha[..12].to_string();
         self.metadata.weights_sha256 = sha;
         let meta_path = dir.join(METADATA_FILE);

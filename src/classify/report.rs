@@ -248,13 +248,36 @@ fn markdown(o: &TrainOutcome) -> String {
         d.used,
         &d.sha256[..12]
     );
-    let _ = writeln!(
-        s,
-        "Embedder: `{}` at `{}` (weights sha256 `{}`), frozen.\n",
-        md.embedder.name,
-        md.embedder.revision,
-        &md.embedder.weights_sha256[..12]
-    );
+    match &md.finetuned {
+        None => {
+            let _ = writeln!(
+                s,
+                "Embedder: `{}` at `{}` (weights sha256 `{}`), frozen.\n",
+                md.embedder.name,
+                md.embedder.revision,
+                &md.embedder.weights_sha256[..12]
+            );
+        }
+        Some(f) => {
+            let per_epoch: Vec<String> = f
+                .dev_macro_f1_per_epoch
+                .iter()
+                .map(|x| format!("{x:.4}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "Embedder: `{}` at `{}` (weights sha256 `{}`), layers {}.. fine-tuned with a linear \
+                 head (`encoder.safetensors`, sha256 `{}`): dev macro-F1 per epoch {}; epoch {} kept.\n",
+                md.embedder.name,
+                md.embedder.revision,
+                &md.embedder.weights_sha256[..12],
+                f.from_layer,
+                &f.encoder_sha256[..12.min(f.encoder_sha256.len())],
+                per_epoch.join(", "),
+                f.best_epoch
+            );
+        }
+    }
     let _ = writeln!(
         s,
         "## Variants tried (dev, before calibration)\n\n| variant | best epoch | dev loss | macro-F1 | accuracy | Closed precision | Closed recall |\n|---|---|---|---|---|---|---|"

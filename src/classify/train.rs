@@ -1,4 +1,5 @@
-//! Training: embed every reply once with the frozen embedder, then train each candidate head with
+//! Training: optionally fine-tune the encoder's top layers first ([`super::finetune`]); embed every
+//! reply once (through the tuned layers when there are some), then train each candidate head with
 //! candle-nn's AdamW on class-weighted cross-entropy, early-stopped on the dev loss; keep the
 //! candidate with the best dev macro-F1 and fit its temperature on dev.
 //!
@@ -16,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use super::data::{load_jsonl, Example};
-use super::head::{features, input_dim, prediction, to_tensor, Head, HeadKind};
+use super::head::{features, prediction, to_tensor, Head, HeadKind};
 use super::metrics::{average_precision, pr_curve, Metrics};
 use super::{
     keywords, DataFile, DataInfo, EmbedderInfo, Label, Metadata, StatusError, StatusModel, VariantResult,
@@ -123,7 +124,8 @@ pub fn class_weights(y: &[Label]) -> [f32; 2] {
     })
 }
 
-fn init_head(kind: HeadKind, cues: bool, rng: &mut StdRng) -> candle_core::Result<Head> {
+/// A freshly initialised head over rows of width `d` (embedding(s), then cues when `cues`).
+fn init_head(kind: HeadKind, cues: bool, d: usize, rng: &mut StdRng) -> candle_core::Result<Head> {
     // torch.nn.Linear's default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases.
     let mut linear = |inp: usize, out: usize| -> candle_core::Result<(Tensor, Tensor)> {
         let a = 1.0 / (inp as f32).sqrt();
@@ -135,7 +137,6 @@ fn init_head(kind: HeadKind, cues: bool, rng: &mut StdRng) -> candle_core::Resul
         ))
     };
     let k = Label::ALL.len();
-    let d = input_dim(cues);
     let layers = match kind {
         HeadKind::Logistic => vec![linear(d, k)?],
         HeadKind::Mlp { hidden } => vec![linear(d, hidden)?, linear(hidden, k)?],
@@ -175,7 +176,7 @@ pub fn train_head(
         ));
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let init = init_head(cfg.kind, cfg.cues, &mut rng)?;
+    let init = init_head(cfg.kind, cfg.cues, train_x[0].len(), &mut rng)?;
     let vars: Vec<(Var, Var)> = init
         .layers
         .iter()
@@ -361,6 +362,9 @@ pub struct TrainOptions {
     pub mix_max: usize,
     pub seed: u64,
     pub variants: Vec<HeadConfig>,
+    /// Fine-tune the encoder's top layers first (with the embedder's `model.safetensors` as the
+    /// starting point); the heads are then trained on the embeddings through the tuned layers.
+    pub finetune: Option<(super::finetune::FineTuneConfig, PathBuf)>,
     /// How this training was started (recorded in the metadata).
     pub command: String,
 }
@@ -421,14 +425,50 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
     fn texts(rows: &[Example]) -> Vec<&str> {
         rows.iter().map(|e| e.text.as_str()).collect()
     }
-    let train_x = embed_all(embedder, &texts(&train), "train")?;
-    let dev_x = embed_all(embedder, &texts(&dev), "dev")?;
-    let mut mix_x = Vec::new();
-    for (_, name, rows) in &mixes {
-        mix_x.push(embed_all(embedder, &texts(rows), name)?);
-    }
     let train_y: Vec<Label> = train.iter().map(|e| e.label).collect();
     let dev_y: Vec<Label> = dev.iter().map(|e| e.label).collect();
+    // Fine-tuning (optional) comes first: every head then reads the tuned embedding.
+    let tuned = match &opts.finetune {
+        None => None,
+        Some((cfg, weights)) => {
+            let pb = bar(0, "fine-tuning");
+            let t = super::finetune::finetune(
+                embedder,
+                weights,
+                (&texts(&train), &train_y),
+                (&texts(&dev), &dev_y),
+                cfg,
+                opts.seed,
+                &pb,
+            )?;
+            pb.finish_and_clear();
+            let tail = embedder.model().tail_from_tensors(&t.tensors, t.from_layer)?;
+            Some((*cfg, t, tail))
+        }
+    };
+    let embed_set = |rows: &[&str], what: &str| -> Result<Vec<Vec<f32>>, StatusError> {
+        let Some((_, _, tail)) = &tuned else {
+            return embed_all(embedder, rows, what);
+        };
+        let ids = rows
+            .iter()
+            .map(|t| embedder.tokenize(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        embedder
+            .embed_ids_through(&ids, tail, crate::embed::Want::Tuned)?
+            .into_iter()
+            .map(|e| {
+                e.tuned
+                    .ok_or_else(|| StatusError::Other("no tuned embedding".into()))
+            })
+            .collect()
+    };
+    let train_x = embed_set(&texts(&train), "train")?;
+    let dev_x = embed_set(&texts(&dev), "dev")?;
+    let mut mix_x = Vec::new();
+    for (_, name, rows) in &mixes {
+        mix_x.push(embed_set(&texts(rows), name)?);
+    }
 
     let baseline_predictions: Vec<Label> = dev.iter().map(|e| keywords::predict(&e.text)).collect();
     let baseline = Metrics::compute(&dev_y, &baseline_predictions);
@@ -561,20 +601,36 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         chosen: chosen.name,
         trained_at: chrono::Utc::now().to_rfc3339(),
         command: opts.command.clone(),
-        notes: vec![
-            "The dev file chose the early-stopping epoch, the variant and the temperature, so dev \
-             numbers are somewhat optimistic; it is not a test set."
-                .into(),
-            "Fine-tuning the last encoder layer was not tried: inference would need the embedder's \
-             penultimate hidden states, which src/embed does not expose."
-                .into(),
-        ],
+        notes: {
+            let mut notes = vec![
+                "The dev file chose the early-stopping epoch, the variant and the temperature, so dev \
+                 numbers are somewhat optimistic; it is not a test set."
+                    .to_string(),
+            ];
+            if tuned.is_some() {
+                notes.push(
+                    "The top encoder layers were fine-tuned first (the dev file also chose their \
+                     epoch); every head reads the embedding through them, so inference runs them \
+                     a second time from the shared forward's hidden states (encoder.safetensors)."
+                        .into(),
+                );
+            }
+            notes
+        },
+        finetuned: tuned.as_ref().map(|(cfg, t, _)| super::FineTuneInfo {
+            from_layer: t.from_layer,
+            encoder_sha256: String::new(),
+            config: *cfg,
+            best_epoch: t.best_epoch,
+            dev_macro_f1_per_epoch: t.dev_macro_f1.clone(),
+        }),
     };
     Ok(TrainOutcome {
         model: StatusModel {
             head: trained.head,
             temperature,
             metadata,
+            encoder: tuned.map(|(_, t, _)| t.tensors),
         },
         dev,
         dev_predictions,

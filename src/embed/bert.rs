@@ -166,6 +166,88 @@ struct Layer {
     eps: f32,
 }
 
+/// Looks a tensor up by name, checking its shape.
+type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Tensor, EmbedError> + 'a;
+
+/// Reads encoder layer `i` (`{prefix}encoder.layer.{i}.*`, the Hugging Face names) into the
+/// inference layout.
+fn load_layer(
+    get: &mut TensorSource<'_>,
+    prefix: &str,
+    i: usize,
+    cfg: &BertConfig,
+) -> Result<Layer, EmbedError> {
+    let h = cfg.hidden_size;
+    let eps = cfg.layer_norm_eps as f32;
+    let scale = 1.0 / ((h / cfg.num_attention_heads) as f64).sqrt();
+    let p = format!("{prefix}encoder.layer.{i}.");
+    let mut lin = |name: &str, out: usize, inp: usize| -> Result<(Tensor, Tensor), EmbedError> {
+        let w = if inp == 0 { vec![out] } else { vec![out, inp] };
+        Ok((
+            get(&format!("{p}{name}.weight"), &w)?,
+            get(&format!("{p}{name}.bias"), &[out])?,
+        ))
+    };
+    let (qw, qb) = lin("attention.self.query", h, h)?;
+    let (kw, kb) = lin("attention.self.key", h, h)?;
+    let (vw, vb) = lin("attention.self.value", h, h)?;
+    let (ow, ob) = lin("attention.output.dense", h, h)?;
+    let (iw, ib) = lin("intermediate.dense", cfg.intermediate_size, h)?;
+    let (o2w, o2b) = lin("output.dense", h, cfg.intermediate_size)?;
+    // A layer norm's weight and bias are both `[h]`.
+    let (ln1w, ln1b) = lin("attention.output.LayerNorm", h, 0)?;
+    let (ln2w, ln2b) = lin("output.LayerNorm", h, 0)?;
+    Ok(Layer {
+        qkv: Linear {
+            w: Tensor::cat(&[(qw * scale)?, kw, vw], 0)?.t()?.contiguous()?,
+            b: Tensor::cat(&[(qb * scale)?, kb, vb], 0)?,
+        },
+        attn_out: ow.t()?.contiguous()?,
+        attn_norm: ops::add_norm_params(&ob, &ln1w, &ln1b)?,
+        inter: Linear {
+            w: iw.t()?.contiguous()?,
+            b: ib,
+        },
+        out: o2w.t()?.contiguous()?,
+        out_norm: ops::add_norm_params(&o2b, &ln2w, &ln2b)?,
+        eps,
+    })
+}
+
+/// Replacement weights for the top encoder layers (a fine-tuned classifier's), run as a second
+/// branch from the shared forward's hidden states at layer `from`, so a sequence that wants both
+/// pays only for the replaced layers twice.
+pub struct Tail {
+    from: usize,
+    layers: Vec<Layer>,
+}
+
+impl Tail {
+    /// The first replaced layer.
+    pub fn from_layer(&self) -> usize {
+        self.from
+    }
+}
+
+/// Which embeddings a sequence needs from a forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Want {
+    /// The shared sentence embedding (what `/v1/embed` and the grouper read).
+    #[default]
+    Shared,
+    /// Only the embedding through the [`Tail`]: the shared top layers are skipped.
+    Tuned,
+    /// Both, from one pass: the layers below the tail run once.
+    Both,
+}
+
+/// Per-sequence result of a forward pass: the embeddings its [`Want`] asked for.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Embedded {
+    pub shared: Option<Vec<f32>>,
+    pub tuned: Option<Vec<f32>>,
+}
+
 pub struct Bert {
     cfg: BertConfig,
     word: Tensor,
@@ -210,43 +292,14 @@ impl Bert {
             .get(0)?;
         let emb_ln = ln(&mut st, "embeddings.LayerNorm")?;
 
-        let head_dim = h / cfg.num_attention_heads;
-        let scale = 1.0 / (head_dim as f64).sqrt();
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
-            let p = format!("{prefix}encoder.layer.{i}.");
-            let lin = |st: &mut SafetensorsFile,
-                       name: &str,
-                       out: usize,
-                       inp: usize|
-             -> Result<(Tensor, Tensor), EmbedError> {
-                Ok((
-                    st.tensor(&format!("{p}{name}.weight"), &[out, inp])?,
-                    st.tensor(&format!("{p}{name}.bias"), &[out])?,
-                ))
-            };
-            let (qw, qb) = lin(&mut st, "attention.self.query", h, h)?;
-            let (kw, kb) = lin(&mut st, "attention.self.key", h, h)?;
-            let (vw, vb) = lin(&mut st, "attention.self.value", h, h)?;
-            let (ow, ob) = lin(&mut st, "attention.output.dense", h, h)?;
-            let (iw, ib) = lin(&mut st, "intermediate.dense", cfg.intermediate_size, h)?;
-            let (o2w, o2b) = lin(&mut st, "output.dense", h, cfg.intermediate_size)?;
-            let qkv_w = Tensor::cat(&[(qw * scale)?, kw, vw], 0)?.t()?.contiguous()?;
-            let qkv_b = Tensor::cat(&[(qb * scale)?, kb, vb], 0)?;
-            let attn_ln = ln(&mut st, &format!("encoder.layer.{i}.attention.output.LayerNorm"))?;
-            let out_ln = ln(&mut st, &format!("encoder.layer.{i}.output.LayerNorm"))?;
-            layers.push(Layer {
-                qkv: Linear { w: qkv_w, b: qkv_b },
-                attn_out: ow.t()?.contiguous()?,
-                attn_norm: ops::add_norm_params(&ob, &attn_ln.weight, &attn_ln.bias)?,
-                inter: Linear {
-                    w: iw.t()?.contiguous()?,
-                    b: ib,
-                },
-                out: o2w.t()?.contiguous()?,
-                out_norm: ops::add_norm_params(&o2b, &out_ln.weight, &out_ln.bias)?,
-                eps,
-            });
+            layers.push(load_layer(
+                &mut |name, shape| st.tensor(name, shape),
+                prefix,
+                i,
+                &cfg,
+            )?);
         }
         Ok(Self {
             cfg,
@@ -266,83 +319,232 @@ impl Bert {
         self.cfg.max_position_embeddings
     }
 
+    /// Replacement weights for layers `from..`, named as Hugging Face names them
+    /// (`encoder.layer.{i}.*`, `[out, in]` linear weights), as `triage train status` writes them.
+    pub fn tail_from_tensors(
+        &self,
+        tensors: &HashMap<String, Tensor>,
+        from: usize,
+    ) -> Result<Tail, EmbedError> {
+        if from >= self.layers.len() {
+            return Err(EmbedError::Load(format!(
+                "a tail from layer {from} of a {}-layer encoder",
+                self.layers.len()
+            )));
+        }
+        let mut get = |name: &str, shape: &[usize]| -> Result<Tensor, EmbedError> {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| EmbedError::Load(format!("fine-tuned layers have no tensor {name}")))?;
+            if t.dims() != shape {
+                return Err(EmbedError::Load(format!(
+                    "{name}: expected {shape:?}, found {:?}",
+                    t.dims()
+                )));
+            }
+            Ok(t.to_dtype(DType::F32)?.contiguous()?)
+        };
+        let layers = (from..self.layers.len())
+            .map(|i| load_layer(&mut get, "", i, &self.cfg))
+            .collect::<Result<_, _>>()?;
+        Ok(Tail { from, layers })
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.cfg
+    }
+
     /// Mean-pooled, L2-normalised sentence embeddings for token-id sequences (all non-empty,
     /// already truncated). Sequences are right-padded to the longest one; padded positions are
     /// masked out of attention and pooling, so results do not depend on the batch's composition
     /// beyond floating-point summation order.
     pub fn embed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.embed_with_tail(seqs, None, &[])?
+            .into_iter()
+            .map(|e| {
+                e.shared
+                    .ok_or_else(|| EmbedError::Invalid("no shared embedding".into()))
+            })
+            .collect()
+    }
+
+    /// As [`Bert::embed`], with each sequence `i` getting what `want[i]` asks for (missing entries:
+    /// [`Want::Shared`]); the tuned embedding comes from `tail`'s layers replacing the top ones,
+    /// from the same hidden states.
+    pub fn embed_with_tail(
+        &self,
+        seqs: &[&[u32]],
+        tail: Option<&Tail>,
+        want: &[Want],
+    ) -> Result<Vec<Embedded>, EmbedError> {
         let b = seqs.len();
         if b == 0 {
             return Ok(Vec::new());
         }
+        let want_of = |i: usize| want.get(i).copied().unwrap_or_default();
+        let tuned: Vec<usize> = (0..b).filter(|&i| want_of(i) != Want::Shared).collect();
+        if tail.is_none() && !tuned.is_empty() {
+            return Err(EmbedError::Invalid(
+                "a tuned embedding was asked for without a tail".into(),
+            ));
+        }
+        let (x, l) = self.embeddings(seqs)?;
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let mut out = vec![Embedded::default(); b];
+        // The sequences whose rows `x` holds (all of them until the tail branches off), and theirs.
+        let mut rows: Vec<usize> = (0..b).collect();
+        let mut lens = lengths.clone();
+        let mut x = Some(x);
+        for (i, layer) in self.layers.iter().enumerate() {
+            // The tail branches off before layer `from` runs on the shared rows.
+            if let (Some(tail), Some(cur)) = (tail.filter(|t| t.from == i), x.as_ref()) {
+                if !tuned.is_empty() {
+                    let tuned_lens: Vec<usize> = tuned.iter().map(|&k| lengths[k]).collect();
+                    let mut y = self.select_rows(cur, b, l, &tuned)?;
+                    for t in &tail.layers {
+                        y = self.layer_forward(t, &y, l, &tuned_lens)?;
+                    }
+                    for (&k, v) in tuned.iter().zip(self.pool(&y, &tuned_lens, l)?) {
+                        out[k].tuned = Some(v);
+                    }
+                }
+                // Sequences that want only the tuned embedding stop here.
+                let keep: Vec<usize> = (0..b).filter(|&k| want_of(k) != Want::Tuned).collect();
+                if keep.is_empty() {
+                    x = None;
+                } else if keep.len() < b {
+                    x = Some(self.select_rows(cur, b, l, &keep)?);
+                    lens = keep.iter().map(|&k| lengths[k]).collect();
+                    rows = keep;
+                }
+            }
+            match x.take() {
+                Some(cur) => x = Some(self.layer_forward(layer, &cur, l, &lens)?),
+                None => break,
+            }
+        }
+        if let Some(x) = x {
+            for (&k, v) in rows.iter().zip(self.pool(&x, &lens, l)?) {
+                out[k].shared = Some(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows `[n*l, h]` of the sequences `idx` out of `[b*l, h]`.
+    fn select_rows(&self, x: &Tensor, b: usize, l: usize, idx: &[usize]) -> candle_core::Result<Tensor> {
+        let h = self.cfg.hidden_size;
+        let ids = Tensor::from_vec(
+            idx.iter().map(|&k| k as u32).collect::<Vec<_>>(),
+            idx.len(),
+            &Device::Cpu,
+        )?;
+        x.reshape((b, l, h))?
+            .index_select(&ids, 0)?
+            .reshape((idx.len() * l, h))
+    }
+
+    /// Hidden states entering layer `layer` (the embeddings for 0), one `[len, hidden]` tensor
+    /// per sequence: what training a [`Tail`] from that layer starts from.
+    pub fn hidden_states(&self, seqs: &[&[u32]], layer: usize) -> Result<Vec<Tensor>, EmbedError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut x, l) = self.embeddings(seqs)?;
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        for layer in &self.layers[..layer.min(self.layers.len())] {
+            x = self.layer_forward(layer, &x, l, &lengths)?;
+        }
+        let x = x.reshape((seqs.len(), l, self.cfg.hidden_size))?;
+        Ok(lengths
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| x.get(i)?.narrow(0, 0, n)?.contiguous())
+            .collect::<candle_core::Result<_>>()?)
+    }
+
+    /// Embedding layer output for right-padded sequences: rows `[b*l, h]`, and `l`.
+    fn embeddings(&self, seqs: &[&[u32]]) -> Result<(Tensor, usize), EmbedError> {
+        let b = seqs.len();
         let l = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
         if l == 0 || l > self.cfg.max_position_embeddings {
             return Err(EmbedError::Invalid(format!("sequence length {l} out of range")));
         }
         let h = self.cfg.hidden_size;
         let mut ids = Vec::with_capacity(b * l);
-        let mut mask = Vec::with_capacity(b * l);
         for s in seqs {
             ids.extend_from_slice(s);
             ids.extend(std::iter::repeat_n(0u32, l - s.len()));
-            mask.extend(std::iter::repeat_n(1f32, s.len()));
-            mask.extend(std::iter::repeat_n(0f32, l - s.len()));
         }
-        let dev = Device::Cpu;
-        let ids = Tensor::from_vec(ids, b * l, &dev)?;
-        let mask = Tensor::from_vec(mask, (b, l), &dev)?;
-
-        // Embeddings: word + position + token type 0, then layer norm. Rows are [b*l, h].
+        let ids = Tensor::from_vec(ids, b * l, &Device::Cpu)?;
+        // Word + position + token type 0, then layer norm.
         let pos = self.position.narrow(0, 0, l)?.broadcast_add(&self.token_type0)?;
         let x = self
             .word
             .index_select(&ids, 0)?
             .reshape((b, l, h))?
             .broadcast_add(&pos)?;
-        let mut x = self.emb_ln.forward(&x.reshape((b * l, h))?)?;
+        Ok((self.emb_ln.forward(&x.reshape((b * l, h))?)?, l))
+    }
 
-        // Attention softmax counts only each sequence's real keys (padding gets exactly 0).
-        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+    /// One encoder layer over rows `[b*l, h]` of right-padded sequences of `lengths`; attention
+    /// softmax counts only each sequence's real keys (padding gets exactly 0).
+    fn layer_forward(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        l: usize,
+        lengths: &[usize],
+    ) -> candle_core::Result<Tensor> {
+        let b = lengths.len();
+        let h = self.cfg.hidden_size;
         let heads = self.cfg.num_attention_heads;
         let hd = h / heads;
-        for layer in &self.layers {
-            // Each projection is one matmul; its bias is added inside the fused op that follows.
-            let qkv = ops::matmul(&x, &layer.qkv.w)?;
-            ops::bias_add_(&qkv, &layer.qkv.b)?;
-            let qkv = qkv.reshape((b, l, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
-            let q = qkv.get(0)?.contiguous()?;
-            let k = qkv.get(1)?.contiguous()?;
-            let v = qkv.get(2)?.contiguous()?;
-            drop(qkv);
-            // Scores are [seqs, heads, l, l]: at 256 tokens that is 3 MB per sequence, so they are
-            // made a few sequences at a time, keeping peak memory flat whatever the batch.
-            let chunk = (ATTENTION_SCORES_BYTES / (heads * l * l * 4)).clamp(1, b);
-            let mut ctxs = Vec::with_capacity(b.div_ceil(chunk));
-            for start in (0..b).step_by(chunk) {
-                let n = chunk.min(b - start);
-                let scores = q.narrow(0, start, n)?.matmul(&k.narrow(0, start, n)?.t()?)?;
-                ops::masked_softmax_(&scores, &lengths[start..start + n])?;
-                ctxs.push(scores.matmul(&v.narrow(0, start, n)?)?);
-            }
-            drop((q, k, v));
-            let ctx = if ctxs.len() == 1 {
-                ctxs.pop().expect("one chunk")
-            } else {
-                Tensor::cat(&ctxs, 0)?
-            };
-            drop(ctxs);
-            let ctx = ctx.transpose(1, 2)?.reshape((b * l, h))?;
-            let attn = ops::matmul(&ctx, &layer.attn_out)?;
-            ops::bias_residual_layer_norm_(&attn, &x, &layer.attn_norm, layer.eps)?;
-            let inter = ops::matmul(&attn, &layer.inter.w)?;
-            ops::bias_gelu_(&inter, &layer.inter.b)?;
-            let out = ops::matmul(&inter, &layer.out)?;
-            ops::bias_residual_layer_norm_(&out, &attn, &layer.out_norm, layer.eps)?;
-            x = out;
+        // Each projection is one matmul; its bias is added inside the fused op that follows.
+        let qkv = ops::matmul(x, &layer.qkv.w)?;
+        ops::bias_add_(&qkv, &layer.qkv.b)?;
+        let qkv = qkv.reshape((b, l, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        drop(qkv);
+        // Scores are [seqs, heads, l, l]: at 256 tokens that is 3 MB per sequence, so they are
+        // made a few sequences at a time, keeping peak memory flat whatever the batch.
+        let chunk = (ATTENTION_SCORES_BYTES / (heads * l * l * 4)).clamp(1, b);
+        let mut ctxs = Vec::with_capacity(b.div_ceil(chunk));
+        for start in (0..b).step_by(chunk) {
+            let n = chunk.min(b - start);
+            let scores = q.narrow(0, start, n)?.matmul(&k.narrow(0, start, n)?.t()?)?;
+            ops::masked_softmax_(&scores, &lengths[start..start + n])?;
+            ctxs.push(scores.matmul(&v.narrow(0, start, n)?)?);
         }
+        drop((q, k, v));
+        let ctx = if ctxs.len() == 1 {
+            ctxs.pop().expect("one chunk")
+        } else {
+            Tensor::cat(&ctxs, 0)?
+        };
+        drop(ctxs);
+        let ctx = ctx.transpose(1, 2)?.reshape((b * l, h))?;
+        let attn = ops::matmul(&ctx, &layer.attn_out)?;
+        ops::bias_residual_layer_norm_(&attn, x, &layer.attn_norm, layer.eps)?;
+        let inter = ops::matmul(&attn, &layer.inter.w)?;
+        ops::bias_gelu_(&inter, &layer.inter.b)?;
+        let out = ops::matmul(&inter, &layer.out)?;
+        ops::bias_residual_layer_norm_(&out, &attn, &layer.out_norm, layer.eps)?;
+        Ok(out)
+    }
 
-        // Mean pooling over real tokens, then L2 normalisation.
-        let x = x.reshape((b, l, h))?;
+    /// Mean pooling over real tokens, then L2 normalisation.
+    fn pool(&self, x: &Tensor, lengths: &[usize], l: usize) -> candle_core::Result<Vec<Vec<f32>>> {
+        let b = lengths.len();
+        let mut mask = Vec::with_capacity(b * l);
+        for &n in lengths {
+            mask.extend(std::iter::repeat_n(1f32, n));
+            mask.extend(std::iter::repeat_n(0f32, l - n));
+        }
+        let mask = Tensor::from_vec(mask, (b, l), &Device::Cpu)?;
+        let x = x.reshape((b, l, self.cfg.hidden_size))?;
         let summed = x.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
         let counts = mask.sum_keepdim(1)?;
         let mean = summed.broadcast_div(&counts)?;
@@ -351,7 +553,6 @@ impl Bert {
             .sum_keepdim(D::Minus1)?
             .sqrt()?
             .clamp(1e-12, f64::MAX)?;
-        let out = mean.broadcast_div(&norm)?.to_dtype(DType::F32)?;
-        Ok(out.to_vec2::<f32>()?)
+        mean.broadcast_div(&norm)?.to_dtype(DType::F32)?.to_vec2::<f32>()
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-pub use bert::{Bert, BertConfig};
+pub use bert::{Bert, BertConfig, Embedded, Tail, Want};
 
 use crate::model::ModelFiles;
 
@@ -80,6 +80,8 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     model: Bert,
     limits: BatchLimits,
+    /// A fine-tuned classifier's top layers, set once its model is loaded.
+    tail: std::sync::OnceLock<Tail>,
 }
 
 impl Embedder {
@@ -92,7 +94,23 @@ impl Embedder {
             tokenizer,
             model,
             limits,
+            tail: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn model(&self) -> &Bert {
+        &self.model
+    }
+
+    /// Installs a fine-tuned tail (see [`Bert::tail_from_tensors`]); a second one is refused.
+    pub fn set_tail(&self, tail: Tail) -> Result<(), EmbedError> {
+        self.tail
+            .set(tail)
+            .map_err(|_| EmbedError::Invalid("a tail is already installed".into()))
+    }
+
+    pub fn tail(&self) -> Option<&Tail> {
+        self.tail.get()
     }
 
     pub fn limits(&self) -> BatchLimits {
@@ -129,6 +147,34 @@ impl Embedder {
         self.run_plan(&seqs, &plan_batches(&lengths, self.limits), |_| {})
     }
 
+    /// Embeds tokenized sequences with the installed tail, each getting what `want` asks for, in
+    /// input order.
+    pub fn embed_ids_with_tail(&self, ids: &[Vec<u32>], want: Want) -> Result<Vec<Embedded>, EmbedError> {
+        let tail = self
+            .tail()
+            .ok_or_else(|| EmbedError::Invalid("no fine-tuned tail is installed".into()))?;
+        self.embed_ids_through(ids, tail, want)
+    }
+
+    /// As [`Embedder::embed_ids_with_tail`] with a tail that is not installed (training).
+    pub fn embed_ids_through(
+        &self,
+        ids: &[Vec<u32>],
+        tail: &Tail,
+        want: Want,
+    ) -> Result<Vec<Embedded>, EmbedError> {
+        let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let wants = vec![want; seqs.len()];
+        self.run_plan_with_tail(
+            &seqs,
+            Some(tail),
+            &wants,
+            &plan_batches(&lengths, self.limits),
+            |_| {},
+        )
+    }
+
     /// Runs planned batches (from [`plan_batches`] over `seqs`) and returns one vector per
     /// sequence, in `seqs` order. With several batches and several threads, batches run side by
     /// side, each on one thread (no per-operation synchronisation); a lone batch splits each
@@ -140,10 +186,33 @@ impl Embedder {
         plan: &[Vec<usize>],
         on_batch: impl Fn(BatchStats) + Sync,
     ) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let run = |batch: &Vec<usize>| -> Result<Vec<Vec<f32>>, EmbedError> {
+        self.run_plan_with_tail(seqs, None, &[], plan, on_batch)?
+            .into_iter()
+            .map(|e| {
+                e.shared
+                    .ok_or_else(|| EmbedError::Invalid("no shared embedding".into()))
+            })
+            .collect()
+    }
+
+    /// As [`Embedder::run_plan`], each sequence `i` getting what `want[i]` asks for (missing:
+    /// [`Want::Shared`]), the tuned embedding through `tail`.
+    pub fn run_plan_with_tail(
+        &self,
+        seqs: &[&[u32]],
+        tail: Option<&Tail>,
+        want: &[Want],
+        plan: &[Vec<usize>],
+        on_batch: impl Fn(BatchStats) + Sync,
+    ) -> Result<Vec<Embedded>, EmbedError> {
+        let run = |batch: &Vec<usize>| -> Result<Vec<Embedded>, EmbedError> {
             let group: Vec<&[u32]> = batch.iter().map(|&i| seqs[i]).collect();
+            let wants: Vec<Want> = batch
+                .iter()
+                .map(|&i| want.get(i).copied().unwrap_or_default())
+                .collect();
             let t = std::time::Instant::now();
-            let out = self.model.embed(&group)?;
+            let out = self.model.embed_with_tail(&group, tail, &wants)?;
             on_batch(BatchStats {
                 sequences: group.len(),
                 padded_tokens: group.len() * group.iter().map(|s| s.len()).max().unwrap_or(0),
@@ -151,7 +220,7 @@ impl Embedder {
             });
             Ok(out)
         };
-        let results: Vec<Vec<Vec<f32>>> = if plan.len() > 1 && rayon::current_num_threads() > 1 {
+        let results: Vec<Vec<Embedded>> = if plan.len() > 1 && rayon::current_num_threads() > 1 {
             use rayon::prelude::*;
             plan.par_iter()
                 .map(|b| ops::single_threaded(|| run(b)))
@@ -159,7 +228,7 @@ impl Embedder {
         } else {
             plan.iter().map(run).collect::<Result<_, _>>()?
         };
-        let mut out = vec![Vec::new(); seqs.len()];
+        let mut out = vec![Embedded::default(); seqs.len()];
         for (batch, vecs) in plan.iter().zip(results) {
             for (&i, v) in batch.iter().zip(vecs) {
                 out[i] = v;

@@ -54,14 +54,24 @@ impl Classifier for ModelClassifier {
                 Role::Agent => Some(self.status.get().ok_or(InferenceError::NotReady)?),
                 Role::Customer => None,
             };
-            let (mut vectors, _) = handle.embed(vec![text.to_owned()]).await?;
-            let embedding = vectors
-                .pop()
-                .ok_or_else(|| InferenceError::Failed("the embedder returned no vector".into()))?;
+            let missing = || InferenceError::Failed("the embedder returned no vector".into());
+            // The grouper reads the shared embedding; a fine-tuned status model its own, made in
+            // the same forward pass.
+            let (embedding, tuned) = if status.is_some_and(|m| m.needs_tail()) {
+                let (mut pairs, _) = handle.embed_with_tail(vec![text.to_owned()]).await?;
+                let (shared, tuned) = pairs.pop().ok_or_else(missing)?;
+                (shared, Some(tuned))
+            } else {
+                let (mut vectors, _) = handle.embed(vec![text.to_owned()]).await?;
+                (vectors.pop().ok_or_else(missing)?, None)
+            };
             let prediction = match status {
                 Some(model) => {
                     let p = model
-                        .predict(&[text], std::slice::from_ref(&embedding))
+                        .predict(
+                            &[text],
+                            std::slice::from_ref(tuned.as_ref().unwrap_or(&embedding)),
+                        )
                         .map_err(|e| InferenceError::Failed(e.to_string()))?
                         .pop()
                         .ok_or_else(|| InferenceError::Failed("the status model returned nothing".into()))?;

@@ -7,10 +7,11 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use serde_json::{json, Value};
+use triage::classify::finetune::FineTuneConfig;
 use triage::classify::head::HeadKind;
 use triage::classify::train::{default_variants, train_status, HeadConfig, TrainOptions};
 use triage::classify::{Label, StatusModel};
-use triage::embed::{BatchLimits, Embedder};
+use triage::embed::{BatchLimits, Embedder, Want};
 
 use crate::helpers::{self, spawn_app};
 
@@ -65,6 +66,7 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
         mix_max: 0,
         seed: 3,
         variants: short_variants(),
+        finetune: None,
         command: "test".into(),
     };
     let emb = embedder();
@@ -116,26 +118,194 @@ const CANONICAL: [(&str, Label); 7] = [
 
 #[test]
 fn the_committed_model_labels_canonical_replies() {
-    let model = StatusModel::load(&helpers::status_model_dir()).unwrap();
+    let mut model = StatusModel::load(&helpers::status_model_dir()).unwrap();
     let emb = embedder();
+    model.install_tail(&emb).unwrap();
     let texts: Vec<&str> = CANONICAL.iter().map(|c| c.0).collect();
-    let preds = model.predict(&texts, &emb.embed(&texts).unwrap()).unwrap();
+    let preds = model
+        .predict(&texts, &model.embed(&emb, &texts).unwrap())
+        .unwrap();
     for ((text, gold), p) in CANONICAL.iter().zip(&preds) {
         assert_eq!(p.label, *gold, "{text:?}: {p:?}");
         assert!((p.scores[0] + p.scores[1] - 1.0).abs() < 1e-5);
     }
-    // The head costs far less than the 1 ms budget over the embedding.
-    let x = emb.embed(&["Taking a look"]).unwrap();
-    let mut times: Vec<f64> = (0..200)
-        .map(|_| {
-            let t = Instant::now();
-            model.predict(&["Taking a look"], &x).unwrap();
-            t.elapsed().as_secs_f64()
-        })
+    // Classifying a reply costs at most 1 ms more than embedding it: the head, and for a
+    // fine-tuned model its own top layers, run in the same forward as the shared embedding.
+    let reply = ["Taking a look"];
+    let ids = vec![emb.tokenize(reply[0]).unwrap()];
+    let p50 = |f: &dyn Fn()| {
+        f(); // warm
+        let mut times: Vec<f64> = (0..101)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[50]
+    };
+    let embed_only = p50(&|| {
+        emb.embed_ids(&ids).unwrap();
+    });
+    let classify = p50(&|| {
+        let x = model.embed(&emb, &reply).unwrap();
+        model.predict(&reply, &x).unwrap();
+    });
+    eprintln!(
+        "embed p50 {:.3} ms, embed + classify p50 {:.3} ms",
+        embed_only * 1e3,
+        classify * 1e3
+    );
+    assert!(
+        classify - embed_only < 1e-3,
+        "classifying adds {:.3} ms",
+        (classify - embed_only) * 1e3
+    );
+}
+
+#[test]
+fn a_tail_of_the_pretrained_layers_reproduces_the_shared_embedding() {
+    let emb = embedder();
+    let weights = triage::model::resolve(Some(&helpers::model_dir()))
+        .unwrap()
+        .weights();
+    let pretrained = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let tail = emb.model().tail_from_tensors(&pretrained, 4).unwrap();
+    let texts = [
+        "Taking a look",
+        "Fixed in 2.3, released this morning: upgrade with `pip install -U thing` and tell us if it helps.",
+        "ok",
+    ];
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| emb.tokenize(t).unwrap()).collect();
+    let shared = emb.embed_ids(&ids).unwrap();
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    let both = emb.embed_ids_through(&ids, &tail, Want::Both).unwrap();
+    let tuned_only = emb.embed_ids_through(&ids, &tail, Want::Tuned).unwrap();
+    for ((b, t), want) in both.iter().zip(&tuned_only).zip(&shared) {
+        assert!(diff(b.shared.as_ref().unwrap(), want) < 1e-6);
+        assert!(diff(b.tuned.as_ref().unwrap(), want) < 1e-5);
+        // Asking for the tuned embedding alone skips the shared top layers, same vector.
+        assert!(t.shared.is_none());
+        assert!(diff(t.tuned.as_ref().unwrap(), want) < 1e-5);
+    }
+    // A batch mixing all three wants gives each sequence what it asked for.
+    let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let mixed = emb
+        .model()
+        .embed_with_tail(&seqs, Some(&tail), &[Want::Shared, Want::Tuned, Want::Both])
+        .unwrap();
+    assert!(mixed[0].shared.is_some() && mixed[0].tuned.is_none());
+    assert!(mixed[1].shared.is_none() && mixed[1].tuned.is_some());
+    assert!(mixed[2].shared.is_some() && mixed[2].tuned.is_some());
+    for (m, want) in mixed.iter().zip(&shared) {
+        for v in [&m.shared, &m.tuned].into_iter().flatten() {
+            assert!(diff(v, want) < 1e-5);
+        }
+    }
+    // A tail of missing tensors is refused by name.
+    let mut missing = pretrained.clone();
+    missing.remove("encoder.layer.5.output.dense.weight");
+    let err = emb
+        .model()
+        .tail_from_tensors(&missing, 4)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("encoder.layer.5.output.dense.weight"), "{err}");
+}
+
+#[test]
+fn finetuning_is_deterministic_and_the_tuned_layers_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let train = head_of(
+        &repo("training-data/status/train.jsonl"),
+        40,
+        tmp.path(),
+        "train.jsonl",
+    );
+    let dev = head_of(
+        &repo("training-data/status/dev.jsonl"),
+        20,
+        tmp.path(),
+        "dev.jsonl",
+    );
+    let weights = triage::model::resolve(Some(&helpers::model_dir()))
+        .unwrap()
+        .weights();
+    let opts = |seed| TrainOptions {
+        data: vec![train.clone()],
+        dev: dev.clone(),
+        mix: Vec::new(),
+        mix_max: 0,
+        seed,
+        variants: short_variants()[..1].to_vec(),
+        finetune: Some((
+            FineTuneConfig {
+                layers: 1,
+                epochs: 2,
+                ..Default::default()
+            },
+            weights.clone(),
+        )),
+        command: "test".into(),
+    };
+    let emb = embedder();
+    let a = train_status(&emb, &opts(5)).unwrap();
+    let b = train_status(&emb, &opts(5)).unwrap();
+    let c = train_status(&emb, &opts(6)).unwrap();
+    let tensors = |m: &StatusModel| -> Vec<(String, Vec<f32>)> {
+        let mut v: Vec<_> = m
+            .encoder
+            .as_ref()
+            .expect("fine-tuned layers")
+            .iter()
+            .map(|(k, t)| (k.clone(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect();
+        v.sort_by(|x, y| x.0.cmp(&y.0));
+        v
+    };
+    assert_eq!(tensors(&a.model), tensors(&b.model));
+    assert_ne!(tensors(&a.model), tensors(&c.model));
+    assert_eq!(tensors(&a.model).len(), 16, "one layer's tensors");
+    assert!(tensors(&a.model)
+        .iter()
+        .all(|(k, _)| k.starts_with("encoder.layer.5.")));
+
+    // Saved and loaded into another embedder, the model classifies exactly as trained.
+    let mut model = a.model;
+    let texts = ["Taking a look", "Fixed in 2.3."];
+    let tail = emb
+        .model()
+        .tail_from_tensors(model.encoder.as_ref().unwrap(), 5)
+        .unwrap();
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| emb.tokenize(t).unwrap()).collect();
+    let tuned: Vec<Vec<f32>> = emb
+        .embed_ids_through(&ids, &tail, Want::Tuned)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.tuned.unwrap())
         .collect();
-    times.sort_by(f64::total_cmp);
-    eprintln!("status head p50 {:.1} µs per reply", times[100] * 1e6);
-    assert!(times[100] < 1e-3, "head p50 {:.3} ms", times[100] * 1e3);
+    let expected = model.predict(&texts, &tuned).unwrap();
+    model.save(tmp.path()).unwrap();
+    let mut loaded = StatusModel::load(tmp.path()).unwrap();
+    assert!(loaded.needs_tail());
+    let other = embedder();
+    loaded.install_tail(&other).unwrap();
+    let got = loaded
+        .predict(&texts, &loaded.embed(&other, &texts).unwrap())
+        .unwrap();
+    assert_eq!(got, expected);
+    // Installed once per embedder.
+    assert!(loaded.install_tail(&other).is_err());
+
+    // Tuned layers that do not match the metadata are refused.
+    std::fs::write(tmp.path().join("encoder.safetensors"), b"garbage").unwrap();
+    let err = StatusModel::load(tmp.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("encoder.safetensors") && err.contains("sha256"),
+        "{err}"
+    );
 }
 
 fn triage(args: &[&str], stdin: &str) -> (bool, String, String) {

@@ -1,0 +1,391 @@
+//! Fine-tuning the encoder's top layers together with a linear classifier (the status model's
+//! "option b"): the replies' hidden states entering layer `from` are computed once with the
+//! frozen lower layers, then a differentiable copy of layers `from..` (initialised from the
+//! pre-trained weights) and a linear head over the mean-pooled, L2-normalised output are trained
+//! with cross-entropy, each with its own AdamW (a small learning rate for the encoder, a larger one
+//! for the head). The epoch with the best dev macro-F1 is kept.
+//!
+//! The result is the tuned layers' tensors under their Hugging Face names, which the inference
+//! encoder loads as a [`crate::embed::Tail`]: at serving time the shared forward branches at layer
+//! `from`, so a team reply costs the replaced layers once more, not a second forward.
+//!
+//! Deterministic for a seed: the head is initialised, batches are shuffled and dropout masks are
+//! drawn from one seeded `StdRng`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use indicatif::ProgressBar;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use super::metrics::Metrics;
+use super::{Label, StatusError};
+use crate::embed::{plan_batches, BatchLimits, BertConfig, Embedder};
+
+/// How to fine-tune.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FineTuneConfig {
+    /// Top encoder layers trained (the rest stay frozen).
+    pub layers: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr_encoder: f64,
+    pub lr_head: f64,
+    pub weight_decay: f64,
+    /// The unit-length embedding is multiplied by this before the head, so that logits can grow.
+    pub scale: f64,
+    /// Dropout on attention probabilities and on each sub-layer's output while training (BERT's
+    /// own 0.1): without it the tuned layers memorise phrases of the training replies.
+    pub dropout: f32,
+}
+
+impl Default for FineTuneConfig {
+    fn default() -> Self {
+        Self {
+            layers: 2,
+            epochs: 6,
+            batch_size: 16,
+            lr_encoder: 3e-5,
+            lr_head: 1e-3,
+            weight_decay: 0.01,
+            scale: 20.0,
+            dropout: 0.1,
+        }
+    }
+}
+
+/// What fine-tuning produced.
+pub struct FineTuned {
+    /// The first tuned layer.
+    pub from_layer: usize,
+    /// The tuned layers' tensors, Hugging Face names (`encoder.layer.{i}.*`) and layout.
+    pub tensors: HashMap<String, Tensor>,
+    pub best_epoch: usize,
+    /// Dev macro-F1 of the jointly trained linear head after each epoch.
+    pub dev_macro_f1: Vec<f64>,
+}
+
+/// The tensors of one encoder layer, as named in the checkpoint (after `encoder.layer.{i}.`).
+const LAYER_TENSORS: [&str; 16] = [
+    "attention.self.query.weight",
+    "attention.self.query.bias",
+    "attention.self.key.weight",
+    "attention.self.key.bias",
+    "attention.self.value.weight",
+    "attention.self.value.bias",
+    "attention.output.dense.weight",
+    "attention.output.dense.bias",
+    "attention.output.LayerNorm.weight",
+    "attention.output.LayerNorm.bias",
+    "intermediate.dense.weight",
+    "intermediate.dense.bias",
+    "output.dense.weight",
+    "output.dense.bias",
+    "output.LayerNorm.weight",
+    "output.LayerNorm.bias",
+];
+
+/// Inverted dropout with a mask drawn from `rng` (so training stays deterministic); identity when
+/// `rng` is `None` (evaluation) or `p` is 0.
+fn dropout(x: &Tensor, p: f32, rng: &mut Option<&mut StdRng>) -> candle_core::Result<Tensor> {
+    let Some(rng) = rng.as_deref_mut().filter(|_| p > 0.0) else {
+        return Ok(x.clone());
+    };
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+        .collect();
+    x * Tensor::from_vec(mask, x.shape(), x.device())?
+}
+
+/// A differentiable encoder layer (training layout: `[out, in]` weights, as in the checkpoint).
+struct TrainLayer {
+    vars: Vec<Var>,
+}
+
+impl TrainLayer {
+    fn get(&self, name: &str) -> &Tensor {
+        let i = LAYER_TENSORS
+            .iter()
+            .position(|n| *n == name)
+            .expect("known tensor");
+        self.vars[i].as_tensor()
+    }
+
+    fn linear(&self, x: &Tensor, name: &str) -> candle_core::Result<Tensor> {
+        x.matmul(&self.get(&format!("{name}.weight")).t()?)?
+            .broadcast_add(self.get(&format!("{name}.bias")))
+    }
+
+    fn norm(&self, x: &Tensor, name: &str, eps: f32) -> candle_core::Result<Tensor> {
+        candle_nn::ops::layer_norm_slow(
+            x,
+            self.get(&format!("{name}.weight")),
+            self.get(&format!("{name}.bias")),
+            eps,
+        )
+    }
+
+    /// `x`: `[n*l, h]` rows of `n` right-padded sequences; `mask`: `[n, 1, 1, l]`, 0 for real keys
+    /// and a large negative number for padding.
+    fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        (n, l): (usize, usize),
+        cfg: &BertConfig,
+        p: f32,
+        rng: &mut Option<&mut StdRng>,
+    ) -> candle_core::Result<Tensor> {
+        let h = cfg.hidden_size;
+        let heads = cfg.num_attention_heads;
+        let hd = h / heads;
+        let split = |t: Tensor| t.reshape((n, l, heads, hd))?.transpose(1, 2)?.contiguous();
+        let q = split(self.linear(x, "attention.self.query")?)?;
+        let k = split(self.linear(x, "attention.self.key")?)?;
+        let v = split(self.linear(x, "attention.self.value")?)?;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
+        let probs = dropout(&candle_nn::ops::softmax(&scores, D::Minus1)?, p, rng)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((n * l, h))?;
+        let eps = cfg.layer_norm_eps as f32;
+        let attn_out = dropout(&self.linear(&ctx, "attention.output.dense")?, p, rng)?;
+        let attn = self.norm(&(attn_out + x)?, "attention.output.LayerNorm", eps)?;
+        let inter = self.linear(&attn, "intermediate.dense")?.gelu_erf()?;
+        let out = dropout(&self.linear(&inter, "output.dense")?, p, rng)?;
+        self.norm(&(out + &attn)?, "output.LayerNorm", eps)
+    }
+}
+
+/// Pre-trained tensors of layers `from..` from the model's safetensors file (with or without the
+/// `bert.` prefix of Hugging Face BertModel checkpoints).
+fn pretrained_layers(weights: &Path, from: usize, layers: usize) -> Result<Vec<Vec<Tensor>>, StatusError> {
+    let all = candle_core::safetensors::load(weights, &Device::Cpu)?;
+    let prefix = if all.contains_key("embeddings.word_embeddings.weight") {
+        ""
+    } else {
+        "bert."
+    };
+    (from..layers)
+        .map(|i| {
+            LAYER_TENSORS
+                .iter()
+                .map(|name| {
+                    let key = format!("{prefix}encoder.layer.{i}.{name}");
+                    all.get(&key)
+                        .ok_or_else(|| StatusError::Other(format!("{}: no tensor {key}", weights.display())))?
+                        .to_dtype(DType::F32)
+                        .map_err(StatusError::from)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Right-pads `[len_i, h]` hidden states into `[n*l, h]` rows with their attention mask
+/// `[n, 1, 1, l]` and pooling mask `[n, l, 1]`.
+fn pad(states: &[&Tensor], h: usize) -> candle_core::Result<(Tensor, Tensor, Tensor, usize)> {
+    let n = states.len();
+    let l = states
+        .iter()
+        .map(|t| t.dim(0))
+        .collect::<candle_core::Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(1);
+    let mut rows = Vec::with_capacity(n);
+    let mut keep = Vec::with_capacity(n * l);
+    for t in states {
+        let len = t.dim(0)?;
+        rows.push(if len < l {
+            Tensor::cat(&[*t, &Tensor::zeros((l - len, h), DType::F32, &Device::Cpu)?], 0)?
+        } else {
+            (*t).clone()
+        });
+        keep.extend(std::iter::repeat_n(1f32, len));
+        keep.extend(std::iter::repeat_n(0f32, l - len));
+    }
+    let x = Tensor::cat(&rows, 0)?;
+    let keep = Tensor::from_vec(keep, (n, l), &Device::Cpu)?;
+    let attn_mask = ((keep.ones_like()? - &keep)? * -1e4)?.reshape((n, 1, 1, l))?;
+    Ok((x, attn_mask, keep.reshape((n, l, 1))?, l))
+}
+
+struct Model<'a> {
+    layers: Vec<TrainLayer>,
+    head_w: Var,
+    head_b: Var,
+    cfg: &'a BertConfig,
+    scale: f64,
+    dropout: f32,
+}
+
+impl Model<'_> {
+    /// Logits; with `rng`, in training mode (dropout).
+    fn logits(&self, states: &[&Tensor], mut rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
+        let h = self.cfg.hidden_size;
+        let n = states.len();
+        let (mut x, mask, keep, l) = pad(states, h)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask, (n, l), self.cfg, self.dropout, &mut rng)?;
+        }
+        let x = x.reshape((n, l, h))?;
+        let mean = x.broadcast_mul(&keep)?.sum(1)?.broadcast_div(&keep.sum(1)?)?;
+        let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
+        let e = (mean.broadcast_div(&norm)? * self.scale)?;
+        e.matmul(&self.head_w.as_tensor().t()?)?
+            .broadcast_add(self.head_b.as_tensor())
+    }
+
+    fn predict(&self, states: &[Tensor]) -> candle_core::Result<Vec<Label>> {
+        let mut out = Vec::with_capacity(states.len());
+        for chunk in states.chunks(64) {
+            let refs: Vec<&Tensor> = chunk.iter().collect();
+            let best = self.logits(&refs, None)?.argmax(1)?.to_vec1::<u32>()?;
+            out.extend(best.into_iter().map(|i| Label::ALL[i as usize]));
+        }
+        Ok(out)
+    }
+}
+
+/// Hidden states entering layer `from`, one `[len, h]` tensor per text.
+pub fn hidden_states(
+    embedder: &Embedder,
+    texts: &[&str],
+    from: usize,
+    pb: &ProgressBar,
+) -> Result<Vec<Tensor>, StatusError> {
+    let ids = texts
+        .iter()
+        .map(|t| embedder.tokenize(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+    let mut out: Vec<Option<Tensor>> = vec![None; ids.len()];
+    for batch in plan_batches(&lengths, BatchLimits::default()) {
+        let seqs: Vec<&[u32]> = batch.iter().map(|&i| ids[i].as_slice()).collect();
+        for (&i, t) in batch.iter().zip(embedder.model().hidden_states(&seqs, from)?) {
+            out[i] = Some(t);
+        }
+        pb.inc(batch.len() as u64);
+    }
+    Ok(out.into_iter().map(|t| t.expect("every text planned")).collect())
+}
+
+/// Fine-tunes the top `cfg.layers` layers of the embedder's encoder with a linear head on the
+/// training replies; keeps the epoch with the best dev macro-F1. `weights` is the embedder's
+/// `model.safetensors` (the pre-trained starting point).
+#[allow(clippy::too_many_arguments)]
+pub fn finetune(
+    embedder: &Embedder,
+    weights: &Path,
+    train: (&[&str], &[Label]),
+    dev: (&[&str], &[Label]),
+    cfg: &FineTuneConfig,
+    seed: u64,
+    pb: &ProgressBar,
+) -> Result<FineTuned, StatusError> {
+    let bert = embedder.model().config().clone();
+    let total = bert.num_hidden_layers;
+    if cfg.layers == 0 || cfg.layers > total {
+        return Err(StatusError::Other(format!(
+            "--finetune-layers must be 1..={total}, not {}",
+            cfg.layers
+        )));
+    }
+    let from = total - cfg.layers;
+    pb.set_length((train.0.len() + dev.0.len()) as u64);
+    pb.set_message("hidden states");
+    let train_x = hidden_states(embedder, train.0, from, pb)?;
+    let dev_x = hidden_states(embedder, dev.0, from, pb)?;
+
+    let layers: Vec<TrainLayer> = pretrained_layers(weights, from, total)?
+        .into_iter()
+        .map(|ts| {
+            Ok(TrainLayer {
+                vars: ts
+                    .iter()
+                    .map(Var::from_tensor)
+                    .collect::<candle_core::Result<_>>()?,
+            })
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let h = bert.hidden_size;
+    let mut rng = StdRng::seed_from_u64(seed);
+    // PyTorch's nn.Linear initialisation: uniform in ±1/sqrt(fan_in).
+    let bound = 1.0 / (h as f32).sqrt();
+    let w: Vec<f32> = (0..2 * h).map(|_| rng.random_range(-bound..bound)).collect();
+    let b: Vec<f32> = (0..2).map(|_| rng.random_range(-bound..bound)).collect();
+    let model = Model {
+        layers,
+        head_w: Var::from_tensor(&Tensor::from_vec(w, (2, h), &Device::Cpu)?)?,
+        head_b: Var::from_tensor(&Tensor::from_vec(b, 2, &Device::Cpu)?)?,
+        cfg: &bert,
+        scale: cfg.scale,
+        dropout: cfg.dropout,
+    };
+    let adamw = |vars: Vec<Var>, lr: f64| {
+        AdamW::new(
+            vars,
+            ParamsAdamW {
+                lr,
+                weight_decay: cfg.weight_decay,
+                ..Default::default()
+            },
+        )
+    };
+    let encoder_vars: Vec<Var> = model.layers.iter().flat_map(|l| l.vars.iter().cloned()).collect();
+    let mut opt_encoder = adamw(encoder_vars, cfg.lr_encoder)?;
+    let mut opt_head = adamw(vec![model.head_w.clone(), model.head_b.clone()], cfg.lr_head)?;
+
+    let train_y: Vec<u32> = train.1.iter().map(|l| l.index() as u32).collect();
+    let mut order: Vec<usize> = (0..train_x.len()).collect();
+    let mut best: Option<(f64, usize, Vec<Vec<Tensor>>)> = None;
+    let mut per_epoch = Vec::with_capacity(cfg.epochs);
+    pb.set_position(0);
+    pb.set_length((cfg.epochs * train_x.len()) as u64);
+    for epoch in 1..=cfg.epochs {
+        pb.set_message(format!("fine-tuning, epoch {epoch}/{}", cfg.epochs));
+        order.shuffle(&mut rng);
+        for batch in order.chunks(cfg.batch_size) {
+            let states: Vec<&Tensor> = batch.iter().map(|&i| &train_x[i]).collect();
+            let y = Tensor::from_vec(
+                batch.iter().map(|&i| train_y[i]).collect::<Vec<_>>(),
+                batch.len(),
+                &Device::Cpu,
+            )?;
+            let loss = candle_nn::loss::cross_entropy(&model.logits(&states, Some(&mut rng))?, &y)?;
+            let grads = loss.backward()?;
+            opt_encoder.step(&grads)?;
+            opt_head.step(&grads)?;
+            pb.inc(batch.len() as u64);
+        }
+        let f1 = Metrics::compute(dev.1, &model.predict(&dev_x)?).macro_f1;
+        tracing::info!(epoch, dev_macro_f1 = format!("{f1:.4}"), "fine-tuning epoch");
+        per_epoch.push(f1);
+        if best.as_ref().is_none_or(|(b, ..)| f1 > *b) {
+            let snapshot = model
+                .layers
+                .iter()
+                .map(|l| l.vars.iter().map(|v| v.as_tensor().copy()).collect())
+                .collect::<candle_core::Result<_>>()?;
+            best = Some((f1, epoch, snapshot));
+        }
+    }
+    let (_, best_epoch, snapshot) = best.ok_or_else(|| StatusError::Other("no fine-tuning epochs".into()))?;
+    let mut tensors = HashMap::new();
+    for (k, layer) in snapshot.into_iter().enumerate() {
+        for (name, t) in LAYER_TENSORS.iter().zip(layer) {
+            tensors.insert(format!("encoder.layer.{}.{name}", from + k), t);
+        }
+    }
+    Ok(FineTuned {
+        from_layer: from,
+        tensors,
+        best_epoch,
+        dev_macro_f1: per_epoch,
+    })
+}

@@ -278,7 +278,6 @@ pub fn hidden_states(
 /// Fine-tunes the top `cfg.layers` layers of the embedder's encoder with a linear head on the
 /// training replies; keeps the epoch with the best dev macro-F1. `weights` is the embedder's
 /// `model.safetensors` (the pre-trained starting point).
-#[allow(clippy::too_many_arguments)]
 pub fn finetune(
     embedder: &Embedder,
     weights: &Path,

@@ -222,13 +222,6 @@ pub struct Tail {
     layers: Vec<Layer>,
 }
 
-impl Tail {
-    /// The first replaced layer.
-    pub fn from_layer(&self) -> usize {
-        self.from
-    }
-}
-
 /// Which embeddings a sequence needs from a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Want {

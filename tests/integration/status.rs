@@ -130,38 +130,31 @@ fn the_committed_model_labels_canonical_replies() {
         assert!((p.scores[0] + p.scores[1] - 1.0).abs() < 1e-5);
     }
     // Classifying a reply costs at most 1 ms more than embedding it: the head, and for a
-    // fine-tuned model its own top layers, run in the same forward as the shared embedding.
+    // fine-tuned model its own top layers in place of the shared ones. Measured in alternation,
+    // so that other work on the machine (other tests) slows both alike; the median of the
+    // per-pair differences is compared.
     let reply = ["Taking a look"];
-    let ids = vec![emb.tokenize(reply[0]).unwrap()];
-    let p50 = |f: &dyn Fn()| {
-        f(); // warm
-        let mut times: Vec<f64> = (0..101)
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64()
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        times[50]
-    };
-    let embed_only = p50(&|| {
-        emb.embed_ids(&ids).unwrap();
-    });
-    let classify = p50(&|| {
+    let classify = || {
         let x = model.embed(&emb, &reply).unwrap();
         model.predict(&reply, &x).unwrap();
-    });
+    };
+    classify();
+    let mut extra: Vec<f64> = (0..201)
+        .map(|_| {
+            let t = Instant::now();
+            emb.embed(&reply).unwrap();
+            let embed_only = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            classify();
+            t.elapsed().as_secs_f64() - embed_only
+        })
+        .collect();
+    extra.sort_by(f64::total_cmp);
     eprintln!(
-        "embed p50 {:.3} ms, embed + classify p50 {:.3} ms",
-        embed_only * 1e3,
-        classify * 1e3
+        "classifying adds {:.3} ms (median of 201 pairs)",
+        extra[100] * 1e3
     );
-    assert!(
-        classify - embed_only < 1e-3,
-        "classifying adds {:.3} ms",
-        (classify - embed_only) * 1e3
-    );
+    assert!(extra[100] < 1e-3, "classifying adds {:.3} ms", extra[100] * 1e3);
 }
 
 #[test]

@@ -154,9 +154,14 @@ impl EmbedHandle {
         texts: Vec<String>,
     ) -> Result<(Vec<(Vec<f32>, Vec<f32>)>, Timings), QueueError> {
         let (out, timings) = self.submit(texts, Want::Both).await?;
-        let shared = take(out.clone(), |e| e.shared)?;
-        let tuned = take(out, |e| e.tuned)?;
-        Ok((shared.into_iter().zip(tuned).collect(), timings))
+        let pairs = out
+            .into_iter()
+            .map(|e| match (e.shared, e.tuned) {
+                (Some(shared), Some(tuned)) => Ok((shared, tuned)),
+                _ => Err(EmbedError::Invalid("an asked-for embedding is missing".into())),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((pairs, timings))
     }
 
     async fn submit(&self, texts: Vec<String>, want: Want) -> Result<(Vec<Embedded>, Timings), QueueError> {

@@ -225,18 +225,10 @@ impl StatusModel {
         if !self.needs_tail() {
             return Ok(embedder.embed(texts)?);
         }
-        let ids = texts
-            .iter()
-            .map(|t| embedder.tokenize(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        embedder
-            .embed_ids_with_tail(&ids, crate::embed::Want::Tuned)?
-            .into_iter()
-            .map(|e| {
-                e.tuned
-                    .ok_or_else(|| StatusError::Other("no tuned embedding".into()))
-            })
-            .collect()
+        let tail = embedder
+            .tail()
+            .ok_or_else(|| StatusError::Other("the fine-tuned layers are not installed".into()))?;
+        Ok(embedder.embed_tuned(texts, tail)?)
     }
 
     /// Classifies replies given their texts and sentence embeddings (same order).

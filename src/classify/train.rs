@@ -450,18 +450,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         let Some((_, _, tail)) = &tuned else {
             return embed_all(embedder, rows, what);
         };
-        let ids = rows
-            .iter()
-            .map(|t| embedder.tokenize(t))
-            .collect::<Result<Vec<_>, _>>()?;
-        embedder
-            .embed_ids_through(&ids, tail, crate::embed::Want::Tuned)?
-            .into_iter()
-            .map(|e| {
-                e.tuned
-                    .ok_or_else(|| StatusError::Other("no tuned embedding".into()))
-            })
-            .collect()
+        Ok(embedder.embed_tuned(rows, tail)?)
     };
     let train_x = embed_set(&texts(&train), "train")?;
     let dev_x = embed_set(&texts(&dev), "dev")?;

@@ -147,16 +147,23 @@ impl Embedder {
         self.run_plan(&seqs, &plan_batches(&lengths, self.limits), |_| {})
     }
 
-    /// Embeds tokenized sequences with the installed tail, each getting what `want` asks for, in
-    /// input order.
-    pub fn embed_ids_with_tail(&self, ids: &[Vec<u32>], want: Want) -> Result<Vec<Embedded>, EmbedError> {
-        let tail = self
-            .tail()
-            .ok_or_else(|| EmbedError::Invalid("no fine-tuned tail is installed".into()))?;
-        self.embed_ids_through(ids, tail, want)
+    /// Embeds texts through `tail` only (the shared top layers are skipped), in input order: the
+    /// embedding a fine-tuned status model reads.
+    pub fn embed_tuned(&self, texts: &[&str], tail: &Tail) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let ids = texts
+            .iter()
+            .map(|t| self.tokenize(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.embed_ids_through(&ids, tail, Want::Tuned)?
+            .into_iter()
+            .map(|e| {
+                e.tuned
+                    .ok_or_else(|| EmbedError::Invalid("no tuned embedding".into()))
+            })
+            .collect()
     }
 
-    /// As [`Embedder::embed_ids_with_tail`] with a tail that is not installed (training).
+    /// Embeds tokenized sequences through `tail`, each getting what `want` asks for, in input order.
     pub fn embed_ids_through(
         &self,
         ids: &[Vec<u32>],

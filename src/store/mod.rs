@@ -1,12 +1,21 @@
 //! Persistence: the `Store` trait and its two backends (SQLite, PostgreSQL).
 //!
+//! One core over two backends: the queries ([`queries`]) and the operations with the ingest unit
+//! of work ([`ops`]) are written once and expanded in `sqlite.rs` and `postgres.rs`, which keep
+//! only what truly differs (locking, text search, batched inserts, the context query).
+//!
 //! The store only loads, locks and writes. Decisions (grouping, the status machine, patches,
 //! merges) are made by the pipeline and the domain; for a new message the store offers a unit of
 //! work ([`Store::begin_ingest`]) that holds the channel's lock while the pipeline decides.
 
 #[macro_use]
 mod sql;
+#[macro_use]
+mod queries;
+#[macro_use]
+mod ops;
 mod rows;
+mod tx;
 
 pub mod postgres;
 pub mod sqlite;

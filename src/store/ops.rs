@@ -34,7 +34,11 @@ macro_rules! store_ops {
                 Box::pin(account_for_channel(&mut self.tx, channel))
             }
 
-            fn write<'b>(&'b mut self, plan: &'b IngestPlan, msg: &'b IncomingMessage) -> StoreFuture<'b, bool> {
+            fn write<'b>(
+                &'b mut self,
+                plan: &'b IngestPlan,
+                msg: &'b IncomingMessage,
+            ) -> StoreFuture<'b, bool> {
                 Box::pin(write_ingest(&mut self.tx, plan, msg))
             }
 
@@ -48,7 +52,11 @@ macro_rules! store_ops {
         }
 
         impl $backend {
-            async fn create_inner(&self, new: NewConversation, actor: Actor) -> Result<Conversation, StoreError> {
+            async fn create_inner(
+                &self,
+                new: NewConversation,
+                actor: Actor,
+            ) -> Result<Written<Conversation>, StoreError> {
                 let mut tx = self.write_tx().await?;
                 let account = match &new.account_id {
                     None => account_for_channel(&mut tx, &new.channel).await?,
@@ -59,9 +67,10 @@ macro_rules! store_ops {
                 };
                 let (conv, event) = build_conversation(new, account, &actor, Utc::now())?;
                 insert_conversation(&mut tx, &conv).await?;
-                insert_events(&mut tx, event.as_slice()).await?;
+                let events = Vec::from_iter(event);
+                insert_events(&mut tx, &events).await?;
                 tx.commit().await?;
-                Ok(conv)
+                Ok(Written { value: conv, events })
             }
 
             async fn update_inner(
@@ -69,7 +78,7 @@ macro_rules! store_ops {
                 id: &str,
                 patch: ConversationPatch,
                 actor: Actor,
-            ) -> Result<Conversation, StoreError> {
+            ) -> Result<Written<Conversation>, StoreError> {
                 let mut tx = self.write_tx().await?;
                 let mut conv = lock_conversation(&mut tx, id).await?;
                 let prediction = latest_prediction(&mut tx, id).await?;
@@ -80,7 +89,7 @@ macro_rules! store_ops {
                 }
                 insert_events(&mut tx, &events).await?;
                 tx.commit().await?;
-                Ok(conv)
+                Ok(Written { value: conv, events })
             }
 
             async fn delete_inner(&self, id: &str) -> Result<(), StoreError> {
@@ -95,7 +104,12 @@ macro_rules! store_ops {
                 tx.commit().await
             }
 
-            async fn merge_inner(&self, from: &str, into: &str, actor: Actor) -> Result<Conversation, StoreError> {
+            async fn merge_inner(
+                &self,
+                from: &str,
+                into: &str,
+                actor: Actor,
+            ) -> Result<Written<Conversation>, StoreError> {
                 check_merge(from, into)?;
                 let mut tx = self.write_tx().await?;
                 let source = require_conversation(&mut tx, from).await?;
@@ -113,13 +127,14 @@ macro_rules! store_ops {
                 }
                 write_conversation(&mut tx, &target).await?;
                 mark_corrected(&mut tx, into).await?;
-                insert_events(&mut tx, &[event]).await?;
+                let events = vec![event];
+                insert_events(&mut tx, &events).await?;
                 sqlx::query("DELETE FROM conversations WHERE id = $1")
                     .bind(from)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok(target)
+                Ok(Written { value: target, events })
             }
 
             async fn move_inner(
@@ -127,7 +142,7 @@ macro_rules! store_ops {
                 message_id: &str,
                 to: Option<&str>,
                 actor: Actor,
-            ) -> Result<(Message, Conversation), StoreError> {
+            ) -> Result<Written<Moved>, StoreError> {
                 let mut tx = self.write_tx().await?;
                 let (message, _) = require_message(&mut tx, message_id).await?;
                 check_move(&message, to)?;
@@ -157,14 +172,23 @@ macro_rules! store_ops {
                 }
                 insert_events(&mut tx, &events).await?;
                 tx.commit().await?;
-                Ok((message, target))
+                let value = Moved {
+                    message,
+                    from: source,
+                    to: target,
+                };
+                Ok(Written { value, events })
             }
 
-            async fn issue_changed_inner(&self, change: &IssueChange) -> Result<Vec<Conversation>, StoreError> {
+            async fn issue_changed_inner(
+                &self,
+                change: &IssueChange,
+            ) -> Result<Written<Vec<Conversation>>, StoreError> {
                 let mut tx = self.write_tx().await?;
                 let rows = sqlx::query_as::<_, ConversationRow>(concat!(
                     conversation_select!(),
-                    " WHERE issue_url = $1 OR (issue_key = $2 AND (CAST($3 AS TEXT) IS NULL OR issue_provider = $3)) \
+                    " WHERE issue_url = $1 \
+                     OR (issue_key = $2 AND (CAST($3 AS TEXT) IS NULL OR issue_provider = $3)) \
                      ORDER BY seq",
                     for_update!()
                 ))
@@ -175,6 +199,7 @@ macro_rules! store_ops {
                 .await?;
                 let now = Utc::now();
                 let mut changed = Vec::with_capacity(rows.len());
+                let mut events = Vec::new();
                 for row in rows {
                     let (_, mut conv) = row.into_domain()?;
                     let event = if change.closed {
@@ -185,13 +210,22 @@ macro_rules! store_ops {
                     };
                     write_conversation(&mut tx, &conv).await?;
                     insert_events(&mut tx, event.as_slice()).await?;
+                    events.extend(event);
                     changed.push(conv);
                 }
                 tx.commit().await?;
-                Ok(changed)
+                Ok(Written {
+                    value: changed,
+                    events,
+                })
             }
 
-            async fn put_account(&self, id: &str, account: AccountInput, create: bool) -> Result<Account, StoreError> {
+            async fn put_account(
+                &self,
+                id: &str,
+                account: AccountInput,
+                create: bool,
+            ) -> Result<Account, StoreError> {
                 let mut tx = self.write_tx().await?;
                 let sql = if create {
                     "INSERT INTO accounts (name, owner, id) VALUES ($1, $2, $3)"
@@ -214,7 +248,9 @@ macro_rules! store_ops {
                         .bind(id)
                         .execute(&mut *tx)
                         .await
-                        .map_err(|e| unique_as_conflict(e, format!("channel {channel} belongs to another account")))?;
+                        .map_err(|e| {
+                            unique_as_conflict(e, format!("channel {channel} belongs to another account"))
+                        })?;
                 }
                 tx.commit().await?;
                 Ok(Account {
@@ -335,7 +371,10 @@ macro_rules! store_ops {
                 rows.into_iter().map(StatusLabelSql::into_domain).collect()
             }
 
-            async fn export_grouping_inner(&self, since: Option<DateTime<Utc>>) -> Result<Vec<GroupingRow>, StoreError> {
+            async fn export_grouping_inner(
+                &self,
+                since: Option<DateTime<Utc>>,
+            ) -> Result<Vec<GroupingRow>, StoreError> {
                 let rows = sqlx::query_as::<_, GroupingSql>(
                     "SELECT m.seq, m.id, m.conversation_id, m.channel, m.ts, m.thread_ts, m.user_id, m.role, \
                      m.text, m.edited, m.deleted, m.label, m.score, c.human_corrected FROM messages m \
@@ -355,11 +394,13 @@ macro_rules! store_ops {
                 )
                 .fetch_all(&self.pool)
                 .await?;
-                let duration = |sql: &'static str| sqlx::query_as::<_, (i64, Option<f64>)>(sql).fetch_one(&self.pool);
+                let duration =
+                    |sql: &'static str| sqlx::query_as::<_, (i64, Option<f64>)>(sql).fetch_one(&self.pool);
                 let (fr_count, fr_avg) = duration(FIRST_RESPONSE).await?;
                 let (tc_count, tc_avg) = duration(TIME_TO_CLOSE).await?;
                 let open = sqlx::query_as::<_, (String, i64)>(
-                    "SELECT COALESCE(owner, 'unassigned'), COUNT(*) FROM conversations WHERE status <> 'closed' \
+                    "SELECT COALESCE(owner, 'unassigned'), COUNT(*) FROM conversations \
+                     WHERE status <> 'closed' \
                      GROUP BY COALESCE(owner, 'unassigned')",
                 )
                 .fetch_all(&self.pool)
@@ -399,7 +440,11 @@ macro_rules! store_ops {
                 Box::pin(async move { require_conversation(&mut *self.pool.acquire().await?, id).await })
             }
 
-            fn create_conversation(&self, new: NewConversation, actor: Actor) -> StoreFuture<'_, Conversation> {
+            fn create_conversation(
+                &self,
+                new: NewConversation,
+                actor: Actor,
+            ) -> StoreFuture<'_, Written<Conversation>> {
                 Box::pin(self.create_inner(new, actor))
             }
 
@@ -408,7 +453,7 @@ macro_rules! store_ops {
                 id: &'a str,
                 patch: ConversationPatch,
                 actor: Actor,
-            ) -> StoreFuture<'a, Conversation> {
+            ) -> StoreFuture<'a, Written<Conversation>> {
                 Box::pin(self.update_inner(id, patch, actor))
             }
 
@@ -424,7 +469,11 @@ macro_rules! store_ops {
                 Box::pin(self.list_messages_inner(conversation_id, page))
             }
 
-            fn list_events<'a>(&'a self, conversation_id: &'a str, page: PageRequest) -> StoreFuture<'a, Page<Event>> {
+            fn list_events<'a>(
+                &'a self,
+                conversation_id: &'a str,
+                page: PageRequest,
+            ) -> StoreFuture<'a, Page<Event>> {
                 Box::pin(self.list_events_inner(conversation_id, page))
             }
 
@@ -433,7 +482,7 @@ macro_rules! store_ops {
                 from: &'a str,
                 into: &'a str,
                 actor: Actor,
-            ) -> StoreFuture<'a, Conversation> {
+            ) -> StoreFuture<'a, Written<Conversation>> {
                 Box::pin(self.merge_inner(from, into, actor))
             }
 
@@ -442,7 +491,7 @@ macro_rules! store_ops {
                 message_id: &'a str,
                 to: Option<&'a str>,
                 actor: Actor,
-            ) -> StoreFuture<'a, (Message, Conversation)> {
+            ) -> StoreFuture<'a, Written<Moved>> {
                 Box::pin(self.move_inner(message_id, to, actor))
             }
 
@@ -457,7 +506,10 @@ macro_rules! store_ops {
                 })
             }
 
-            fn issue_changed<'a>(&'a self, change: &'a IssueChange) -> StoreFuture<'a, Vec<Conversation>> {
+            fn issue_changed<'a>(
+                &'a self,
+                change: &'a IssueChange,
+            ) -> StoreFuture<'a, Written<Vec<Conversation>>> {
                 Box::pin(self.issue_changed_inner(change))
             }
 
@@ -483,7 +535,8 @@ macro_rules! store_ops {
             fn list_team(&self) -> StoreFuture<'_, Vec<TeamMember>> {
                 Box::pin(async move {
                     let rows = sqlx::query_as::<_, (String, String, Option<String>)>(
-                        "SELECT slack_user_id, name, triage_channel FROM team_members ORDER BY name, slack_user_id",
+                        "SELECT slack_user_id, name, triage_channel FROM team_members \
+                         ORDER BY name, slack_user_id",
                     )
                     .fetch_all(&self.pool)
                     .await?;
@@ -502,7 +555,10 @@ macro_rules! store_ops {
                 Box::pin(self.put_team_member_inner(member))
             }
 
-            fn export_status_labels(&self, since: Option<DateTime<Utc>>) -> StoreFuture<'_, Vec<StatusLabelRow>> {
+            fn export_status_labels(
+                &self,
+                since: Option<DateTime<Utc>>,
+            ) -> StoreFuture<'_, Vec<StatusLabelRow>> {
                 Box::pin(self.export_status_labels_inner(since))
             }
 

@@ -7,14 +7,21 @@
 
 macro_rules! shared_queries {
     () => {
-        async fn find_message(conn: &mut Conn, channel: &str, ts: &str) -> Result<Option<Message>, StoreError> {
-            sqlx::query_as::<_, MessageRow>(concat!(message_select!(), " WHERE channel = $1 AND ts = $2"))
-                .bind(channel)
-                .bind(ts)
-                .fetch_optional(conn)
-                .await?
-                .map(|r| r.into_domain().map(|(_, m)| m))
-                .transpose()
+        async fn find_message(
+            conn: &mut Conn,
+            channel: &str,
+            ts: &str,
+        ) -> Result<Option<Message>, StoreError> {
+            sqlx::query_as::<_, MessageRow>(concat!(
+                message_select!(),
+                " WHERE channel = $1 AND ts = $2"
+            ))
+            .bind(channel)
+            .bind(ts)
+            .fetch_optional(conn)
+            .await?
+            .map(|r| r.into_domain().map(|(_, m)| m))
+            .transpose()
         }
 
         /// A message and the time it was sent.
@@ -46,7 +53,10 @@ macro_rules! shared_queries {
                 .ok_or(StoreError::NotFound("conversation"))
         }
 
-        async fn account_for_channel(conn: &mut Conn, channel: &str) -> Result<Option<AccountRef>, StoreError> {
+        async fn account_for_channel(
+            conn: &mut Conn,
+            channel: &str,
+        ) -> Result<Option<AccountRef>, StoreError> {
             let row: Option<(String, Option<String>)> = sqlx::query_as(
                 "SELECT a.id, a.owner FROM account_channels ac JOIN accounts a ON a.id = ac.account_id \
                  WHERE ac.channel = $1",
@@ -114,7 +124,8 @@ macro_rules! shared_queries {
         ) -> Result<(), StoreError> {
             sqlx::query(
                 "UPDATE messages SET human_label = $1 WHERE id = \
-                 (SELECT id FROM messages WHERE conversation_id = $2 ORDER BY ts DESC LIMIT 1) AND role = 'agent'",
+                 (SELECT id FROM messages WHERE conversation_id = $2 ORDER BY ts DESC LIMIT 1) \
+                 AND role = 'agent'",
             )
             .bind(label.as_str())
             .bind(conversation_id)
@@ -153,8 +164,12 @@ macro_rules! shared_queries {
             }
             push_filters(&mut qb, filter);
             search(&mut qb);
-            qb.push(" ORDER BY seq DESC LIMIT ").push_bind(page.fetch_limit());
-            let rows = qb.build_query_as::<ConversationRow>().fetch_all(pool).await?;
+            qb.push(" ORDER BY seq DESC LIMIT ")
+                .push_bind(page.fetch_limit());
+            let rows = qb
+                .build_query_as::<ConversationRow>()
+                .fetch_all(pool)
+                .await?;
             let rows = rows
                 .into_iter()
                 .map(|r| r.into_domain().map(|(seq, c)| (seq.to_string(), c)))

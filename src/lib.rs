@@ -1,20 +1,21 @@
 //! triage: a self-hosted, Slack-first customer-support ticketing service with local machine learning.
 //!
-//! The ML core ([`model_files`], [`embed`], [`queue`], [`classify`], [`group`]) and the ticket
-//! status machine ([`status`]) know nothing of HTTP, Slack or SQL; the adapters sit around them: the
-//! inference API ([`api`]), the store ([`store`], SQLite and PostgreSQL), the message pipeline's
-//! seams ([`pipeline`]), the tickets API ([`tickets`]) and the command line ([`cli`]).
+//! The ML core ([`model_files`], [`embed`], [`queue`], [`classify`], [`group`]) and the domain
+//! ([`domain`]: conversations, messages, events and their rules, the status machine) know nothing
+//! of HTTP, Slack or SQL. A message flows one way: an adapter (the inference API [`api`], the
+//! tickets API [`tickets`], the command line [`cli`]) hands it to the [`pipeline`], which runs
+//! inference, asks the domain and writes through the [`store`] (SQLite or PostgreSQL).
 
 pub mod api;
 pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod embed;
 pub mod group;
 pub mod model_files;
 pub mod pipeline;
 pub mod queue;
-pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod tickets;

@@ -56,6 +56,21 @@ pub struct TrainArgs {
     /// Fine-tuning epochs (the best on dev is kept).
     #[arg(long, default_value_t = 6)]
     pub finetune_epochs: usize,
+    /// Fine-tuning: learning rate of the tuned layers, dropout, weight decay, label smoothing.
+    #[arg(long, default_value_t = 3e-5)]
+    pub finetune_lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub finetune_dropout: f32,
+    #[arg(long, default_value_t = 0.01)]
+    pub finetune_weight_decay: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Give every source (a row's `source`, else its file) the same total loss weight.
+    #[arg(long)]
+    pub balance_sources: bool,
+    /// Further labelled files to score with the final model (recorded, never used to choose).
+    #[arg(long, num_args = 1..)]
+    pub eval: Vec<PathBuf>,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
@@ -94,6 +109,10 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             FineTuneConfig {
                 layers,
                 epochs: args.finetune_epochs,
+                lr_encoder: args.finetune_lr,
+                dropout: args.finetune_dropout,
+                weight_decay: args.finetune_weight_decay,
+                label_smoothing: args.label_smoothing,
                 ..Default::default()
             },
             model_files::resolve(s.model_dir.as_deref())?.weights(),
@@ -106,6 +125,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         mix_max: args.mix_max,
         seed: args.seed,
         finetune,
+        balance_sources: args.balance_sources,
+        eval: args.eval,
         variants: train::default_variants(),
         command: command_line(),
     };
@@ -146,6 +167,13 @@ pub fn train(settings: &Settings, opts: &TrainOptions, out: &Path) -> anyhow::Re
         "keyword_baseline": {"macro_f1": md.keyword_baseline_dev_metrics.macro_f1},
         "margin": md.dev_metrics.macro_f1 - md.keyword_baseline_dev_metrics.macro_f1,
         "variants": md.variants,
+        "evaluations": md.evaluations.iter().map(|e| json!({
+            "path": e.file.path,
+            "n": e.metrics.n,
+            "macro_f1": e.metrics.macro_f1,
+            "closed_precision": e.metrics.label(Label::Closed).precision,
+            "closed_recall": e.metrics.label(Label::Closed).recall,
+        })).collect::<Vec<_>>(),
     });
     print_result(&result);
     Ok(result)
@@ -208,8 +236,9 @@ pub enum Evaluate {
     Keywords,
 }
 
-/// `triage eval status`: the spec's metrics for the model, the keyword baseline's macro-F1 and the
-/// margin; with `errors`, each misclassified row on stderr.
+/// `triage eval status`: the spec's metrics for the model, the keyword baseline's macro-F1, the
+/// margin and the errors per reply kind and per source (`by_kind`, `by_source`); with `errors`,
+/// each misclassified row on stderr.
 pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bool) -> anyhow::Result<Value> {
     let rows = data::load_jsonl(data_path)?;
     let gold: Vec<Label> = rows.iter().map(|r| r.label).collect();
@@ -241,13 +270,18 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
                 eprintln!(
                     "{}",
                     json!({"index": i, "gold": r.label.as_str(), "predicted": pred[i].as_str(),
-                           "p_closed": p_closed[i], "text": r.text})
+                           "p_closed": p_closed[i], "kind": r.kind, "source": r.source, "text": r.text})
                 );
             }
         }
     }
     let m = Metrics::compute(&gold, &pred);
     let mut result = metrics_json(&m);
+    // Where the errors are: per reply kind and per source (rows without one: "(none)").
+    let kinds: Vec<Option<&str>> = rows.iter().map(|r| r.kind.as_deref()).collect();
+    let sources: Vec<Option<&str>> = rows.iter().map(|r| r.source.as_deref()).collect();
+    result["by_kind"] = json!(crate::classify::metrics::breakdown(&kinds, &gold, &pred));
+    result["by_source"] = json!(crate::classify::metrics::breakdown(&sources, &gold, &pred));
     result["model"] = json!(name);
     result["data"] = json!(data_path);
     result["baseline"] = json!({"name": "keywords", "macro_f1": base.macro_f1, "accuracy": base.accuracy,

@@ -13,7 +13,7 @@ use crate::classify::StatusModel;
 use crate::config::{Overrides, Secret, Settings};
 use crate::embed::Embedder;
 use crate::model_files;
-use crate::pipeline::models::{ModelClassifier, ModelGrouper};
+use crate::pipeline::ml::{ModelGrouping, ModelInference};
 use crate::queue::{EmbedHandle, EmbedSlot};
 use crate::telemetry::Metrics;
 use crate::tickets;
@@ -80,8 +80,8 @@ impl Application {
             .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
         let tickets = tickets::AppState::new(
             store,
-            Arc::new(ModelGrouper::new(grouper.clone())),
-            Arc::new(ModelClassifier::new(embed.clone(), status.clone())),
+            Arc::new(ModelGrouping::new(grouper.clone())),
+            Arc::new(ModelInference::new(embed.clone(), status.clone())),
             tickets_config(&settings),
         );
         let state = AppState {

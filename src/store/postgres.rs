@@ -4,9 +4,14 @@
 //! advisory lock on the channel, so two replicas never split one conversation between them or both
 //! insert the same message; human edits lock the rows they change (`FOR UPDATE`).
 
-use super::rows::{ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, StatusLabelSql};
+use super::rows::{
+    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, StatusLabelSql,
+};
 use super::*;
-use crate::pipeline::{self, ChannelContext, Target, CONTEXT_MESSAGES};
+use crate::domain::{
+    apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch, build_conversation,
+    check_merge, check_move, human_label, new_id, split_conversation, CONTEXT_MESSAGES,
+};
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 
@@ -25,54 +30,6 @@ impl PgStore {
 
     async fn write_tx(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
         Ok(self.pool.begin().await?)
-    }
-
-    async fn ingest_inner(
-        &self,
-        msg: &IncomingMessage,
-        prediction: Option<Prediction>,
-        grouper: &dyn Grouper,
-    ) -> Result<IngestOutcome, StoreError> {
-        // BEGIN and the channel lock in one round trip (the key is a number, so inlining it is safe).
-        let mut tx = self
-            .pool
-            .begin_with(sqlx::AssertSqlSafe(format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({})",
-                channel_lock_key(&msg.channel)
-            )))
-            .await?;
-        let Some(ctx) = load_context(&mut tx, msg).await? else {
-            // Already ingested: the stored outcome.
-            return existing_outcome(&mut tx, msg)
-                .await?
-                .ok_or(StoreError::Conflict("message deleted while ingested".into()));
-        };
-        let decision = grouper.group(msg, &ctx);
-        let target = match &decision.target {
-            Target::Existing(id) => fetch_conversation(&mut tx, id)
-                .await?
-                .filter(|c| status::accepts(c.status, msg.in_thread())),
-            Target::New => None,
-        };
-        let account = match target {
-            None => account_for_channel(&mut tx, &msg.channel).await?,
-            Some(_) => None,
-        };
-        let plan = pipeline::plan_ingest(msg, prediction, target, account);
-        if !write_ingest(&mut tx, &plan, msg.sent_at(), msg.embedding.as_deref()).await? {
-            // Unreachable while the channel lock is held, but the unique key is the real guarantee.
-            tx.rollback().await?;
-            return existing_outcome(&mut *self.pool.acquire().await?, msg)
-                .await?
-                .ok_or(StoreError::Conflict("message ingested concurrently".into()));
-        }
-        tx.commit().await?;
-        Ok(IngestOutcome {
-            message: plan.message,
-            conversation: plan.conversation,
-            reasons: decision.reasons,
-            created: true,
-        })
     }
 
     async fn list_conversations_inner(
@@ -134,12 +91,7 @@ impl PgStore {
     }
 
     async fn merge_inner(&self, from: &str, into: &str, actor: Actor) -> Result<Conversation, StoreError> {
-        if from == into {
-            return Err(StoreError::invalid(
-                "into",
-                "cannot merge a conversation into itself",
-            ));
-        }
+        check_merge(from, into)?;
         let mut tx = self.write_tx().await?;
         let source = require_conversation(&mut tx, from).await?;
         let target = require_conversation(&mut tx, into).await?;
@@ -147,7 +99,7 @@ impl PgStore {
         lock_channels(&mut tx, &[source.channel.as_str(), target.channel.as_str()]).await?;
         let source = lock_conversation(&mut tx, &source.id).await?;
         let mut target = lock_conversation(&mut tx, &target.id).await?;
-        merge_into(&mut target, &source);
+        let event = apply_merge(&mut target, &source, &actor, Utc::now());
         for statement in [
             sqlx::query("UPDATE messages SET conversation_id = $1 WHERE conversation_id = $2"),
             sqlx::query("UPDATE events SET conversation_id = $1 WHERE conversation_id = $2"),
@@ -156,15 +108,6 @@ impl PgStore {
         }
         write_conversation(&mut tx, &target).await?;
         mark_corrected(&mut tx, into).await?;
-        let now = Utc::now();
-        let event = Event::new(
-            into,
-            EventKind::Grouping,
-            &actor,
-            Some(from.into()),
-            Some(into.into()),
-            now,
-        );
         insert_events(&mut tx, &[event]).await?;
         sqlx::query("DELETE FROM conversations WHERE id = $1")
             .bind(from)
@@ -182,12 +125,7 @@ impl PgStore {
     ) -> Result<(Message, Conversation), StoreError> {
         let mut tx = self.write_tx().await?;
         let (message, _) = require_message(&mut tx, message_id).await?;
-        if to == Some(message.conversation_id.as_str()) {
-            return Err(StoreError::invalid(
-                "conversation_id",
-                "the message is already in that conversation",
-            ));
-        }
+        check_move(&message, to)?;
         lock_channels(&mut tx, &[message.channel.as_str()]).await?;
         // Re-read under the lock: ingestion or another move may have changed it meanwhile.
         let (mut message, sent_at) = require_message(&mut tx, message_id).await?;
@@ -201,33 +139,18 @@ impl PgStore {
                 conv
             }
         };
+        let events = apply_move(&mut message, &mut source, &mut target, &actor, Utc::now());
         sqlx::query("UPDATE messages SET conversation_id = $1 WHERE id = $2")
             .bind(&target.id)
             .bind(message_id)
             .execute(&mut *tx)
             .await?;
-        source.message_count -= 1;
-        target.message_count += 1;
-        let now = Utc::now();
-        let mut events = Vec::new();
         for conv in [&source, &target] {
             write_conversation(&mut tx, conv).await?;
             mark_corrected(&mut tx, &conv.id).await?;
-            events.push(
-                Event::new(
-                    &conv.id,
-                    EventKind::Grouping,
-                    &actor,
-                    Some(source.id.clone()),
-                    Some(target.id.clone()),
-                    now,
-                )
-                .caused_by(message_id),
-            );
         }
         insert_events(&mut tx, &events).await?;
         tx.commit().await?;
-        message.conversation_id = target.id.clone();
         Ok((message, target))
     }
 
@@ -250,9 +173,7 @@ impl PgStore {
             let event = if change.closed {
                 apply_issue_closed(&mut conv, now)
             } else {
-                if let Some(issue) = conv.linked_issue.as_mut() {
-                    issue.state = "open".into();
-                }
+                apply_issue_reopened(&mut conv);
                 None
             };
             write_conversation(&mut tx, &conv).await?;
@@ -389,20 +310,9 @@ impl Store for PgStore {
                     None
                 }
             };
-            let now = Utc::now();
-            let conv = build_conversation(new, account, now)?;
+            let (conv, event) = build_conversation(new, account, &actor, Utc::now())?;
             insert_conversation(&mut tx, &conv).await?;
-            if conv.status != Status::New {
-                let event = Event::new(
-                    &conv.id,
-                    EventKind::Status,
-                    &actor,
-                    Some("new".into()),
-                    Some(conv.status.to_string()),
-                    now,
-                );
-                insert_events(&mut tx, &[event]).await?;
-            }
+            insert_events(&mut tx, event.as_slice()).await?;
             tx.commit().await?;
             Ok(conv)
         })
@@ -502,13 +412,18 @@ impl Store for PgStore {
         Box::pin(async move { find_message(&mut *self.pool.acquire().await?, channel, ts).await })
     }
 
-    fn ingest<'a>(
-        &'a self,
-        msg: &'a IncomingMessage,
-        prediction: Option<Prediction>,
-        grouper: &'a dyn Grouper,
-    ) -> StoreFuture<'a, IngestOutcome> {
-        Box::pin(self.ingest_inner(msg, prediction, grouper))
+    fn begin_ingest<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Box<dyn IngestUnit<'a> + 'a>> {
+        Box::pin(async move {
+            // BEGIN and the channel lock in one round trip (the key is a number, so inlining it is safe).
+            let tx = self
+                .pool
+                .begin_with(sqlx::AssertSqlSafe(format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({})",
+                    channel_lock_key(channel)
+                )))
+                .await?;
+            Ok(Box::new(PgUnit { tx }) as Box<dyn IngestUnit<'a> + 'a>)
+        })
     }
 
     fn issue_changed<'a>(&'a self, change: &'a IssueChange) -> StoreFuture<'a, Vec<Conversation>> {
@@ -539,12 +454,7 @@ impl Store for PgStore {
     fn update_account<'a>(&'a self, id: &'a str, patch: AccountPatch) -> StoreFuture<'a, Account> {
         Box::pin(async move {
             let current = self.get_account_inner(id).await?;
-            let merged = AccountInput {
-                name: patch.name.unwrap_or(current.name),
-                owner: patch.owner.unwrap_or(current.owner),
-                channels: patch.channels.unwrap_or(current.channels),
-            };
-            self.put_account(id, merged, false).await
+            self.put_account(id, patch.apply(current), false).await
         })
     }
 
@@ -615,6 +525,43 @@ impl Store for PgStore {
     }
 }
 
+/// The ingest unit of work: a transaction holding the channel's advisory lock.
+struct PgUnit {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl<'a> IngestUnit<'a> for PgUnit {
+    /// Read after the channel lock, so a replica's concurrent insert is seen.
+    fn load_context<'b>(&'b mut self, msg: &'b IncomingMessage) -> StoreFuture<'b, Option<ChannelContext>> {
+        Box::pin(load_context(&mut self.tx, msg))
+    }
+
+    fn conversation<'b>(&'b mut self, id: &'b str) -> StoreFuture<'b, Option<Conversation>> {
+        Box::pin(fetch_conversation(&mut self.tx, id))
+    }
+
+    fn channel_account<'b>(&'b mut self, channel: &'b str) -> StoreFuture<'b, Option<AccountRef>> {
+        Box::pin(account_for_channel(&mut self.tx, channel))
+    }
+
+    fn write<'b>(&'b mut self, plan: &'b IngestPlan, msg: &'b IncomingMessage) -> StoreFuture<'b, bool> {
+        Box::pin(write_ingest(
+            &mut self.tx,
+            plan,
+            msg.sent_at(),
+            msg.embedding.as_deref(),
+        ))
+    }
+
+    fn commit(self: Box<Self>) -> StoreFuture<'a, ()> {
+        Box::pin(async move { Ok(self.tx.commit().await?) })
+    }
+
+    fn rollback(self: Box<Self>) -> StoreFuture<'a, ()> {
+        Box::pin(async move { Ok(self.tx.rollback().await?) })
+    }
+}
+
 /// Serialises grouping in these channels with every other transaction of every replica.
 /// Sorted and deduplicated so that two transactions never wait on each other in a cycle.
 async fn lock_channels(conn: &mut Conn, channels: &[&str]) -> Result<(), StoreError> {
@@ -655,22 +602,6 @@ fn unique_as_conflict(e: sqlx::Error, message: String) -> StoreError {
     }
 }
 
-async fn existing_outcome(
-    conn: &mut Conn,
-    msg: &IncomingMessage,
-) -> Result<Option<IngestOutcome>, StoreError> {
-    let Some(message) = find_message(conn, &msg.channel, &msg.ts).await? else {
-        return Ok(None);
-    };
-    let conversation = require_conversation(conn, &message.conversation_id).await?;
-    Ok(Some(IngestOutcome {
-        message,
-        conversation,
-        reasons: Vec::new(),
-        created: false,
-    }))
-}
-
 async fn find_message(conn: &mut Conn, channel: &str, ts: &str) -> Result<Option<Message>, StoreError> {
     sqlx::query_as::<_, MessageRow>(concat!(message_select!(), " WHERE channel = $1 AND ts = $2"))
         .bind(channel)
@@ -709,16 +640,14 @@ async fn require_conversation(conn: &mut Conn, id: &str) -> Result<Conversation,
         .ok_or(StoreError::NotFound("conversation"))
 }
 
-async fn account_for_channel(
-    conn: &mut Conn,
-    channel: &str,
-) -> Result<Option<(String, Option<String>)>, StoreError> {
-    Ok(sqlx::query_as(
+async fn account_for_channel(conn: &mut Conn, channel: &str) -> Result<Option<AccountRef>, StoreError> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
         "SELECT a.id, a.owner FROM account_channels ac JOIN accounts a ON a.id = ac.account_id WHERE ac.channel = $1",
     )
     .bind(channel)
     .fetch_optional(conn)
-    .await?)
+    .await?;
+    Ok(row.map(|(id, owner)| AccountRef { id, owner }))
 }
 
 async fn ensure_account(conn: &mut Conn, id: &str) -> Result<(), StoreError> {
@@ -860,7 +789,7 @@ async fn insert_events(conn: &mut Conn, events: &[Event]) -> Result<(), StoreErr
 /// Foreign keys and the search trigger run at the end of the statement, after every part.
 async fn write_ingest(
     conn: &mut Conn,
-    plan: &pipeline::IngestPlan,
+    plan: &IngestPlan,
     sent_at: DateTime<Utc>,
     embedding: Option<&[f32]>,
 ) -> Result<bool, StoreError> {

@@ -6,9 +6,14 @@
 //! mutex first: SQLite's busy handler waits by sleeping and polling, which under contention
 //! costs far more than the writes themselves; the busy timeout remains for other processes.
 
-use super::rows::{ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, StatusLabelSql};
+use super::rows::{
+    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, StatusLabelSql,
+};
 use super::*;
-use crate::pipeline::{self, ChannelContext, Target, CONTEXT_MESSAGES};
+use crate::domain::{
+    apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch, build_conversation,
+    check_merge, check_move, human_label, new_id, split_conversation, ContextMessage, CONTEXT_MESSAGES,
+};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -51,53 +56,6 @@ impl SqliteStore {
     async fn write_tx(&self) -> Result<(MutexGuard<'_, ()>, Transaction<'static, Sqlite>), StoreError> {
         let turn = self.writer.lock().await;
         Ok((turn, self.pool.begin_with("BEGIN IMMEDIATE").await?))
-    }
-
-    async fn ingest_inner(
-        &self,
-        msg: &IncomingMessage,
-        prediction: Option<Prediction>,
-        grouper: &dyn Grouper,
-    ) -> Result<IngestOutcome, StoreError> {
-        let (_turn, mut tx) = self.write_tx().await?;
-        let Some(ctx) = load_context(&mut tx, msg).await? else {
-            // Already ingested: the stored outcome.
-            return existing_outcome(&mut tx, msg)
-                .await?
-                .ok_or(StoreError::Conflict("message deleted while ingested".into()));
-        };
-        let decision = grouper.group(msg, &ctx);
-        let target = match &decision.target {
-            Target::Existing(id) => fetch_conversation(&mut tx, id)
-                .await?
-                .filter(|c| status::accepts(c.status, msg.in_thread())),
-            Target::New => None,
-        };
-        let account = match target {
-            None => account_for_channel(&mut tx, &msg.channel).await?,
-            Some(_) => None,
-        };
-        let plan = pipeline::plan_ingest(msg, prediction, target, account);
-        if plan.new_conversation {
-            insert_conversation(&mut tx, &plan.conversation).await?;
-        } else {
-            write_conversation(&mut tx, &plan.conversation).await?;
-        }
-        if !insert_message(&mut tx, &plan.message, msg.sent_at(), msg.embedding.as_deref()).await? {
-            // Unreachable while writes are serialised, but the unique key is the real guarantee.
-            tx.rollback().await?;
-            return existing_outcome(&mut *self.pool.acquire().await?, msg)
-                .await?
-                .ok_or(StoreError::Conflict("message ingested concurrently".into()));
-        }
-        insert_events(&mut tx, &plan.events).await?;
-        tx.commit().await?;
-        Ok(IngestOutcome {
-            message: plan.message,
-            conversation: plan.conversation,
-            reasons: decision.reasons,
-            created: true,
-        })
     }
 
     async fn list_conversations_inner(
@@ -199,16 +157,11 @@ impl SqliteStore {
     }
 
     async fn merge_inner(&self, from: &str, into: &str, actor: Actor) -> Result<Conversation, StoreError> {
-        if from == into {
-            return Err(StoreError::invalid(
-                "into",
-                "cannot merge a conversation into itself",
-            ));
-        }
+        check_merge(from, into)?;
         let (_turn, mut tx) = self.write_tx().await?;
         let source = require_conversation(&mut tx, from).await?;
         let mut target = require_conversation(&mut tx, into).await?;
-        merge_into(&mut target, &source);
+        let event = apply_merge(&mut target, &source, &actor, Utc::now());
         for statement in [
             sqlx::query("UPDATE messages SET conversation_id = $1 WHERE conversation_id = $2"),
             sqlx::query("UPDATE events SET conversation_id = $1 WHERE conversation_id = $2"),
@@ -217,15 +170,6 @@ impl SqliteStore {
         }
         write_conversation(&mut tx, &target).await?;
         mark_corrected(&mut tx, into).await?;
-        let now = Utc::now();
-        let event = Event::new(
-            into,
-            EventKind::Grouping,
-            &actor,
-            Some(from.into()),
-            Some(into.into()),
-            now,
-        );
         insert_events(&mut tx, &[event]).await?;
         sqlx::query("DELETE FROM conversations WHERE id = $1")
             .bind(from)
@@ -243,12 +187,7 @@ impl SqliteStore {
     ) -> Result<(Message, Conversation), StoreError> {
         let (_turn, mut tx) = self.write_tx().await?;
         let (mut message, sent_at) = require_message(&mut tx, message_id).await?;
-        if to == Some(message.conversation_id.as_str()) {
-            return Err(StoreError::invalid(
-                "conversation_id",
-                "the message is already in that conversation",
-            ));
-        }
+        check_move(&message, to)?;
         let mut source = require_conversation(&mut tx, &message.conversation_id).await?;
         let mut target = match to {
             Some(id) => require_conversation(&mut tx, id).await?,
@@ -259,33 +198,18 @@ impl SqliteStore {
                 conv
             }
         };
+        let events = apply_move(&mut message, &mut source, &mut target, &actor, Utc::now());
         sqlx::query("UPDATE messages SET conversation_id = $1 WHERE id = $2")
             .bind(&target.id)
             .bind(message_id)
             .execute(&mut *tx)
             .await?;
-        source.message_count -= 1;
-        target.message_count += 1;
-        let now = Utc::now();
-        let mut events = Vec::new();
         for conv in [&source, &target] {
             write_conversation(&mut tx, conv).await?;
             mark_corrected(&mut tx, &conv.id).await?;
-            events.push(
-                Event::new(
-                    &conv.id,
-                    EventKind::Grouping,
-                    &actor,
-                    Some(source.id.clone()),
-                    Some(target.id.clone()),
-                    now,
-                )
-                .caused_by(message_id),
-            );
         }
         insert_events(&mut tx, &events).await?;
         tx.commit().await?;
-        message.conversation_id = target.id.clone();
         Ok((message, target))
     }
 
@@ -307,9 +231,7 @@ impl SqliteStore {
             let event = if change.closed {
                 apply_issue_closed(&mut conv, now)
             } else {
-                if let Some(issue) = conv.linked_issue.as_mut() {
-                    issue.state = "open".into();
-                }
+                apply_issue_reopened(&mut conv);
                 None
             };
             write_conversation(&mut tx, &conv).await?;
@@ -447,20 +369,9 @@ impl Store for SqliteStore {
                     None
                 }
             };
-            let now = Utc::now();
-            let conv = build_conversation(new, account, now)?;
+            let (conv, event) = build_conversation(new, account, &actor, Utc::now())?;
             insert_conversation(&mut tx, &conv).await?;
-            if conv.status != Status::New {
-                let event = Event::new(
-                    &conv.id,
-                    EventKind::Status,
-                    &actor,
-                    Some("new".into()),
-                    Some(conv.status.to_string()),
-                    now,
-                );
-                insert_events(&mut tx, &[event]).await?;
-            }
+            insert_events(&mut tx, event.as_slice()).await?;
             tx.commit().await?;
             Ok(conv)
         })
@@ -562,13 +473,12 @@ impl Store for SqliteStore {
         Box::pin(async move { find_message(&mut *self.pool.acquire().await?, channel, ts).await })
     }
 
-    fn ingest<'a>(
-        &'a self,
-        msg: &'a IncomingMessage,
-        prediction: Option<Prediction>,
-        grouper: &'a dyn Grouper,
-    ) -> StoreFuture<'a, IngestOutcome> {
-        Box::pin(self.ingest_inner(msg, prediction, grouper))
+    fn begin_ingest<'a>(&'a self, _channel: &'a str) -> StoreFuture<'a, Box<dyn IngestUnit<'a> + 'a>> {
+        Box::pin(async move {
+            // SQLite has one writer: its write lock is every channel's lock.
+            let (turn, tx) = self.write_tx().await?;
+            Ok(Box::new(SqliteUnit { _turn: turn, tx }) as Box<dyn IngestUnit<'a> + 'a>)
+        })
     }
 
     fn issue_changed<'a>(&'a self, change: &'a IssueChange) -> StoreFuture<'a, Vec<Conversation>> {
@@ -599,12 +509,7 @@ impl Store for SqliteStore {
     fn update_account<'a>(&'a self, id: &'a str, patch: AccountPatch) -> StoreFuture<'a, Account> {
         Box::pin(async move {
             let current = self.get_account_inner(id).await?;
-            let merged = AccountInput {
-                name: patch.name.unwrap_or(current.name),
-                owner: patch.owner.unwrap_or(current.owner),
-                channels: patch.channels.unwrap_or(current.channels),
-            };
-            self.put_account(id, merged, false).await
+            self.put_account(id, patch.apply(current), false).await
         })
     }
 
@@ -677,6 +582,51 @@ impl Store for SqliteStore {
     }
 }
 
+/// The ingest unit of work: this process's writer turn and a `BEGIN IMMEDIATE` transaction.
+struct SqliteUnit<'a> {
+    _turn: MutexGuard<'a, ()>,
+    tx: Transaction<'static, Sqlite>,
+}
+
+impl<'a> IngestUnit<'a> for SqliteUnit<'a> {
+    fn load_context<'b>(&'b mut self, msg: &'b IncomingMessage) -> StoreFuture<'b, Option<ChannelContext>> {
+        Box::pin(load_context(&mut self.tx, msg))
+    }
+
+    fn conversation<'b>(&'b mut self, id: &'b str) -> StoreFuture<'b, Option<Conversation>> {
+        Box::pin(fetch_conversation(&mut self.tx, id))
+    }
+
+    fn channel_account<'b>(&'b mut self, channel: &'b str) -> StoreFuture<'b, Option<AccountRef>> {
+        Box::pin(account_for_channel(&mut self.tx, channel))
+    }
+
+    fn write<'b>(&'b mut self, plan: &'b IngestPlan, msg: &'b IncomingMessage) -> StoreFuture<'b, bool> {
+        Box::pin(async move {
+            let tx = &mut self.tx;
+            if plan.new_conversation {
+                insert_conversation(tx, &plan.conversation).await?;
+            } else {
+                write_conversation(tx, &plan.conversation).await?;
+            }
+            // The unique key makes a concurrent replay visible here; the caller rolls back.
+            if !insert_message(tx, &plan.message, msg.sent_at(), msg.embedding.as_deref()).await? {
+                return Ok(false);
+            }
+            insert_events(tx, &plan.events).await?;
+            Ok(true)
+        })
+    }
+
+    fn commit(self: Box<Self>) -> StoreFuture<'a, ()> {
+        Box::pin(async move { Ok(self.tx.commit().await?) })
+    }
+
+    fn rollback(self: Box<Self>) -> StoreFuture<'a, ()> {
+        Box::pin(async move { Ok(self.tx.rollback().await?) })
+    }
+}
+
 /// The list filters other than text search, as `AND` clauses.
 fn push_filters(qb: &mut QueryBuilder<Sqlite>, filter: &ConversationFilter) {
     if let Some(status) = filter.status {
@@ -708,22 +658,6 @@ fn unique_as_conflict(e: sqlx::Error, message: String) -> StoreError {
         Some(db) if db.is_unique_violation() => StoreError::Conflict(message),
         _ => e.into(),
     }
-}
-
-async fn existing_outcome(
-    conn: &mut Conn,
-    msg: &IncomingMessage,
-) -> Result<Option<IngestOutcome>, StoreError> {
-    let Some(message) = find_message(conn, &msg.channel, &msg.ts).await? else {
-        return Ok(None);
-    };
-    let conversation = require_conversation(conn, &message.conversation_id).await?;
-    Ok(Some(IngestOutcome {
-        message,
-        conversation,
-        reasons: Vec::new(),
-        created: false,
-    }))
 }
 
 async fn find_message(conn: &mut Conn, channel: &str, ts: &str) -> Result<Option<Message>, StoreError> {
@@ -764,16 +698,14 @@ async fn require_conversation(conn: &mut Conn, id: &str) -> Result<Conversation,
         .ok_or(StoreError::NotFound("conversation"))
 }
 
-async fn account_for_channel(
-    conn: &mut Conn,
-    channel: &str,
-) -> Result<Option<(String, Option<String>)>, StoreError> {
-    Ok(sqlx::query_as(
+async fn account_for_channel(conn: &mut Conn, channel: &str) -> Result<Option<AccountRef>, StoreError> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
         "SELECT a.id, a.owner FROM account_channels ac JOIN accounts a ON a.id = ac.account_id WHERE ac.channel = $1",
     )
     .bind(channel)
     .fetch_optional(conn)
-    .await?)
+    .await?;
+    Ok(row.map(|(id, owner)| AccountRef { id, owner }))
 }
 
 async fn ensure_account(conn: &mut Conn, id: &str) -> Result<(), StoreError> {

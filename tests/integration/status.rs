@@ -16,7 +16,7 @@ use triage::embed::{BatchLimits, Embedder, Want};
 use crate::helpers::{self, spawn_app};
 
 fn embedder() -> Embedder {
-    let files = triage::model::resolve(Some(&helpers::model_dir())).unwrap();
+    let files = triage::model_files::resolve(Some(&helpers::model_dir())).unwrap();
     Embedder::load(&files, BatchLimits::default()).unwrap()
 }
 
@@ -334,7 +334,7 @@ fn the_committed_model_labels_canonical_replies() {
 #[test]
 fn a_tail_of_the_pretrained_layers_reproduces_the_shared_embedding() {
     let emb = embedder();
-    let weights = triage::model::resolve(Some(&helpers::model_dir()))
+    let weights = triage::model_files::resolve(Some(&helpers::model_dir()))
         .unwrap()
         .weights();
     let pretrained = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
@@ -397,7 +397,7 @@ fn finetuning_is_deterministic_and_the_tuned_layers_round_trip() {
         tmp.path(),
         "dev.jsonl",
     );
-    let weights = triage::model::resolve(Some(&helpers::model_dir()))
+    let weights = triage::model_files::resolve(Some(&helpers::model_dir()))
         .unwrap()
         .weights();
     let opts = |seed| TrainOptions {

@@ -7,10 +7,137 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use super::{command_line, load_embedder, print_result, ConfigArgs};
+use crate::classify::finetune::FineTuneConfig;
 use crate::classify::metrics::Metrics;
 use crate::classify::train::{self, TrainOptions};
 use crate::classify::{data, keywords, report, Label, StatusModel};
-use crate::config::Settings;
+use crate::config::{Overrides, Settings};
+use crate::model_files;
+
+#[derive(Debug, clap::Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The trained status model (default: TRIAGE_STATUS_MODEL_DIR or models/status).
+    #[arg(long, value_name = "DIR")]
+    pub status_model_dir: Option<PathBuf>,
+}
+
+impl ClassifyArgs {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        self.config.settings(Overrides {
+            status_model_dir: self.status_model_dir.clone(),
+            ..Overrides::default()
+        })
+    }
+}
+
+/// `triage train status`: the reply-status model (in_progress / closed).
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Labelled training files (JSON Lines: text, label).
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// The dev file: early stopping, choice of variant, temperature.
+    #[arg(long)]
+    pub dev: PathBuf,
+    /// Extra labelled files tried as additions to --data (e.g. ../shared/data/status/*.jsonl);
+    /// each is kept only if it improves dev macro-F1.
+    #[arg(long, num_args = 1..)]
+    pub mix: Vec<PathBuf>,
+    /// At most this many rows (seeded sample) from each --mix file.
+    #[arg(long, default_value_t = 3000)]
+    pub mix_max: usize,
+    /// Fine-tune this many top encoder layers with the classifier first (0: heads over the
+    /// frozen embedding only).
+    #[arg(long, default_value_t = 0)]
+    pub finetune_layers: usize,
+    /// Fine-tuning epochs (the best on dev is kept).
+    #[arg(long, default_value_t = 6)]
+    pub finetune_epochs: usize,
+    /// Fine-tuning: learning rate of the tuned layers, dropout, weight decay, label smoothing.
+    #[arg(long, default_value_t = 3e-5)]
+    pub finetune_lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub finetune_dropout: f32,
+    #[arg(long, default_value_t = 0.01)]
+    pub finetune_weight_decay: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Give every source (a row's `source`, else its file) the same total loss weight.
+    #[arg(long)]
+    pub balance_sources: bool,
+    /// Further labelled files to score with the final model (recorded, never used to choose).
+    #[arg(long, num_args = 1..)]
+    pub eval: Vec<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `triage eval status`: metrics of the status model (or the keyword baseline) on a labelled file;
+/// the keyword baseline is always scored beside it.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Print each misclassified row on stderr.
+    #[arg(long)]
+    pub errors: bool,
+    /// Score the status model (with the keyword baseline beside it) or only the baseline.
+    #[arg(long, value_enum, default_value = "model")]
+    pub predict: Evaluate,
+    #[command(flatten)]
+    pub classify: ClassifyArgs,
+}
+
+/// `triage classify`.
+pub fn run_classify(args: ClassifyArgs) -> anyhow::Result<()> {
+    classify_stdin(&args.settings()?)
+}
+
+/// `triage train status`.
+pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let s = args.config.settings(Overrides::default())?;
+    let finetune = match args.finetune_layers {
+        0 => None,
+        layers => Some((
+            FineTuneConfig {
+                layers,
+                epochs: args.finetune_epochs,
+                lr_encoder: args.finetune_lr,
+                dropout: args.finetune_dropout,
+                weight_decay: args.finetune_weight_decay,
+                label_smoothing: args.label_smoothing,
+                ..Default::default()
+            },
+            model_files::resolve(s.model_dir.as_deref())?.weights(),
+        )),
+    };
+    let opts = TrainOptions {
+        data: args.data,
+        dev: args.dev,
+        mix: args.mix,
+        mix_max: args.mix_max,
+        seed: args.seed,
+        finetune,
+        balance_sources: args.balance_sources,
+        eval: args.eval,
+        variants: train::default_variants(),
+        command: command_line(),
+    };
+    train(&s, &opts, &args.out).map(|_| ())
+}
+
+/// `triage eval status`.
+pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let s = args.classify.settings()?;
+    eval(&s, &args.data, args.predict, args.errors).map(|_| ())
+}
 
 fn metrics_json(m: &Metrics) -> Value {
     serde_json::to_value(m).expect("metrics serialise")
@@ -18,7 +145,7 @@ fn metrics_json(m: &Metrics) -> Value {
 
 /// `triage train status`: trains, writes the model folder and its report, prints the dev numbers.
 pub fn train(settings: &Settings, opts: &TrainOptions, out: &Path) -> anyhow::Result<Value> {
-    let embedder = crate::cli::load_embedder(settings)?;
+    let embedder = load_embedder(settings)?;
     let mut outcome = train::train_status(&embedder, opts)?;
     outcome.model.save(out)?;
     report::write(out, &outcome)?;
@@ -48,14 +175,14 @@ pub fn train(settings: &Settings, opts: &TrainOptions, out: &Path) -> anyhow::Re
             "closed_recall": e.metrics.label(Label::Closed).recall,
         })).collect::<Vec<_>>(),
     });
-    println!("{result}");
+    print_result(&result);
     Ok(result)
 }
 
 /// `triage classify`: one JSON result per stdin line, in order. An empty line gets
 /// `{"error": ..., "line": N}` so output line N still answers input line N.
 pub fn classify_stdin(settings: &Settings) -> anyhow::Result<()> {
-    let embedder = crate::cli::load_embedder(settings)?;
+    let embedder = load_embedder(settings)?;
     let mut model = StatusModel::load(&settings.status_model_dir)?;
     model.install_tail(&embedder)?;
     let id = model.id();
@@ -120,7 +247,7 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
     let (name, pred, p_closed): (String, Vec<Label>, Vec<Option<f32>>) = match what {
         Evaluate::Keywords => ("keywords".into(), base_pred.clone(), vec![None; rows.len()]),
         Evaluate::Model => {
-            let embedder = crate::cli::load_embedder(settings)?;
+            let embedder = load_embedder(settings)?;
             let mut model = StatusModel::load(&settings.status_model_dir)?;
             model.install_tail(&embedder)?;
             let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
@@ -160,6 +287,6 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
     result["baseline"] = json!({"name": "keywords", "macro_f1": base.macro_f1, "accuracy": base.accuracy,
                                 "per_label": base.per_label});
     result["margin"] = json!(m.macro_f1 - base.macro_f1);
-    println!("{result}");
+    print_result(&result);
     Ok(result)
 }

@@ -151,6 +151,10 @@ enum TrainCommand {
         /// Further labelled files to score with the final model (recorded, never used to choose).
         #[arg(long, num_args = 1..)]
         eval: Vec<PathBuf>,
+        /// Start fine-tuning from these tuned layers (an earlier model's `encoder.safetensors`)
+        /// instead of the pre-trained ones; with `--finetune-epochs 0` they are kept as they are.
+        #[arg(long)]
+        init_encoder: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 42)]
@@ -289,6 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     label_smoothing,
                     balance_sources,
                     eval,
+                    init_encoder,
                     out,
                     seed,
                     model_dir,
@@ -308,7 +313,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         label_smoothing,
                         ..Default::default()
                     },
-                    triage::model::resolve(s.model_dir.as_deref())?.weights(),
+                    match init_encoder {
+                        Some(p) => p,
+                        None => triage::model::resolve(s.model_dir.as_deref())?.weights(),
+                    },
                 )),
             };
             let opts = triage::classify::train::TrainOptions {

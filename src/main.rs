@@ -111,6 +111,10 @@ enum TrainCommand {
         /// Train only the text-only scorer.
         #[arg(long)]
         no_embeddings: bool,
+        /// Keep this grouping model's role-less scorers and train its role scorers (customer,
+        /// agent) on --data, which must carry roles.
+        #[arg(long)]
+        base: Option<PathBuf>,
         #[arg(long)]
         model_dir: Option<PathBuf>,
     },
@@ -334,6 +338,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     hidden,
                     embedding_channels,
                     no_embeddings,
+                    base,
                     model_dir,
                 },
         } => {
@@ -349,6 +354,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hidden,
                 embedding_channels,
                 embedder: embedder.as_ref(),
+                base: base.as_deref(),
             })?;
             println!("{res}");
             Ok(())

@@ -140,6 +140,21 @@ enum TrainCommand {
         /// Fine-tuning epochs (the best on dev is kept).
         #[arg(long, default_value_t = 6)]
         finetune_epochs: usize,
+        /// Fine-tuning: learning rate of the tuned layers, dropout, weight decay, label smoothing.
+        #[arg(long, default_value_t = 3e-5)]
+        finetune_lr: f64,
+        #[arg(long, default_value_t = 0.1)]
+        finetune_dropout: f32,
+        #[arg(long, default_value_t = 0.01)]
+        finetune_weight_decay: f64,
+        #[arg(long, default_value_t = 0.0)]
+        label_smoothing: f64,
+        /// Give every source (a row's `source`, else its file) the same total loss weight.
+        #[arg(long)]
+        balance_sources: bool,
+        /// Further labelled files to score with the final model (recorded, never used to choose).
+        #[arg(long, num_args = 1..)]
+        eval: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 42)]
@@ -272,6 +287,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     mix_max,
                     finetune_layers,
                     finetune_epochs,
+                    finetune_lr,
+                    finetune_dropout,
+                    finetune_weight_decay,
+                    label_smoothing,
+                    balance_sources,
+                    eval,
                     out,
                     seed,
                     model_dir,
@@ -285,6 +306,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     triage::classify::finetune::FineTuneConfig {
                         layers,
                         epochs: finetune_epochs,
+                        lr_encoder: finetune_lr,
+                        dropout: finetune_dropout,
+                        weight_decay: finetune_weight_decay,
+                        label_smoothing,
                         ..Default::default()
                     },
                     triage::model::resolve(s.model_dir.as_deref())?.weights(),
@@ -297,6 +322,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 mix_max,
                 seed,
                 finetune,
+                balance_sources,
+                eval,
                 variants: triage::classify::train::default_variants(),
                 command: std::iter::once("triage".to_string())
                     .chain(std::env::args().skip(1))

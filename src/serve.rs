@@ -12,7 +12,7 @@ use crate::classify::StatusModel;
 use crate::config::Settings;
 use crate::embed::Embedder;
 use crate::model;
-use crate::pipeline::models::{ModelClassifier, ModelGrouper};
+use crate::pipeline::ml::{ModelGrouping, ModelInference};
 use crate::queue::{EmbedHandle, EmbedSlot};
 use crate::telemetry::Metrics;
 use crate::tickets;
@@ -45,8 +45,8 @@ impl Application {
             .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
         let tickets = tickets::AppState::new(
             store,
-            Arc::new(ModelGrouper::new(grouper.clone())),
-            Arc::new(ModelClassifier::new(embed.clone(), status.clone())),
+            Arc::new(ModelGrouping::new(grouper.clone())),
+            Arc::new(ModelInference::new(embed.clone(), status.clone())),
             settings.tickets_config(),
         );
         let state = AppState {

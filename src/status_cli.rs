@@ -40,6 +40,13 @@ pub fn train(settings: &Settings, opts: &TrainOptions, out: &Path) -> anyhow::Re
         "keyword_baseline": {"macro_f1": md.keyword_baseline_dev_metrics.macro_f1},
         "margin": md.dev_metrics.macro_f1 - md.keyword_baseline_dev_metrics.macro_f1,
         "variants": md.variants,
+        "evaluations": md.evaluations.iter().map(|e| json!({
+            "path": e.file.path,
+            "n": e.metrics.n,
+            "macro_f1": e.metrics.macro_f1,
+            "closed_precision": e.metrics.label(Label::Closed).precision,
+            "closed_recall": e.metrics.label(Label::Closed).recall,
+        })).collect::<Vec<_>>(),
     });
     println!("{result}");
     Ok(result)
@@ -102,8 +109,9 @@ pub enum Evaluate {
     Keywords,
 }
 
-/// `triage eval status`: the spec's metrics for the model, the keyword baseline's macro-F1 and the
-/// margin; with `errors`, each misclassified row on stderr.
+/// `triage eval status`: the spec's metrics for the model, the keyword baseline's macro-F1, the
+/// margin and the errors per reply kind and per source (`by_kind`, `by_source`); with `errors`,
+/// each misclassified row on stderr.
 pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bool) -> anyhow::Result<Value> {
     let rows = data::load_jsonl(data_path)?;
     let gold: Vec<Label> = rows.iter().map(|r| r.label).collect();
@@ -135,13 +143,18 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
                 eprintln!(
                     "{}",
                     json!({"index": i, "gold": r.label.as_str(), "predicted": pred[i].as_str(),
-                           "p_closed": p_closed[i], "text": r.text})
+                           "p_closed": p_closed[i], "kind": r.kind, "source": r.source, "text": r.text})
                 );
             }
         }
     }
     let m = Metrics::compute(&gold, &pred);
     let mut result = metrics_json(&m);
+    // Where the errors are: per reply kind and per source (rows without one: "(none)").
+    let kinds: Vec<Option<&str>> = rows.iter().map(|r| r.kind.as_deref()).collect();
+    let sources: Vec<Option<&str>> = rows.iter().map(|r| r.source.as_deref()).collect();
+    result["by_kind"] = json!(crate::classify::metrics::breakdown(&kinds, &gold, &pred));
+    result["by_source"] = json!(crate::classify::metrics::breakdown(&sources, &gold, &pred));
     result["model"] = json!(name);
     result["data"] = json!(data_path);
     result["baseline"] = json!({"name": "keywords", "macro_f1": base.macro_f1, "accuracy": base.accuracy,

@@ -5,8 +5,8 @@ use super::error::ApiError;
 use super::export;
 use super::extract::{Json, Query};
 use super::AppState;
+use crate::domain::Status;
 use crate::pipeline::{self, IncomingMessage, Reason};
-use crate::status::Status;
 use crate::store::{
     AccountInput, AccountPatch, Conversation, ConversationFilter, ConversationPatch, Message,
     NewConversation, PageRequest, Role, TeamMember,
@@ -266,22 +266,7 @@ fn ingested(
 
 async fn ingest(State(state): State<AppState>, Json(body): Json<MessageBody>) -> Result<Response, ApiError> {
     let msg = body.into_incoming(&state)?;
-    // A replay skips inference; the store re-checks under its lock anyway.
-    if let Some(message) = state.store.find_message(&msg.channel, &msg.ts).await? {
-        let conversation = state.store.get_conversation(&message.conversation_id).await?;
-        return Ok(ingested(StatusCode::OK, message, conversation, Vec::new()));
-    }
-    // Inference (embedding, and the label of a team reply) runs before the store's lock.
-    let analysis = state.classifier.analyse(&msg.text, msg.role).await?;
-    let prediction = analysis.prediction;
-    let msg = IncomingMessage {
-        embedding: analysis.embedding,
-        ..msg
-    };
-    let outcome = state
-        .store
-        .ingest(&msg, prediction, state.grouper.as_ref())
-        .await?;
+    let outcome = state.pipeline.ingest(msg).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {

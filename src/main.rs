@@ -12,6 +12,9 @@ use clap::{Parser, Subcommand};
     about = "Slack-first support ticketing with local ML"
 )]
 struct Cli {
+    /// Embedding precision, f32 or int8 (overrides TRIAGE_EMBED_PRECISION).
+    #[arg(long, global = true)]
+    precision: Option<triage::embed::Precision>,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,11 +194,28 @@ enum ModelCommand {
     },
     /// Download into the Hugging Face cache (needs the hub; honours HF_HOME, HF_HUB_OFFLINE).
     Pull,
+    /// Activation statistics for `--precision int8` (SmoothQuant), from a message file.
+    CalibrateInt8 {
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+        /// One message per line (the benchmark set: ../shared/data/bench/messages-2000.txt).
+        #[arg(long)]
+        input: PathBuf,
+        /// Default: int8-calibration.json beside the model folder.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 0.5)]
+        alpha: f32,
+    },
 }
 
 fn main() -> ExitCode {
     triage::telemetry::init_logging();
     let cli = Cli::parse();
+    if let Some(p) = cli.precision {
+        // Single-threaded here, before anything reads the environment.
+        std::env::set_var("TRIAGE_EMBED_PRECISION", p.to_string());
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -404,6 +424,26 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let report = triage::bench::bench_embed(&files, &input, &opts)?;
             println!("{}", serde_json::to_string(&report)?);
+            Ok(())
+        }
+        Command::Model {
+            what:
+                ModelCommand::CalibrateInt8 {
+                    model_dir,
+                    input,
+                    out,
+                    alpha,
+                },
+        } => {
+            let s = settings(model_dir)?;
+            let files = triage::model::resolve(s.model_dir.as_deref())?;
+            let out = out.unwrap_or_else(|| triage::embed::calibration_path(&files));
+            let c = triage::embed::calibrate::calibrate_file(&files, &input, alpha)?;
+            std::fs::write(&out, serde_json::to_string(&c)?)?;
+            println!(
+                "{}",
+                serde_json::json!({"wrote": out, "messages": c.messages, "tokens": c.tokens, "alpha": alpha})
+            );
             Ok(())
         }
         Command::Model {

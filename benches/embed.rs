@@ -7,7 +7,8 @@ use triage::embed::{BatchLimits, Embedder, Precision};
 
 fn model(precision: Precision) -> Embedder {
     let dir = std::env::var("TRIAGE_MODEL_DIR").unwrap_or_else(|_| "models/all-MiniLM-L6-v2".into());
-    let files = triage::model::resolve(Some(dir.as_ref())).expect("model files (run scripts/fetch-model.sh)");
+    let files =
+        triage::model_files::resolve(Some(dir.as_ref())).expect("model files (run scripts/fetch-model.sh)");
     let limits = BatchLimits {
         precision,
         ..BatchLimits::default()

@@ -1,5 +1,5 @@
-//! Configuration: defaults, then a TOML file (`triage serve --config FILE`), then `TRIAGE_*`
-//! environment variables (the environment wins), as the spec lists them.
+//! Configuration, in one order for every command: defaults, then a TOML file (`--config FILE`),
+//! then `TRIAGE_*` environment variables, then command-line flags ([`Overrides`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -44,9 +44,6 @@ pub struct Settings {
     pub status_model_dir: PathBuf,
     /// Folder of the grouping model (`model.json`).
     pub group_model_dir: PathBuf,
-    pub slack_signing_secret: Secret,
-    pub slack_bot_token: Secret,
-    pub slack_api_url: String,
     pub team_users: Vec<String>,
     /// Checks GitHub's `X-Hub-Signature-256` on `/v1/webhooks/issues` (unset: GitHub refused).
     pub github_webhook_secret: Secret,
@@ -95,9 +92,6 @@ impl Default for Settings {
             model_dir: None,
             status_model_dir: PathBuf::from("models/status"),
             group_model_dir: PathBuf::from("models/grouping"),
-            slack_signing_secret: Secret::default(),
-            slack_bot_token: Secret::default(),
-            slack_api_url: "https://slack.com/api".into(),
             team_users: Vec::new(),
             github_webhook_secret: Secret::default(),
             linear_webhook_secret: Secret::default(),
@@ -114,9 +108,39 @@ pub enum ConfigError {
     Env { name: String, message: String },
 }
 
+/// Command-line flags: applied after the file and the environment, each only when given.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub bind: Option<String>,
+    pub model_dir: Option<PathBuf>,
+    pub status_model_dir: Option<PathBuf>,
+    pub max_batch_tokens: Option<usize>,
+    pub max_batch_size: Option<usize>,
+}
+
+impl Overrides {
+    pub fn apply(self, s: &mut Settings) {
+        if let Some(v) = self.bind {
+            s.bind = v;
+        }
+        if let Some(v) = self.model_dir {
+            s.model_dir = Some(v);
+        }
+        if let Some(v) = self.status_model_dir {
+            s.status_model_dir = v;
+        }
+        if let Some(v) = self.max_batch_tokens {
+            s.embed.max_batch_tokens = v.max(1);
+        }
+        if let Some(v) = self.max_batch_size {
+            s.embed.max_batch_size = v.max(1);
+        }
+    }
+}
+
 impl Settings {
-    /// Defaults, then `file` if given, then the process environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+    /// Defaults, then `file` if given, then the process environment, then `overrides`.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Self, ConfigError> {
         let mut s = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
@@ -131,6 +155,7 @@ impl Settings {
             None => Settings::default(),
         };
         s.apply_env(|k| std::env::var(k).ok())?;
+        overrides.apply(&mut s);
         Ok(s)
     }
 
@@ -168,15 +193,6 @@ impl Settings {
         if let Some(v) = get("TRIAGE_GROUP_MODEL_DIR").filter(|v| !v.is_empty()) {
             self.group_model_dir = v.into();
         }
-        if let Some(v) = get("TRIAGE_SLACK_SIGNING_SECRET") {
-            self.slack_signing_secret = Secret::new(v);
-        }
-        if let Some(v) = get("TRIAGE_SLACK_BOT_TOKEN") {
-            self.slack_bot_token = Secret::new(v);
-        }
-        if let Some(v) = get("TRIAGE_SLACK_API_URL") {
-            self.slack_api_url = v;
-        }
         if let Some(v) = get("TRIAGE_TEAM_USERS") {
             self.team_users = list(v);
         }
@@ -202,18 +218,6 @@ impl Settings {
             self.embed.max_queued_inputs = num("TRIAGE_EMBED_MAX_QUEUED_INPUTS", v)?.max(1);
         }
         Ok(())
-    }
-
-    /// What the tickets API needs from the configuration.
-    pub fn tickets_config(&self) -> crate::tickets::ApiConfig {
-        let secret = |s: &Secret| (!s.is_empty()).then(|| s.clone());
-        crate::tickets::ApiConfig {
-            api_tokens: crate::tickets::auth::ApiTokens::new(self.api_tokens.iter().map(Secret::expose)),
-            team_users: self.team_users.iter().cloned().collect(),
-            github_webhook_secret: secret(&self.github_webhook_secret),
-            linear_webhook_secret: secret(&self.linear_webhook_secret),
-            ..Default::default()
-        }
     }
 
     pub fn batch_limits(&self) -> crate::embed::BatchLimits {
@@ -285,6 +289,22 @@ mod tests {
             .apply_env(|k| (k == "TRIAGE_EMBED_THREADS").then(|| "many".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("TRIAGE_EMBED_THREADS"));
+    }
+
+    #[test]
+    fn flags_win_over_the_environment() {
+        let mut s = Settings::default();
+        s.apply_env(|k| (k == "TRIAGE_BIND").then(|| "127.0.0.1:7000".to_string()))
+            .unwrap();
+        Overrides {
+            bind: Some("127.0.0.1:9".into()),
+            max_batch_tokens: Some(0),
+            ..Overrides::default()
+        }
+        .apply(&mut s);
+        assert_eq!(s.bind, "127.0.0.1:9");
+        assert_eq!(s.embed.max_batch_tokens, 1);
+        assert_eq!(s.model_dir, None);
     }
 
     #[test]

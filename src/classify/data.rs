@@ -1,5 +1,8 @@
-//! Labelled reply files: JSON Lines, one `{"text", "label", "note"?}` per line (extra fields, such as
-//! the shared data's `source` or `votes`, are ignored). Every error names the file and line.
+//! Labelled reply files: JSON Lines, one `{"text", "label", "kind"?, "source"?, "note"?}` per line
+//! (other fields, such as the shared data's `votes` or a real reply's `url`, are ignored). `kind`
+//! says what sort of reply it is (`released`, `duplicate`, `info_request`, ...; see
+//! `training-data/status/README.md`) and `source` where it comes from (`github`, `handwritten`);
+//! `triage eval status` breaks its errors down by both. Every error names the file and line.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +14,10 @@ use super::Label;
 pub struct Example {
     pub text: String,
     pub label: Label,
+    /// What sort of reply this is, when the file says.
+    pub kind: Option<String>,
+    /// Where the reply comes from, when the file says.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +42,18 @@ pub enum DataError {
 struct Row {
     text: Option<serde_json::Value>,
     label: Option<serde_json::Value>,
+    kind: Option<serde_json::Value>,
+    source: Option<serde_json::Value>,
+}
+
+/// An optional string field: absent or null is `None`, anything but a string is an error.
+fn optional_string(v: Option<serde_json::Value>, name: &str) -> Result<Option<String>, String> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("\"{name}\" must be a string")),
+    }
 }
 
 /// Reads a whole file; blank lines are skipped, anything else must be a valid example.
@@ -85,7 +104,14 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<Example>, (usize, String)> {
             None | Some(serde_json::Value::Null) => return Err((n, "\"label\" is missing".into())),
             Some(_) => return Err((n, "\"label\" must be a string".into())),
         };
-        out.push(Example { text, label });
+        let kind = optional_string(row.kind, "kind").map_err(|m| (n, m))?;
+        let source = optional_string(row.source, "source").map_err(|m| (n, m))?;
+        out.push(Example {
+            text,
+            label,
+            kind,
+            source,
+        });
     }
     Ok(out)
 }
@@ -103,6 +129,20 @@ mod tests {
         .unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1].label, Label::Closed);
+        assert_eq!(rows[0].kind, None);
+        assert_eq!(rows[1].source.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn reads_kind_and_source_and_rejects_non_strings() {
+        let rows = parse_jsonl(
+            "{\"text\": \"Dup of #4\", \"label\": \"closed\", \"kind\": \"duplicate\", \"source\": \"github\", \"url\": \"u\"}\n",
+        )
+        .unwrap();
+        assert_eq!(rows[0].kind.as_deref(), Some("duplicate"));
+        assert_eq!(rows[0].source.as_deref(), Some("github"));
+        let (line, msg) = parse_jsonl("{\"text\": \"a\", \"label\": \"closed\", \"kind\": 3}").unwrap_err();
+        assert_eq!((line, msg.as_str()), (1, "\"kind\" must be a string"));
     }
 
     #[test]

@@ -9,6 +9,9 @@
 //! encoder loads as a [`crate::embed::Tail`]: at serving time the shared forward branches at layer
 //! `from`, so a team reply costs the replaced layers once more, not a second forward.
 //!
+//! The loss is cross-entropy with optional label smoothing and per-reply weights (so that a small
+//! source, such as real replies among many hand-written ones, can count as much as a large one).
+//!
 //! Deterministic for a seed: the head is initialised, batches are shuffled and dropout masks are
 //! drawn from one seeded `StdRng`.
 
@@ -42,6 +45,10 @@ pub struct FineTuneConfig {
     /// Dropout on attention probabilities and on each sub-layer's output while training (BERT's
     /// own 0.1): without it the tuned layers memorise phrases of the training replies.
     pub dropout: f32,
+    /// Label smoothing ε: the target puts `1 - ε` on the gold label and `ε` spread over both, so
+    /// the tuned layers are not pushed towards certainty on the (partly weak) labels.
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 impl Default for FineTuneConfig {
@@ -55,6 +62,7 @@ impl Default for FineTuneConfig {
             weight_decay: 0.01,
             scale: 20.0,
             dropout: 0.1,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -275,13 +283,32 @@ pub fn hidden_states(
     Ok(out.into_iter().map(|t| t.expect("every text planned")).collect())
 }
 
+/// Mean over the batch of `w_i * [(1 - ε) * -log p(y_i) + ε * mean_k -log p(k)]`, normalised by
+/// the weights: cross-entropy with label smoothing ε and per-example weights.
+pub fn smoothed_weighted_ce(
+    logits: &Tensor,
+    y: &Tensor,
+    w: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let nll = logp.gather(&y.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
+    let per = if eps > 0.0 {
+        let uniform = logp.mean(1)?.neg()?;
+        ((nll * (1.0 - eps))? + (uniform * eps)?)?
+    } else {
+        nll
+    };
+    (per * w)?.sum_all()? / w.sum_all()?.to_scalar::<f32>()? as f64
+}
+
 /// Fine-tunes the top `cfg.layers` layers of the embedder's encoder with a linear head on the
-/// training replies; keeps the epoch with the best dev macro-F1. `weights` is the embedder's
-/// `model.safetensors` (the pre-trained starting point).
+/// training replies (texts, labels and per-reply loss weights); keeps the epoch with the best dev
+/// macro-F1. `weights` is the embedder's `model.safetensors` (the pre-trained starting point).
 pub fn finetune(
     embedder: &Embedder,
     weights: &Path,
-    train: (&[&str], &[Label]),
+    train: (&[&str], &[Label], &[f32]),
     dev: (&[&str], &[Label]),
     cfg: &FineTuneConfig,
     seed: u64,
@@ -289,6 +316,13 @@ pub fn finetune(
 ) -> Result<FineTuned, StatusError> {
     let bert = embedder.model().config().clone();
     let total = bert.num_hidden_layers;
+    if train.2.len() != train.0.len() {
+        return Err(StatusError::Other(format!(
+            "{} training texts but {} weights",
+            train.0.len(),
+            train.2.len()
+        )));
+    }
     if cfg.layers == 0 || cfg.layers > total {
         return Err(StatusError::Other(format!(
             "--finetune-layers must be 1..={total}, not {}",
@@ -356,7 +390,13 @@ pub fn finetune(
                 batch.len(),
                 &Device::Cpu,
             )?;
-            let loss = candle_nn::loss::cross_entropy(&model.logits(&states, Some(&mut rng))?, &y)?;
+            let w = Tensor::from_vec(
+                batch.iter().map(|&i| train.2[i]).collect::<Vec<_>>(),
+                batch.len(),
+                &Device::Cpu,
+            )?;
+            let logits = model.logits(&states, Some(&mut rng))?;
+            let loss = smoothed_weighted_ce(&logits, &y, &w, cfg.label_smoothing)?;
             let grads = loss.backward()?;
             opt_encoder.step(&grads)?;
             opt_head.step(&grads)?;
@@ -387,4 +427,52 @@ pub fn finetune(
         best_epoch,
         dev_macro_f1: per_epoch,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(v: &[f32], shape: (usize, usize)) -> Tensor {
+        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn smoothed_weighted_ce_matches_hand_computation() {
+        let logits = t(&[2.0, 0.0, 0.0, 1.0], (2, 2));
+        let y = Tensor::from_vec(vec![0u32, 0], 2, &Device::Cpu).unwrap();
+        let lse = |a: f64, b: f64| (a.exp() + b.exp()).ln();
+        let lp = [
+            [2.0 - lse(2.0, 0.0), -lse(2.0, 0.0)],
+            [-lse(0.0, 1.0), 1.0 - lse(0.0, 1.0)],
+        ];
+        let w = Tensor::from_vec(vec![1f32, 3.0], 2, &Device::Cpu).unwrap();
+        // Without smoothing: the weighted mean of -log p(gold).
+        let plain = smoothed_weighted_ce(&logits, &y, &w, 0.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let want = (-lp[0][0] - 3.0 * lp[1][0]) / 4.0;
+        assert!((f64::from(plain) - want).abs() < 1e-5, "{plain} vs {want}");
+        // With ε = 0.2: 0.8 of that plus 0.2 of the mean over both labels.
+        let eps = 0.2;
+        let per = |r: usize| (1.0 - eps) * -lp[r][0] + eps * -(lp[r][0] + lp[r][1]) / 2.0;
+        let want = (per(0) + 3.0 * per(1)) / 4.0;
+        let got = smoothed_weighted_ce(&logits, &y, &w, eps)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+        // Equal weights equal the unweighted mean (candle's own cross-entropy).
+        let ones = Tensor::ones(2, DType::F32, &Device::Cpu).unwrap();
+        let a = smoothed_weighted_ce(&logits, &y, &ones, 0.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let b = candle_nn::loss::cross_entropy(&logits, &y)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((a - b).abs() < 1e-5);
+    }
 }

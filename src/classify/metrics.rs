@@ -87,6 +87,45 @@ impl Metrics {
     }
 }
 
+/// How one group of rows (a `kind` or a `source`) fared: its size, the gold label mix and the two
+/// kinds of error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupStats {
+    pub n: usize,
+    pub gold_closed: usize,
+    pub accuracy: f64,
+    /// Gold closed, predicted in_progress (a conversation left open).
+    pub missed_closed: usize,
+    /// Gold in_progress, predicted closed (a conversation closed too early).
+    pub wrong_closed: usize,
+}
+
+/// Per-group counts for `groups[i]` (the row's kind or source; rows without one are grouped under
+/// `"(none)"`), sorted by group name.
+pub fn breakdown(groups: &[Option<&str>], gold: &[Label], pred: &[Label]) -> BTreeMap<String, GroupStats> {
+    assert!(
+        groups.len() == gold.len() && gold.len() == pred.len(),
+        "one group per example"
+    );
+    let mut out: BTreeMap<String, GroupStats> = BTreeMap::new();
+    for ((g, gl), pl) in groups.iter().zip(gold).zip(pred) {
+        let s = out.entry(g.unwrap_or("(none)").to_string()).or_default();
+        s.n += 1;
+        if *gl == Label::Closed {
+            s.gold_closed += 1;
+        }
+        match (gl, pl) {
+            (Label::Closed, Label::InProgress) => s.missed_closed += 1,
+            (Label::InProgress, Label::Closed) => s.wrong_closed += 1,
+            _ => s.accuracy += 1.0,
+        }
+    }
+    for s in out.values_mut() {
+        s.accuracy /= s.n as f64;
+    }
+    out
+}
+
 /// Precision and recall of "closed" at every distinct threshold on the Closed probability, from the
 /// strictest down: `(threshold, precision, recall)`.
 pub fn pr_curve(gold: &[Label], p_closed: &[f32]) -> Vec<(f32, f64, f64)> {
@@ -162,6 +201,33 @@ mod tests {
         let m = Metrics::compute(&[I, C], &[I, I]);
         assert_eq!(m.label(C).precision, 0.0);
         assert_eq!(m.label(C).f1, 0.0);
+    }
+
+    #[test]
+    fn breakdown_counts_each_error_kind_per_group() {
+        let groups = [
+            Some("duplicate"),
+            Some("duplicate"),
+            Some("ack"),
+            None,
+            Some("ack"),
+        ];
+        let gold = [C, C, I, C, I];
+        let pred = [C, I, C, C, I];
+        let b = breakdown(&groups, &gold, &pred);
+        assert_eq!(b.keys().collect::<Vec<_>>(), ["(none)", "ack", "duplicate"]);
+        let d = &b["duplicate"];
+        assert_eq!(
+            (d.n, d.gold_closed, d.missed_closed, d.wrong_closed),
+            (2, 2, 1, 0)
+        );
+        assert!((d.accuracy - 0.5).abs() < 1e-12);
+        let a = &b["ack"];
+        assert_eq!(
+            (a.n, a.gold_closed, a.missed_closed, a.wrong_closed),
+            (2, 0, 0, 1)
+        );
+        assert_eq!(b["(none)"].accuracy, 1.0);
     }
 
     #[test]

@@ -120,10 +120,24 @@ pub struct Metadata {
     pub trained_at: String,
     pub command: String,
     pub notes: Vec<String>,
+    /// Further labelled files scored with the final model (`triage train status --eval`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evaluations: Vec<Evaluation>,
     /// Present when the top encoder layers were fine-tuned with the classifier: the head then reads
     /// the embedding through those layers ([`crate::embed::Tail`]), not the shared one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finetuned: Option<FineTuneInfo>,
+}
+
+/// The final model's scores on one further labelled file (`metadata.json` `evaluations`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub file: DataFile,
+    pub metrics: Metrics,
+    pub closed_average_precision: f64,
+    pub keyword_baseline_macro_f1: f64,
+    /// Errors per reply kind (rows without a kind: `"(none)"`).
+    pub by_kind: std::collections::BTreeMap<String, metrics::GroupStats>,
 }
 
 /// How the encoder's top layers were fine-tuned (`metadata.json` `finetuned`).

@@ -350,6 +350,46 @@ fn markdown(o: &TrainOutcome) -> String {
         s,
         "\n![confusion matrix](confusion.png)\n\n![precision-recall curve](pr_curve.png)\n"
     );
+    if !md.evaluations.is_empty() {
+        let _ = writeln!(
+            s,
+            "## Other files (scored with the final model; not used for any choice)\n\n| file | rows | macro-F1 | accuracy | Closed precision | Closed recall | Closed AP | keywords macro-F1 |\n|---|---|---|---|---|---|---|---|"
+        );
+        for e in &md.evaluations {
+            let c = e.metrics.label(Label::Closed);
+            let _ = writeln!(
+                s,
+                "| `{}` | {} | {} | {} | {} | {} | {} | {} |",
+                e.file.path,
+                e.file.rows,
+                pct(e.metrics.macro_f1),
+                pct(e.metrics.accuracy),
+                pct(c.precision),
+                pct(c.recall),
+                pct(e.closed_average_precision),
+                pct(e.keyword_baseline_macro_f1)
+            );
+        }
+        for e in &md.evaluations {
+            let _ = writeln!(
+                s,
+                "\nErrors by kind in `{}`:\n\n| kind | rows | gold closed | accuracy | closed missed | closed wrongly |\n|---|---|---|---|---|---|",
+                e.file.path
+            );
+            for (k, g) in &e.by_kind {
+                let _ = writeln!(
+                    s,
+                    "| {k} | {} | {} | {} | {} | {} |",
+                    g.n,
+                    g.gold_closed,
+                    pct(g.accuracy),
+                    g.missed_closed,
+                    g.wrong_closed
+                );
+            }
+        }
+        let _ = writeln!(s);
+    }
     let mut errors: Vec<(usize, f32)> = o
         .dev
         .iter()

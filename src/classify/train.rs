@@ -109,6 +109,30 @@ pub struct Trained {
     pub dev_logits: Vec<[f32; 2]>,
 }
 
+/// Like [`class_weights`] but counting each example with its weight: `W / (k * W(class))`.
+pub fn weighted_class_weights(y: &[Label], w: &[f32]) -> [f32; 2] {
+    let mut sums = [0f64; 2];
+    for (l, wi) in y.iter().zip(w) {
+        sums[l.index()] += f64::from(*wi);
+    }
+    let total: f64 = sums.iter().sum();
+    sums.map(|c| if c == 0.0 { 0.0 } else { (total / (2.0 * c)) as f32 })
+}
+
+/// Per-example weights giving every group (a source) the same total weight, with mean weight 1:
+/// `n / (groups * size(group))`.
+pub fn balanced_weights(groups: &[String]) -> Vec<f32> {
+    let mut sizes: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for g in groups {
+        *sizes.entry(g.as_str()).or_default() += 1;
+    }
+    let (n, k) = (groups.len() as f32, sizes.len() as f32);
+    groups
+        .iter()
+        .map(|g| n / (k * sizes[g.as_str()] as f32))
+        .collect()
+}
+
 /// `n / (k * count(class))`: each class contributes equally to the loss.
 pub fn class_weights(y: &[Label]) -> [f32; 2] {
     let mut counts = [0usize; 2];
@@ -170,6 +194,30 @@ pub fn train_head(
     seed: u64,
     progress: &ProgressBar,
 ) -> Result<Trained, StatusError> {
+    let ones = vec![1.0; train_y.len()];
+    train_head_weighted(train_x, train_y, &ones, dev_x, dev_y, cfg, seed, progress)
+}
+
+/// [`train_head`] with a loss weight per training row (on top of the class weights, which are
+/// computed from the weighted counts).
+#[allow(clippy::too_many_arguments)]
+pub fn train_head_weighted(
+    train_x: &[Vec<f32>],
+    train_y: &[Label],
+    row_weights: &[f32],
+    dev_x: &[Vec<f32>],
+    dev_y: &[Label],
+    cfg: &HeadConfig,
+    seed: u64,
+    progress: &ProgressBar,
+) -> Result<Trained, StatusError> {
+    if row_weights.len() != train_y.len() {
+        return Err(StatusError::Other(format!(
+            "{} training rows but {} weights",
+            train_y.len(),
+            row_weights.len()
+        )));
+    }
     if train_x.is_empty() || dev_x.is_empty() {
         return Err(StatusError::Other(
             "training and dev sets must not be empty".into(),
@@ -200,11 +248,15 @@ pub fn train_head(
         },
     )?;
 
-    let cw = class_weights(train_y);
+    let cw = weighted_class_weights(train_y, row_weights);
     let x = to_tensor(train_x)?;
     let y = labels_tensor(train_y)?;
     let w = Tensor::from_vec(
-        train_y.iter().map(|l| cw[l.index()]).collect::<Vec<_>>(),
+        train_y
+            .iter()
+            .zip(row_weights)
+            .map(|(l, rw)| cw[l.index()] * rw)
+            .collect::<Vec<_>>(),
         train_y.len(),
         &Device::Cpu,
     )?;
@@ -336,6 +388,8 @@ struct DataSet<'a> {
     texts: Vec<&'a str>,
     x: Vec<Vec<f32>>,
     y: Vec<Label>,
+    /// Loss weight per row.
+    w: Vec<f32>,
 }
 
 type Candidate = (VariantResult, Trained, HeadConfig, Vec<usize>);
@@ -367,6 +421,11 @@ pub struct TrainOptions {
     pub finetune: Option<(super::finetune::FineTuneConfig, PathBuf)>,
     /// How this training was started (recorded in the metadata).
     pub command: String,
+    /// Weight training rows so that every source (a row's `source`, else its file's name) carries
+    /// the same total weight in the fine-tuning and head losses.
+    pub balance_sources: bool,
+    /// Further labelled files scored with the final model (metadata `evaluations`, report).
+    pub eval: Vec<PathBuf>,
 }
 
 /// What `train_status` produced: the model and everything the report shows.
@@ -398,11 +457,22 @@ fn short_name(path: &Path) -> String {
 pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOutcome, StatusError> {
     let mut train = Vec::new();
     let mut train_files = Vec::new();
+    let mut groups = Vec::new();
     for p in &opts.data {
         let rows = load_jsonl(p)?;
         train_files.push(file_info(p, rows.len(), rows.len())?);
+        let file = short_name(p);
+        groups.extend(
+            rows.iter()
+                .map(|r| r.source.clone().unwrap_or_else(|| file.clone())),
+        );
         train.extend(rows);
     }
+    let row_weights = if opts.balance_sources {
+        balanced_weights(&groups)
+    } else {
+        vec![1.0; train.len()]
+    };
     let dev = load_jsonl(&opts.dev)?;
     let dev_file = file_info(&opts.dev, dev.len(), dev.len())?;
     let mut mixes = Vec::new();
@@ -435,7 +505,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             let t = super::finetune::finetune(
                 embedder,
                 weights,
-                (&texts(&train), &train_y),
+                (&texts(&train), &train_y, &row_weights),
                 (&texts(&dev), &dev_y),
                 cfg,
                 opts.seed,
@@ -468,6 +538,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         texts: texts(&train),
         x: train_x.clone(),
         y: train_y.clone(),
+        w: row_weights.clone(),
     }];
     for (i, (_, _, rows)) in mixes.iter().enumerate() {
         let mut set = DataSet {
@@ -477,6 +548,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         set.texts.extend(texts(rows));
         set.x.extend(mix_x[i].iter().cloned());
         set.y.extend(rows.iter().map(|e| e.label));
+        set.w.extend(std::iter::repeat_n(1.0, rows.len()));
         sets.push(set);
     }
     let dev_texts = texts(&dev);
@@ -494,7 +566,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         let pb = bar(cfg.max_epochs as u64, &format!("training {name}"));
         let x = features(&set.texts, &set.x, cfg.cues);
         let dx = &dev_feats[usize::from(cfg.cues)];
-        let t = train_head(&x, &set.y, dx, &dev_y, cfg, opts.seed, &pb)?;
+        let t = train_head_weighted(&x, &set.y, &set.w, dx, &dev_y, cfg, opts.seed, &pb)?;
         pb.finish_and_clear();
         let pred: Vec<Label> = t.dev_logits.iter().map(|l| prediction(l, 1.0).label).collect();
         let m = Metrics::compute(&dev_y, &pred);
@@ -553,6 +625,34 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             .collect::<Vec<_>>(),
     );
 
+    // Every --eval file, scored with the final model (tuned layers, head, temperature).
+    let mut evaluations = Vec::new();
+    for p in &opts.eval {
+        let rows = load_jsonl(p)?;
+        let t = texts(&rows);
+        let x = embed_set(&t, &short_name(p))?;
+        let preds = trained.head.predict(&t, &x, temperature)?;
+        let gold: Vec<Label> = rows.iter().map(|r| r.label).collect();
+        let pred: Vec<Label> = preds.iter().map(|p| p.label).collect();
+        let kinds: Vec<Option<&str>> = rows.iter().map(|r| r.kind.as_deref()).collect();
+        let base: Vec<Label> = rows.iter().map(|r| keywords::predict(&r.text)).collect();
+        let p_closed: Vec<f32> = preds.iter().map(|p| p.score(Label::Closed)).collect();
+        let m = Metrics::compute(&gold, &pred);
+        tracing::info!(
+            file = %p.display(),
+            macro_f1 = format!("{:.4}", m.macro_f1),
+            closed_p = format!("{:.4}", m.label(Label::Closed).precision),
+            closed_r = format!("{:.4}", m.label(Label::Closed).recall),
+            "evaluated"
+        );
+        evaluations.push(super::Evaluation {
+            file: file_info(p, rows.len(), rows.len())?,
+            metrics: m,
+            closed_average_precision: average_precision(&pr_curve(&gold, &p_closed)),
+            keyword_baseline_macro_f1: Metrics::compute(&gold, &base).macro_f1,
+            by_kind: super::metrics::breakdown(&kinds, &gold, &pred),
+        });
+    }
     let manifest = crate::model::Manifest::builtin();
     let (mixed_in, tried_not_used): (Vec<_>, Vec<_>) = mixes
         .iter()
@@ -560,7 +660,20 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         .map(|(i, m)| (mixed.contains(&i), m.0.clone()))
         .partition(|(used, _)| *used);
     let mut hp = cfg.to_json();
-    hp["class_weights"] = json!(class_weights(&sets[mixed.first().map_or(0, |i| i + 1)].y));
+    let kept = &sets[mixed.first().map_or(0, |i| i + 1)];
+    hp["class_weights"] = json!(weighted_class_weights(&kept.y, &kept.w));
+    hp["balance_sources"] = json!(opts.balance_sources);
+    if opts.balance_sources {
+        let mut per_source: std::collections::BTreeMap<&str, (usize, f32)> = Default::default();
+        for (g, w) in groups.iter().zip(&row_weights) {
+            let n = per_source.get(g.as_str()).map_or(0, |e| e.0);
+            per_source.insert(g.as_str(), (n + 1, *w));
+        }
+        hp["source_weights"] = json!(per_source
+            .iter()
+            .map(|(g, (n, w))| (g.to_string(), json!({"rows": n, "weight": w})))
+            .collect::<serde_json::Map<_, _>>());
+    }
     hp["mix_max"] = json!(opts.mix_max);
     hp["temperature"] = json!(temperature);
     let metadata = Metadata {
@@ -606,6 +719,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             }
             notes
         },
+        evaluations,
         finetuned: tuned.as_ref().map(|(cfg, t, _)| super::FineTuneInfo {
             from_layer: t.from_layer,
             encoder_sha256: String::new(),
@@ -641,6 +755,24 @@ mod tests {
         ];
         let w = class_weights(&y);
         assert_eq!(w, [4.0 / 6.0, 2.0]);
+    }
+
+    #[test]
+    fn balanced_weights_give_every_group_the_same_total() {
+        let g: Vec<String> = ["a", "a", "a", "b"].iter().map(|s| s.to_string()).collect();
+        let w = balanced_weights(&g);
+        assert_eq!(w, [4.0 / 6.0, 4.0 / 6.0, 4.0 / 6.0, 2.0]);
+        let total: f32 = w.iter().sum();
+        assert!((total - 4.0).abs() < 1e-6);
+        // Weighted class weights: one closed row weighing 3, three in_progress rows weighing 1.
+        let y = [
+            Label::Closed,
+            Label::InProgress,
+            Label::InProgress,
+            Label::InProgress,
+        ];
+        assert_eq!(weighted_class_weights(&y, &[3.0, 1.0, 1.0, 1.0]), [1.0, 1.0]);
+        assert_eq!(weighted_class_weights(&y, &[1.0; 4]), class_weights(&y));
     }
 
     #[test]

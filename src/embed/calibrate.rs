@@ -147,7 +147,7 @@ pub fn collect(
 
 /// Calibration from a message file (one message per line) on the f32 model in `files`.
 pub fn calibrate_file(
-    files: &crate::model::ModelFiles,
+    files: &crate::model_files::ModelFiles,
     input: &Path,
     alpha: f32,
 ) -> Result<Calibration, EmbedError> {

@@ -20,7 +20,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 pub use bert::{Bert, BertConfig, Embedded, Tail, Want};
 
-use crate::model::ModelFiles;
+use crate::model_files::ModelFiles;
 
 /// Embedding dimension of all-MiniLM-L6-v2.
 pub const DIM: usize = 384;

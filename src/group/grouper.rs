@@ -1,7 +1,6 @@
 //! The online grouper: one call per message, in time order per channel.
 
-use serde::{Deserialize, Serialize};
-
+use super::decision::{conversation_id, Decision, Reason, ScoredCandidate};
 use super::features::{self, CandidateSet, Prepared, Signal, F};
 use super::model::{DecisionRule, GroupModel};
 use super::state::{ChannelState, Commit, ConvRef, GroupStore, MemoryStore, StoredMessage};
@@ -26,38 +25,6 @@ pub struct IncomingMessage<'a> {
     pub embedding: Option<&'a [f32]>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Reason {
-    /// "thread", "mention", "author", "time", "position", "conversation", "text", "similarity",
-    /// "role", "system", "new".
-    pub signal: String,
-    pub detail: String,
-    /// Contribution to the chosen candidate's score (log-odds units).
-    pub weight: f32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ScoredCandidate {
-    /// The candidate message's ts; `None` for "start a new conversation".
-    pub ts: Option<String>,
-    pub conversation_id: String,
-    pub score: f32,
-    pub probability: f32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    pub conversation_id: String,
-    pub new: bool,
-    /// Probability of the chosen conversation (sum over its candidates); 1 for rule decisions.
-    pub confidence: f32,
-    /// The message this one was linked to (None when it starts a conversation).
-    pub linked_ts: Option<String>,
-    pub reasons: Vec<Reason>,
-    /// The best candidates, most probable first.
-    pub candidates: Vec<ScoredCandidate>,
-}
-
 /// A message whose conversation is already settled (by an earlier decision or by a human), as a
 /// store that keeps messages hands it back to [`Grouper::decide_with_history`].
 #[derive(Debug, Clone, Copy)]
@@ -75,11 +42,6 @@ pub struct Grouper<S: GroupStore = MemoryStore> {
     set: CandidateSet,
     scores: Vec<f32>,
     hidden: Vec<f32>,
-}
-
-/// The id of a conversation started by the message `ts` of `channel`; stable and unique.
-pub fn conversation_id(channel: &str, ts: &str) -> String {
-    format!("{channel}:{ts}")
 }
 
 impl Grouper<MemoryStore> {

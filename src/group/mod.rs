@@ -7,14 +7,16 @@
 //! candidate set) over hand-designed features ([`features`]), plus hard Slack rules (threads,
 //! closed conversations).
 //!
-//! Layout: `text` (tokenising, mentions), `features` (candidate features), `state` (per-channel
-//! bounded state behind [`GroupStore`]), `model` (scorers, JSON serialisation), `grouper` (the online
+//! Layout: `text` (tokenising, mentions), `features` (candidate features), `decision` (what a
+//! decision is, shared by `state` and `grouper`), `state` (per-channel bounded state behind
+//! [`GroupStore`]), `model` (scorers, JSON serialisation), `grouper` (the online
 //! API), `train` (SGD/Adam training), `metrics` (VI, 1-1, exact match), `data` (the JSONL corpus
 //! and raw f32 embedding files).
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub mod data;
+pub mod decision;
 pub mod features;
 pub mod grouper;
 pub mod metrics;
@@ -23,7 +25,8 @@ pub mod state;
 pub mod text;
 pub mod train;
 
-pub use grouper::{Decision, Grouper, IncomingMessage, KnownMessage, Reason, ScoredCandidate};
+pub use decision::{Decision, Reason, ScoredCandidate};
+pub use grouper::{Grouper, IncomingMessage, KnownMessage};
 pub use metrics::{score, Scores};
 pub use model::{GroupConfig, GroupModel, Scorer};
 pub use state::{ChannelState, GroupStore, MemoryStore};

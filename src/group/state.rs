@@ -9,7 +9,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use super::grouper::{conversation_id, Decision};
+use super::decision::{conversation_id, Decision};
 use super::text::TextInfo;
 use super::{GroupError, Role};
 

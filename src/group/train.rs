@@ -21,7 +21,7 @@ use super::metrics::Scores;
 use super::model::{GroupConfig, GroupModel, Scorer, MODEL_FORMAT};
 use super::state::{ChannelState, Commit, ConvRef};
 use super::text::{analyse, nick_key};
-use super::{data, GroupError};
+use super::{data, decision, GroupError};
 
 /// Which decision updates the state after an annotated message during training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,7 +316,7 @@ impl Pass<'_> {
                     None => gold_rows.first().copied().unwrap_or(0),
                 };
                 match row {
-                    0 => (ConvRef::New(grouper::conversation_id(&r.channel, &r.key)), None),
+                    0 => (ConvRef::New(decision::conversation_id(&r.channel, &r.key)), None),
                     _ => {
                         let m = &state.window[set.index[row]];
                         (ConvRef::Known(m.conversation), Some(m.seq))

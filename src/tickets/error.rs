@@ -1,6 +1,6 @@
 //! The one mapping from failures to HTTP: `{"error": {"code", "message", "field"}}`.
 
-use crate::pipeline::InferenceError;
+use crate::pipeline::{InferenceError, PipelineError};
 use crate::store::StoreError;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{header, StatusCode};
@@ -98,6 +98,15 @@ impl From<StoreError> for ApiError {
             StoreError::Refused(refusal) => ApiError::invalid("status", refusal.to_string()),
             e @ StoreError::Unavailable(_) => ApiError::Unavailable(e),
             StoreError::Unexpected(e) => ApiError::Unexpected(e),
+        }
+    }
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Inference(e) => e.into(),
+            PipelineError::Store(e) => e.into(),
         }
     }
 }

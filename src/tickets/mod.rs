@@ -8,7 +8,7 @@ mod extract;
 pub mod routes;
 mod webhooks;
 
-use crate::pipeline::{Classifier, Grouper};
+use crate::pipeline::{Grouping, Inference, Pipeline};
 use crate::store::Store;
 use auth::{ApiTokens, Secret};
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -33,8 +33,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub grouper: Arc<dyn Grouper>,
-    pub classifier: Arc<dyn Classifier>,
+    /// Where every message goes in (`POST /v1/messages`).
+    pub pipeline: Pipeline,
     pub config: Arc<ApiConfig>,
     /// Requests allowed in flight; beyond it the server answers 429 instead of queueing.
     pub in_flight: Arc<Semaphore>,
@@ -43,15 +43,14 @@ pub struct AppState {
 impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
-        grouper: Arc<dyn Grouper>,
-        classifier: Arc<dyn Classifier>,
+        grouping: Arc<dyn Grouping>,
+        inference: Arc<dyn Inference>,
         config: ApiConfig,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(config.max_in_flight));
         AppState {
+            pipeline: Pipeline::new(store.clone(), inference, grouping),
             store,
-            grouper,
-            classifier,
             config: Arc::new(config),
             in_flight,
         }

@@ -5,8 +5,8 @@ use super::error::ApiError;
 use super::export;
 use super::extract::{Json, Query};
 use super::AppState;
+use crate::domain::Status;
 use crate::pipeline::{self, IncomingMessage, Reason};
-use crate::status::Status;
 use crate::store::{
     AccountInput, AccountPatch, Conversation, ConversationFilter, ConversationPatch, Message,
     NewConversation, PageRequest, Role, TeamMember,
@@ -113,7 +113,7 @@ async fn create_conversation(
     if new.channel.is_empty() {
         return Err(ApiError::invalid("channel", "channel is required"));
     }
-    let conv = state.store.create_conversation(new, actor).await?;
+    let conv = state.pipeline.create_conversation(new, actor).await?;
     Ok((StatusCode::CREATED, axum::Json(conv)))
 }
 
@@ -131,7 +131,7 @@ async fn update_conversation(
     Json(patch): Json<ConversationPatch>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(
-        state.store.update_conversation(&id, patch, actor).await?,
+        state.pipeline.update_conversation(&id, patch, actor).await?,
     ))
 }
 
@@ -139,7 +139,7 @@ async fn delete_conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_conversation(&id).await?;
+    state.pipeline.delete_conversation(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -171,7 +171,7 @@ async fn merge(
     Acting(actor): Acting,
     Json(body): Json<MergeBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let conversation = state.store.merge_conversations(&id, &body.into, actor).await?;
+    let conversation = state.pipeline.merge_conversations(&id, &body.into, actor).await?;
     Ok(axum::Json(json!({ "conversation": conversation })))
 }
 
@@ -189,7 +189,7 @@ async fn move_message(
     Json(body): Json<MoveBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (message, conversation) = state
-        .store
+        .pipeline
         .move_message(&id, body.conversation_id.as_deref(), actor)
         .await?;
     Ok(axum::Json(
@@ -266,22 +266,7 @@ fn ingested(
 
 async fn ingest(State(state): State<AppState>, Json(body): Json<MessageBody>) -> Result<Response, ApiError> {
     let msg = body.into_incoming(&state)?;
-    // A replay skips inference; the store re-checks under its lock anyway.
-    if let Some(message) = state.store.find_message(&msg.channel, &msg.ts).await? {
-        let conversation = state.store.get_conversation(&message.conversation_id).await?;
-        return Ok(ingested(StatusCode::OK, message, conversation, Vec::new()));
-    }
-    // Inference (embedding, and the label of a team reply) runs before the store's lock.
-    let analysis = state.classifier.analyse(&msg.text, msg.role).await?;
-    let prediction = analysis.prediction;
-    let msg = IncomingMessage {
-        embedding: analysis.embedding,
-        ..msg
-    };
-    let outcome = state
-        .store
-        .ingest(&msg, prediction, state.grouper.as_ref())
-        .await?;
+    let outcome = state.pipeline.ingest(msg).await?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {

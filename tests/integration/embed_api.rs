@@ -180,7 +180,7 @@ async fn readyz_is_503_until_the_model_answered_its_warm_up() {
         .unwrap();
     error_of(resp, 503).await;
 
-    let files = triage::model::resolve(Some(&helpers::model_dir())).unwrap();
+    let files = triage::model_files::resolve(Some(&helpers::model_dir())).unwrap();
     let embedder = Embedder::load(&files, BatchLimits::default()).unwrap();
     state.embed.fill(EmbedHandle::start(
         embedder,

@@ -55,7 +55,9 @@ pub async fn spawn_app_with(mut s: Settings) -> TestApp {
         s.database_url = format!("sqlite://{}", dir.path().join("triage.db").display());
         dir
     });
-    let app = triage::serve::Application::build(s).await.expect("build app");
+    let app = triage::cli::serve::Application::build(s)
+        .await
+        .expect("build app");
     let addr = format!("http://{}", app.local_addr());
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async move {

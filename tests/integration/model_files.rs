@@ -1,7 +1,7 @@
 //! The model files: checksum guard and parity with sentence-transformers.
 
 use triage::embed::{cosine, BatchLimits, Embedder, Precision};
-use triage::model::{self, ModelError};
+use triage::model_files::{self, ModelError};
 
 use crate::helpers::model_dir;
 
@@ -24,7 +24,7 @@ fn fixtures() -> (Vec<String>, Reference) {
 }
 
 fn embedder() -> Embedder {
-    let files = model::resolve(Some(&model_dir())).expect("verified model");
+    let files = model_files::resolve(Some(&model_dir())).expect("verified model");
     Embedder::load(&files, BatchLimits::default()).expect("load")
 }
 
@@ -77,7 +77,7 @@ fn embeddings_match_sentence_transformers_batched_and_single() {
 #[test]
 fn int8_embeddings_stay_within_cosine_0_99_of_sentence_transformers() {
     let (inputs, reference) = fixtures();
-    let files = model::resolve(Some(&model_dir())).expect("verified model");
+    let files = model_files::resolve(Some(&model_dir())).expect("verified model");
     let limits = BatchLimits {
         precision: Precision::Int8,
         ..BatchLimits::default()
@@ -118,7 +118,7 @@ fn corrupted_weights_are_rejected_with_a_clear_error() {
     weights[mid] ^= 0x01; // one flipped bit, same size
     std::fs::write(dir.path().join("model.safetensors"), &weights).unwrap();
 
-    let err = model::resolve(Some(dir.path())).unwrap_err();
+    let err = model_files::resolve(Some(dir.path())).unwrap_err();
     assert!(matches!(err, ModelError::Checksum { .. }), "{err}");
     let msg = err.to_string();
     assert!(

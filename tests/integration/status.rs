@@ -16,7 +16,7 @@ use triage::embed::{BatchLimits, Embedder, Want};
 use crate::helpers::{self, spawn_app};
 
 fn embedder() -> Embedder {
-    let files = triage::model::resolve(Some(&helpers::model_dir())).unwrap();
+    let files = triage::model_files::resolve(Some(&helpers::model_dir())).unwrap();
     Embedder::load(&files, BatchLimits::default()).unwrap()
 }
 
@@ -68,6 +68,8 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
         variants: short_variants(),
         finetune: None,
         command: "test".into(),
+        balance_sources: false,
+        eval: Vec::new(),
     };
     let emb = embedder();
     let a = train_status(&emb, &opts).unwrap();
@@ -103,17 +105,149 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
     assert!(err.contains("sha256"), "{err}");
 }
 
-const CANONICAL: [(&str, Label); 7] = [
-    ("Taking a look", Label::InProgress),
-    ("Let me check with the team", Label::InProgress),
-    ("can you send the logs?", Label::InProgress),
-    ("Thanks! We'll look into it", Label::InProgress),
+/// Replies written for this test (not in any training or dev file), one or more per kind of
+/// `training-data/status/README.md`, both labels. Every one must come out right.
+const CANONICAL: &[(&str, &str, Label)] = &[
+    // closed: a fix released, deployed, merged or published, even with an invitation to confirm
     (
+        "released",
         "I just confirmed with the team, this is fixed in 1.4",
         Label::Closed,
     ),
-    ("Dup of #123.", Label::Closed),
-    ("Fixed in 2.3.", Label::Closed),
+    ("released", "Shipped the fix in 2.7 this morning.", Label::Closed),
+    (
+        "released",
+        "v3.8.2 is out with the fix, let me know how it goes on your side",
+        Label::Closed,
+    ),
+    (
+        "released",
+        "The patch went live this morning; should be fixed now, shout if it isn't.",
+        Label::Closed,
+    ),
+    (
+        "released",
+        "Merged #2231, it'll ship with Thursday's build. Give it a spin then!",
+        Label::Closed,
+    ),
+    (
+        "released",
+        "We redeployed the worker and the exports are running again. Can you try once more?",
+        Label::Closed,
+    ),
+    // closed: short real-world closers
+    ("short_closer", "All done ✅", Label::Closed),
+    ("short_closer", "Released with a3f9c21.", Label::Closed),
+    ("short_closer", "Maintenance is complete.", Label::Closed),
+    ("short_closer", "I did. The dashboard is up.", Label::Closed),
+    ("short_closer", "Added in 0.14, please check.", Label::Closed),
+    // closed: decisions
+    ("duplicate", "Dupe of #8812", Label::Closed),
+    (
+        "duplicate",
+        "Same root cause as #5810, closing this one in favour of it.",
+        Label::Closed,
+    ),
+    (
+        "redirect",
+        "Moving this over to Discussions since it's a usage question rather than a bug.",
+        Label::Closed,
+    ),
+    (
+        "decision",
+        "That's intended: archived projects are read-only by design.",
+        Label::Closed,
+    ),
+    (
+        "decision",
+        "Closing as invalid, this template isn't one we ship.",
+        Label::Closed,
+    ),
+    (
+        "decision",
+        "We've decided not to support IE11, so this won't be worked on.",
+        Label::Closed,
+    ),
+    (
+        "redirect",
+        "This one belongs to the billing team's tracker, please file it at billing-support instead.",
+        Label::Closed,
+    ),
+    (
+        "handover_done",
+        "I've transferred ownership of the org to you, you're the admin now.",
+        Label::Closed,
+    ),
+    (
+        "inactivity",
+        "No reply in 30 days, so I'm closing this. Comment here if it comes back.",
+        Label::Closed,
+    ),
+    // closed: answers that resolve it, wrap-ups after the customer confirmed
+    (
+        "answer",
+        "Set `retention_days: 90` under `storage:` in your config and restart; older events will be pruned.",
+        Label::Closed,
+    ),
+    (
+        "answer",
+        "Yes, SSO works on the Team plan too, just enable it under Settings > Security.",
+        Label::Closed,
+    ),
+    ("wrap_up", "Glad it's working for you now!", Label::Closed),
+    ("wrap_up", "Thanks for verifying the fix 🙏", Label::Closed),
+    // in_progress: acknowledgements and investigation
+    ("ack", "Taking a look", Label::InProgress),
+    ("ack", "Thanks! We'll look into it", Label::InProgress),
+    ("investigating", "Let me check with the team", Label::InProgress),
+    (
+        "investigating",
+        "I can reproduce it on 4.1 as well, digging into the scheduler now.",
+        Label::InProgress,
+    ),
+    // in_progress: asking for something first, or a step to try
+    ("info_request", "can you send the logs?", Label::InProgress),
+    (
+        "info_request",
+        "Which browser and OS are you on? And does it happen in a private window?",
+        Label::InProgress,
+    ),
+    (
+        "diagnostic",
+        "Could you try disabling the ad blocker and reloading, then tell me if the chart shows up?",
+        Label::InProgress,
+    ),
+    // in_progress: a fix promised, an escalation
+    (
+        "promise",
+        "Good catch, we'll fix this in the next sprint.",
+        Label::InProgress,
+    ),
+    (
+        "promise",
+        "The fix is ready but still in review; I'll update here once it's deployed.",
+        Label::InProgress,
+    ),
+    (
+        "escalation",
+        "Looping in @maria from the payments team, she'll follow up with you.",
+        Label::InProgress,
+    ),
+    // in_progress: long and friendly, but asking for more or promising a future change
+    (
+        "explain_then_ask",
+        "Thanks so much for the detailed write-up, it really helps! From what you describe the sync \
+         stops after the token refresh, which we changed last month. Before I dig further, could you \
+         tell me roughly when it last worked and whether you use the EU or the US region?",
+        Label::InProgress,
+    ),
+    (
+        "explain_then_ask",
+        "Really appreciate you raising this. Bulk editing isn't possible today, but it's something we \
+         want to add and I've passed it to the product team; I'll keep this open and post here when \
+         there's news.",
+        Label::InProgress,
+    ),
 ];
 
 #[test]
@@ -121,13 +255,53 @@ fn the_committed_model_labels_canonical_replies() {
     let mut model = StatusModel::load(&helpers::status_model_dir()).unwrap();
     let emb = embedder();
     model.install_tail(&emb).unwrap();
-    let texts: Vec<&str> = CANONICAL.iter().map(|c| c.0).collect();
+    let texts: Vec<&str> = CANONICAL.iter().map(|c| c.1).collect();
     let preds = model
         .predict(&texts, &model.embed(&emb, &texts).unwrap())
         .unwrap();
-    for ((text, gold), p) in CANONICAL.iter().zip(&preds) {
-        assert_eq!(p.label, *gold, "{text:?}: {p:?}");
+    let wrong: Vec<String> = CANONICAL
+        .iter()
+        .zip(&preds)
+        .filter(|((_, _, gold), p)| p.label != *gold)
+        .map(|((kind, text, gold), p)| {
+            format!(
+                "[{kind}] {text:?}: want {}, p(closed) {:.2}",
+                gold.as_str(),
+                p.score(Label::Closed)
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} canonical replies wrong:\n{}",
+        wrong.len(),
+        CANONICAL.len(),
+        wrong.join("\n")
+    );
+    for p in &preds {
         assert!((p.scores[0] + p.scores[1] - 1.0).abs() < 1e-5);
+    }
+    // Every kind is covered, with both labels.
+    let kinds: std::collections::BTreeSet<&str> = CANONICAL.iter().map(|c| c.0).collect();
+    for k in [
+        "released",
+        "short_closer",
+        "duplicate",
+        "redirect",
+        "decision",
+        "handover_done",
+        "inactivity",
+        "answer",
+        "wrap_up",
+        "ack",
+        "investigating",
+        "info_request",
+        "diagnostic",
+        "promise",
+        "escalation",
+        "explain_then_ask",
+    ] {
+        assert!(kinds.contains(k), "no canonical reply of kind {k}");
     }
     // Classifying a reply costs at most 1 ms more than embedding it: the head, and for a
     // fine-tuned model its own top layers in place of the shared ones. Measured in alternation,
@@ -160,7 +334,7 @@ fn the_committed_model_labels_canonical_replies() {
 #[test]
 fn a_tail_of_the_pretrained_layers_reproduces_the_shared_embedding() {
     let emb = embedder();
-    let weights = triage::model::resolve(Some(&helpers::model_dir()))
+    let weights = triage::model_files::resolve(Some(&helpers::model_dir()))
         .unwrap()
         .weights();
     let pretrained = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
@@ -223,7 +397,7 @@ fn finetuning_is_deterministic_and_the_tuned_layers_round_trip() {
         tmp.path(),
         "dev.jsonl",
     );
-    let weights = triage::model::resolve(Some(&helpers::model_dir()))
+    let weights = triage::model_files::resolve(Some(&helpers::model_dir()))
         .unwrap()
         .weights();
     let opts = |seed| TrainOptions {
@@ -242,6 +416,8 @@ fn finetuning_is_deterministic_and_the_tuned_layers_round_trip() {
             weights.clone(),
         )),
         command: "test".into(),
+        balance_sources: true,
+        eval: Vec::new(),
     };
     let emb = embedder();
     let a = train_status(&emb, &opts(5)).unwrap();
@@ -446,4 +622,60 @@ async fn classify_is_unavailable_until_the_models_load() {
         .unwrap();
     assert_eq!(resp.status(), 503);
     let _ = stop.send(());
+}
+
+/// The live scenario of issue 15: a customer reports a problem in a support channel, a team member
+/// answers in the thread without concluding, then comes back with the team's confirmation. The
+/// status model reads that reply as closed and the conversation closes, through the whole pipeline
+/// (grouping, classification, status rules, store) of a real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_confirmation_that_it_is_fixed_closes_the_conversation() {
+    const AGENT: &str = "UTEAM15";
+    let mut s = helpers::settings();
+    s.team_users = vec![AGENT.into()];
+    let app = helpers::spawn_app_with(s).await;
+    let ingest = |ts: &str, user: &str, text: &str, thread: Option<&str>| {
+        let body = serde_json::json!({"channel": "CACME", "ts": ts, "user": user, "text": text,
+                                      "thread_ts": thread});
+        let req = app.post("/v1/messages").json(&body);
+        async move {
+            let r = req.send().await.expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.expect("json"))
+        }
+    };
+    let root = "1760000000.000100";
+    let (status, first) = ingest(
+        root,
+        "UCUSTOMER",
+        "Hi! Our webhook deliveries to the orders endpoint stopped about an hour ago, nothing arrives.",
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    let conv = first["conversation"]["id"].as_str().unwrap().to_string();
+
+    let (_, ack) = ingest(
+        "1760000300.000100",
+        AGENT,
+        "Thanks for flagging, checking with the platform team now.",
+        Some(root),
+    )
+    .await;
+    assert_eq!(ack["conversation"]["id"], conv.as_str(), "{ack}");
+    assert_eq!(ack["message"]["label"], "in_progress", "{ack}");
+    assert_eq!(ack["conversation"]["status"], "in_progress");
+
+    let (_, done) = ingest(
+        "1760002000.000100",
+        AGENT,
+        "I just confirmed with the team: this is fixed, deliveries are flowing again.",
+        Some(root),
+    )
+    .await;
+    assert_eq!(done["conversation"]["id"], conv.as_str(), "{done}");
+    assert_eq!(done["message"]["label"], "closed", "{done}");
+    assert!(done["message"]["score"].as_f64().unwrap() > 0.5, "{done}");
+    assert_eq!(done["conversation"]["status"], "closed", "{done}");
+    app.stop().await.unwrap();
 }

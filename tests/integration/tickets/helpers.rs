@@ -7,12 +7,12 @@ use sqlx::{Connection, PgConnection};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use triage::domain::{ReplyLabel, Role};
 use triage::pipeline::{
-    Analysis, BoxFuture, ChannelContext, Classifier, GroupDecision, Grouper, IncomingMessage, InferenceError,
+    Analysis, BoxFuture, ChannelContext, GroupDecision, Grouping, IncomingMessage, Inference, InferenceError,
     Prediction, Reason, Signal, Target,
 };
-use triage::status::ReplyLabel;
-use triage::store::{self, Role};
+use triage::store;
 use triage::tickets::auth::{ApiTokens, Secret};
 use triage::tickets::{self, ApiConfig, AppState};
 
@@ -49,7 +49,7 @@ pub(crate) use on_both_backends;
 /// of the same author's previous message when that was at most a minute earlier.
 pub struct TestGrouper;
 
-impl Grouper for TestGrouper {
+impl Grouping for TestGrouper {
     fn group(&self, msg: &IncomingMessage, ctx: &ChannelContext) -> GroupDecision {
         if let Some(m) = ctx.thread.last() {
             return decision(
@@ -90,7 +90,7 @@ fn decision(target: Target, signal: Signal, detail: &str) -> GroupDecision {
 /// `closed` when the reply says it is fixed, resolved or closing; `in_progress` otherwise.
 pub struct KeywordClassifier;
 
-impl Classifier for KeywordClassifier {
+impl Inference for KeywordClassifier {
     fn analyse<'a>(&'a self, text: &'a str, role: Role) -> BoxFuture<'a, Result<Analysis, InferenceError>> {
         let text = text.to_lowercase();
         let closed = ["fixed", "resolved", "closing"].iter().any(|k| text.contains(k));

@@ -7,15 +7,50 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use super::ConfigArgs;
 use crate::api::{self, AppState};
 use crate::classify::StatusModel;
-use crate::config::Settings;
+use crate::config::{Overrides, Secret, Settings};
 use crate::embed::Embedder;
-use crate::model;
-use crate::pipeline::models::{ModelClassifier, ModelGrouper};
+use crate::model_files;
+use crate::pipeline::ml::{ModelGrouping, ModelInference};
 use crate::queue::{EmbedHandle, EmbedSlot};
 use crate::telemetry::Metrics;
 use crate::tickets;
+
+/// `triage serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The listen address (overrides TRIAGE_BIND).
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+}
+
+/// Serves until ctrl-c or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let s = args.config.settings(Overrides {
+        bind: args.bind,
+        ..Overrides::default()
+    })?;
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let app = Application::build(s).await?;
+        app.run_until_stopped(shutdown_signal()).await
+    })
+}
+
+/// What the tickets API needs from the configuration.
+fn tickets_config(s: &Settings) -> tickets::ApiConfig {
+    let secret = |s: &Secret| (!s.is_empty()).then(|| s.clone());
+    tickets::ApiConfig {
+        api_tokens: tickets::auth::ApiTokens::new(s.api_tokens.iter().map(Secret::expose)),
+        team_users: s.team_users.iter().cloned().collect(),
+        github_webhook_secret: secret(&s.github_webhook_secret),
+        linear_webhook_secret: secret(&s.linear_webhook_secret),
+        ..Default::default()
+    }
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -45,9 +80,9 @@ impl Application {
             .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
         let tickets = tickets::AppState::new(
             store,
-            Arc::new(ModelGrouper::new(grouper.clone())),
-            Arc::new(ModelClassifier::new(embed.clone(), status.clone())),
-            settings.tickets_config(),
+            Arc::new(ModelGrouping::new(grouper.clone())),
+            Arc::new(ModelInference::new(embed.clone(), status.clone())),
+            tickets_config(&settings),
         );
         let state = AppState {
             embed,
@@ -88,7 +123,7 @@ impl Application {
         let group_slot = state.grouper.clone();
         let metrics = state.metrics.embed.clone();
         let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let files = model::resolve(settings.model_dir.as_deref())?;
+            let files = model_files::resolve(settings.model_dir.as_deref())?;
             tracing::info!(dir = %files.dir.display(), "model files verified");
             let embedder = Embedder::load(&files, settings.batch_limits())?;
             let mut status = StatusModel::load(&settings.status_model_dir)?;

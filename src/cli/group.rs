@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use super::{optional_embedder, print_result, ConfigArgs};
+use crate::config::Overrides;
 use crate::embed::Embedder;
 use crate::group::data::{Corpus, Embeddings};
 use crate::group::model::{DecisionRule, GroupConfig, GroupModel, MODEL_FORMAT};
@@ -28,7 +30,83 @@ pub fn embed_corpus(embedder: &Embedder, corpus: &Corpus) -> anyhow::Result<Embe
     Ok(Embeddings::from_rows(rows)?)
 }
 
-pub struct EvalArgs<'a> {
+/// `triage eval group`: replay a message stream through the online grouper and score it (VI, 1-1,
+/// exact match).
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Write one `{"id", "conversation", "parent"}` line per input message.
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+    /// Only thread, reply, author and time signals (measures what the text model adds).
+    #[arg(long)]
+    pub no_embeddings: bool,
+    #[arg(long, default_value = "models/grouping")]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `triage train group`: the conversation grouper's scorers from gold reply links.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long)]
+    pub dev: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 13)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 6)]
+    pub epochs: usize,
+    /// Hidden units of the scorer MLP (0: logistic).
+    #[arg(long, default_value_t = 32)]
+    pub hidden: usize,
+    /// Train the embedding scorer on the first N channels only (embedding is the slow part).
+    #[arg(long)]
+    pub embedding_channels: Option<usize>,
+    /// Train only the text-only scorer.
+    #[arg(long)]
+    pub no_embeddings: bool,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `triage eval group`.
+pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let s = args.config.settings(Overrides::default())?;
+    let embedder = optional_embedder(&s, args.no_embeddings)?;
+    let out = eval_group(&Eval {
+        data: &args.data,
+        model: &args.model,
+        predictions: args.predictions.as_deref(),
+        embedder: embedder.as_ref(),
+    })?;
+    print_result(&out);
+    Ok(())
+}
+
+/// `triage train group`.
+pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let s = args.config.settings(Overrides::default())?;
+    let embedder = optional_embedder(&s, args.no_embeddings)?;
+    let out = train_group(&Train {
+        data: &args.data,
+        dev: &args.dev,
+        out: &args.out,
+        seed: args.seed,
+        epochs: args.epochs,
+        hidden: args.hidden,
+        embedding_channels: args.embedding_channels,
+        embedder: embedder.as_ref(),
+    })?;
+    print_result(&out);
+    Ok(())
+}
+
+pub struct Eval<'a> {
     pub data: &'a Path,
     pub model: &'a Path,
     pub predictions: Option<&'a Path>,
@@ -37,7 +115,7 @@ pub struct EvalArgs<'a> {
 }
 
 /// Replays the stream through the online grouper; returns the spec's result object.
-pub fn eval_group(a: &EvalArgs<'_>) -> anyhow::Result<serde_json::Value> {
+pub fn eval_group(a: &Eval<'_>) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
     let corpus = Corpus::load(a.data)?;
     let model_path = if a.model.is_dir() {
@@ -88,7 +166,7 @@ pub fn eval_group(a: &EvalArgs<'_>) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-pub struct TrainArgs<'a> {
+pub struct Train<'a> {
     pub data: &'a Path,
     pub dev: &'a Path,
     pub out: &'a Path,
@@ -103,7 +181,7 @@ pub struct TrainArgs<'a> {
 
 /// Trains the text scorer and (with an embedder) the embedding scorer; writes `model.json` and
 /// `metadata.json` into `out`.
-pub fn train_group(a: &TrainArgs<'_>) -> anyhow::Result<serde_json::Value> {
+pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
     let data = Corpus::load(a.data)?;
     let dev = Corpus::load(a.dev)?;
     let config = GroupConfig {
@@ -168,7 +246,7 @@ pub fn train_group(a: &TrainArgs<'_>) -> anyhow::Result<serde_json::Value> {
             "train": {"path": a.data, "sha256": data.sha256},
             "dev": {"path": a.dev, "sha256": dev.sha256},
         },
-        "embedder_sha256": crate::model::Manifest::builtin().weights_sha256(),
+        "embedder_sha256": crate::model_files::Manifest::builtin().weights_sha256(),
         "embedding_scorer_train_lines": emb_lines,
         "options": opts,
         "config": config,

@@ -3,14 +3,67 @@
 //! single-message latency, threads and peak RSS. `--impl candle-stock` runs candle-transformers'
 //! stock `BertModel` through the same batching, as the in-run baseline for what our forward buys.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
+use super::ConfigArgs;
+use crate::config::Overrides;
 use crate::embed::{plan_batches, BatchLimits, EmbedError, Embedder};
-use crate::model::ModelFiles;
+use crate::model_files::{self, ModelFiles};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Embedding throughput and single-message latency over a file of messages (one per line).
+    Embed(EmbedArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Messages timed one at a time for latency.
+    #[arg(long, default_value_t = 500)]
+    pub single: usize,
+    /// Only messages with fewer tokens than this are timed one at a time.
+    #[arg(long, default_value_t = 40)]
+    pub single_max_tokens: usize,
+    /// Padded tokens per forward batch (overrides TRIAGE_EMBED_MAX_BATCH_TOKENS).
+    #[arg(long)]
+    pub max_batch_tokens: Option<usize>,
+    #[arg(long)]
+    pub max_batch_size: Option<usize>,
+    #[arg(long = "impl", value_enum, default_value = "triage")]
+    pub implementation: Impl,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `triage bench ...`.
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    let BenchCommand::Embed(args) = command;
+    let s = args.config.settings(Overrides {
+        max_batch_tokens: args.max_batch_tokens,
+        max_batch_size: args.max_batch_size,
+        ..Overrides::default()
+    })?;
+    let files = model_files::resolve(s.model_dir.as_deref())?;
+    let opts = BenchOptions {
+        repeats: args.repeats,
+        single: args.single,
+        single_max_tokens: args.single_max_tokens,
+        limits: s.batch_limits(),
+        implementation: args.implementation,
+        threads: rayon::current_num_threads(),
+    };
+    let report = bench_embed(&files, &args.input, &opts)?;
+    super::print_result(&serde_json::to_value(&report)?);
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -1,7 +1,7 @@
 //! The pipeline's seams implemented with the real models.
 //!
-//! [`ModelClassifier`] embeds a message through the embedder's queue (so it batches with every
-//! other request) and labels team replies with the status head. [`ModelGrouper`] runs the trained
+//! [`ModelInference`] embeds a message through the embedder's queue (so it batches with every
+//! other request) and labels team replies with the status head. [`ModelGrouping`] runs the trained
 //! grouper over the channel history the store loaded under its per-channel lock: the grouper's view
 //! is rebuilt from stored rows for every message, so human merges, moves and splits count at once
 //! and every replica reading the same rows makes the same decision.
@@ -9,26 +9,25 @@
 use std::collections::HashSet;
 
 use super::{
-    Analysis, BoxFuture, ChannelContext, Classifier, ContextMessage, GroupDecision, Grouper, IncomingMessage,
+    Analysis, BoxFuture, ChannelContext, ContextMessage, GroupDecision, Grouping, IncomingMessage, Inference,
     InferenceError, Prediction, Reason, Signal, Target,
 };
 use crate::classify::{Label, StatusSlot};
+use crate::domain::{ReplyLabel, Role, Status};
 use crate::group::{self, GroupSlot, KnownMessage};
 use crate::queue::{EmbedSlot, QueueError};
-use crate::status::{ReplyLabel, Status};
-use crate::store::Role;
 
 /// Embeds every message and labels team replies.
 #[derive(Clone, Default)]
-pub struct ModelClassifier {
+pub struct ModelInference {
     embed: EmbedSlot,
     status: StatusSlot,
 }
 
-impl ModelClassifier {
+impl ModelInference {
     /// Uses the models once their slots are filled (until then: [`InferenceError::NotReady`]).
     pub fn new(embed: EmbedSlot, status: StatusSlot) -> Self {
-        ModelClassifier { embed, status }
+        ModelInference { embed, status }
     }
 }
 
@@ -42,7 +41,7 @@ impl From<QueueError> for InferenceError {
     }
 }
 
-impl Classifier for ModelClassifier {
+impl Inference for ModelInference {
     fn analyse<'a>(&'a self, text: &'a str, role: Role) -> BoxFuture<'a, Result<Analysis, InferenceError>> {
         Box::pin(async move {
             // A file share or an emoji-only message: nothing to embed or read.
@@ -96,14 +95,14 @@ impl Classifier for ModelClassifier {
 
 /// The trained grouper over the store's channel context.
 #[derive(Clone, Default)]
-pub struct ModelGrouper {
+pub struct ModelGrouping {
     grouper: GroupSlot,
 }
 
-impl ModelGrouper {
+impl ModelGrouping {
     /// Shares the slot (and its grouper) with `/v1/group`; this path never touches its memory.
     pub fn new(grouper: GroupSlot) -> Self {
-        ModelGrouper { grouper }
+        ModelGrouping { grouper }
     }
 }
 
@@ -137,7 +136,7 @@ fn rule(target: Target, signal: Signal, detail: impl Into<String>) -> GroupDecis
     }
 }
 
-impl Grouper for ModelGrouper {
+impl Grouping for ModelGrouping {
     fn group(&self, msg: &IncomingMessage, ctx: &ChannelContext) -> GroupDecision {
         // A thread reply joins its thread's conversation, however old the root is.
         if msg.in_thread() {

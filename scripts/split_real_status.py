@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Routes real status replies into training-data/status/real-train.jsonl and real-dev.jsonl.
+
+A reply goes to dev when sha1("owner/repo") of its source URL falls in the first third of the
+hash range, so every repository's replies stay on one side (no thread leaks between files) and
+new rows land on the same side as earlier rows from that repository.
+
+    python3 scripts/split_real_status.py NEW_ROWS.jsonl     # append rows (deduplicated by text+url)
+    python3 scripts/split_real_status.py --check            # verify the split invariant
+"""
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+DIR = Path(__file__).resolve().parent.parent / "training-data" / "status"
+FILES = {"train": DIR / "real-train.jsonl", "dev": DIR / "real-dev.jsonl"}
+
+
+def repo(url: str) -> str:
+    parts = url.split("/")
+    return f"{parts[3]}/{parts[4]}".lower()
+
+
+def side(url: str) -> str:
+    h = int(hashlib.sha1(repo(url).encode()).hexdigest()[:8], 16)
+    return "dev" if h % 3 == 0 else "train"
+
+
+def load(path: Path):
+    if not path.exists():
+        return []
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def main() -> int:
+    existing = {k: load(p) for k, p in FILES.items()}
+    if sys.argv[1:] == ["--check"]:
+        bad = [(k, r["url"]) for k, rows in existing.items() for r in rows if side(r["url"]) != k]
+        for k, u in bad:
+            print(f"{u} is in {k} but belongs to {side(u)}", file=sys.stderr)
+        repos = {k: {repo(r["url"]) for r in rows} for k, rows in existing.items()}
+        print(json.dumps({k: {"rows": len(v), "repos": len(repos[k])} for k, v in existing.items()}
+                         | {"misplaced": len(bad), "shared_repos": len(repos["train"] & repos["dev"])}))
+        return 1 if bad else 0
+    seen = {(r["text"], r["url"]) for rows in existing.values() for r in rows}
+    added = {"train": 0, "dev": 0}
+    for arg in sys.argv[1:]:
+        for r in load(Path(arg)):
+            for f in ("text", "label", "kind", "url"):
+                if not r.get(f):
+                    raise SystemExit(f"{arg}: row without {f}: {r}")
+            if (r["text"], r["url"]) in seen:
+                continue
+            seen.add((r["text"], r["url"]))
+            r.setdefault("source", "github")
+            existing[side(r["url"])].append(r)
+            added[side(r["url"])] += 1
+    for k, p in FILES.items():
+        p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in existing[k]))
+    print(json.dumps({"added": added} | {k: len(v) for k, v in existing.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

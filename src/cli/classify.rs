@@ -1,0 +1,292 @@
+//! `triage train status`, `triage classify` and `triage eval status`: the command-line adapters of
+//! [`crate::classify`]. Results go to stdout (the last line is one JSON object), progress and logs
+//! to stderr.
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::{command_line, load_embedder, print_result, ConfigArgs};
+use crate::classify::finetune::FineTuneConfig;
+use crate::classify::metrics::Metrics;
+use crate::classify::train::{self, TrainOptions};
+use crate::classify::{data, keywords, report, Label, StatusModel};
+use crate::config::{Overrides, Settings};
+use crate::model_files;
+
+#[derive(Debug, clap::Args)]
+pub struct ClassifyArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The trained status model (default: TRIAGE_STATUS_MODEL_DIR or models/status).
+    #[arg(long, value_name = "DIR")]
+    pub status_model_dir: Option<PathBuf>,
+}
+
+impl ClassifyArgs {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        self.config.settings(Overrides {
+            status_model_dir: self.status_model_dir.clone(),
+            ..Overrides::default()
+        })
+    }
+}
+
+/// `triage train status`: the reply-status model (in_progress / closed).
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Labelled training files (JSON Lines: text, label).
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// The dev file: early stopping, choice of variant, temperature.
+    #[arg(long)]
+    pub dev: PathBuf,
+    /// Extra labelled files tried as additions to --data (e.g. ../shared/data/status/*.jsonl);
+    /// each is kept only if it improves dev macro-F1.
+    #[arg(long, num_args = 1..)]
+    pub mix: Vec<PathBuf>,
+    /// At most this many rows (seeded sample) from each --mix file.
+    #[arg(long, default_value_t = 3000)]
+    pub mix_max: usize,
+    /// Fine-tune this many top encoder layers with the classifier first (0: heads over the
+    /// frozen embedding only).
+    #[arg(long, default_value_t = 0)]
+    pub finetune_layers: usize,
+    /// Fine-tuning epochs (the best on dev is kept).
+    #[arg(long, default_value_t = 6)]
+    pub finetune_epochs: usize,
+    /// Fine-tuning: learning rate of the tuned layers, dropout, weight decay, label smoothing.
+    #[arg(long, default_value_t = 3e-5)]
+    pub finetune_lr: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub finetune_dropout: f32,
+    #[arg(long, default_value_t = 0.01)]
+    pub finetune_weight_decay: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Give every source (a row's `source`, else its file) the same total loss weight.
+    #[arg(long)]
+    pub balance_sources: bool,
+    /// Further labelled files to score with the final model (recorded, never used to choose).
+    #[arg(long, num_args = 1..)]
+    pub eval: Vec<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// `triage eval status`: metrics of the status model (or the keyword baseline) on a labelled file;
+/// the keyword baseline is always scored beside it.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Print each misclassified row on stderr.
+    #[arg(long)]
+    pub errors: bool,
+    /// Score the status model (with the keyword baseline beside it) or only the baseline.
+    #[arg(long, value_enum, default_value = "model")]
+    pub predict: Evaluate,
+    #[command(flatten)]
+    pub classify: ClassifyArgs,
+}
+
+/// `triage classify`.
+pub fn run_classify(args: ClassifyArgs) -> anyhow::Result<()> {
+    classify_stdin(&args.settings()?)
+}
+
+/// `triage train status`.
+pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    let s = args.config.settings(Overrides::default())?;
+    let finetune = match args.finetune_layers {
+        0 => None,
+        layers => Some((
+            FineTuneConfig {
+                layers,
+                epochs: args.finetune_epochs,
+                lr_encoder: args.finetune_lr,
+                dropout: args.finetune_dropout,
+                weight_decay: args.finetune_weight_decay,
+                label_smoothing: args.label_smoothing,
+                ..Default::default()
+            },
+            model_files::resolve(s.model_dir.as_deref())?.weights(),
+        )),
+    };
+    let opts = TrainOptions {
+        data: args.data,
+        dev: args.dev,
+        mix: args.mix,
+        mix_max: args.mix_max,
+        seed: args.seed,
+        finetune,
+        balance_sources: args.balance_sources,
+        eval: args.eval,
+        variants: train::default_variants(),
+        command: command_line(),
+    };
+    train(&s, &opts, &args.out).map(|_| ())
+}
+
+/// `triage eval status`.
+pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    let s = args.classify.settings()?;
+    eval(&s, &args.data, args.predict, args.errors).map(|_| ())
+}
+
+fn metrics_json(m: &Metrics) -> Value {
+    serde_json::to_value(m).expect("metrics serialise")
+}
+
+/// `triage train status`: trains, writes the model folder and its report, prints the dev numbers.
+pub fn train(settings: &Settings, opts: &TrainOptions, out: &Path) -> anyhow::Result<Value> {
+    let embedder = load_embedder(settings)?;
+    let mut outcome = train::train_status(&embedder, opts)?;
+    outcome.model.save(out)?;
+    report::write(out, &outcome)?;
+    let md = &outcome.model.metadata;
+    let closed = md.dev_metrics.label(Label::Closed);
+    let result = json!({
+        "model": outcome.model.id(),
+        "out": out,
+        "chosen": md.chosen,
+        "temperature": md.temperature,
+        "dev": {
+            "n": md.dev_metrics.n,
+            "accuracy": md.dev_metrics.accuracy,
+            "macro_f1": md.dev_metrics.macro_f1,
+            "closed_precision": closed.precision,
+            "closed_recall": closed.recall,
+            "per_label": md.dev_metrics.per_label,
+        },
+        "keyword_baseline": {"macro_f1": md.keyword_baseline_dev_metrics.macro_f1},
+        "margin": md.dev_metrics.macro_f1 - md.keyword_baseline_dev_metrics.macro_f1,
+        "variants": md.variants,
+        "evaluations": md.evaluations.iter().map(|e| json!({
+            "path": e.file.path,
+            "n": e.metrics.n,
+            "macro_f1": e.metrics.macro_f1,
+            "closed_precision": e.metrics.label(Label::Closed).precision,
+            "closed_recall": e.metrics.label(Label::Closed).recall,
+        })).collect::<Vec<_>>(),
+    });
+    print_result(&result);
+    Ok(result)
+}
+
+/// `triage classify`: one JSON result per stdin line, in order. An empty line gets
+/// `{"error": ..., "line": N}` so output line N still answers input line N.
+pub fn classify_stdin(settings: &Settings) -> anyhow::Result<()> {
+    let embedder = load_embedder(settings)?;
+    let mut model = StatusModel::load(&settings.status_model_dir)?;
+    model.install_tail(&embedder)?;
+    let id = model.id();
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    let mut chunk: Vec<(usize, String)> = Vec::new();
+    let flush = |chunk: &mut Vec<(usize, String)>, out: &mut BufWriter<_>| -> anyhow::Result<()> {
+        let texts: Vec<&str> = chunk
+            .iter()
+            .filter(|(_, t)| !t.trim().is_empty())
+            .map(|(_, t)| t.as_str())
+            .collect();
+        let mut preds = model
+            .predict(&texts, &model.embed(&embedder, &texts)?)?
+            .into_iter();
+        for (n, t) in chunk.iter() {
+            let v = if t.trim().is_empty() {
+                json!({"error": "empty text", "line": n})
+            } else {
+                let p = preds.next().expect("one prediction per non-empty line");
+                json!({
+                    "label": p.label.as_str(),
+                    "scores": {"in_progress": p.score(Label::InProgress), "closed": p.score(Label::Closed)},
+                    "model": id,
+                })
+            };
+            serde_json::to_writer(&mut *out, &v)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        chunk.clear();
+        Ok(())
+    };
+    for (i, line) in std::io::stdin().lock().lines().enumerate() {
+        chunk.push((i + 1, line?));
+        if chunk.len() == 256 {
+            flush(&mut chunk, &mut out)?;
+        }
+    }
+    if !chunk.is_empty() {
+        flush(&mut chunk, &mut out)?;
+    }
+    Ok(())
+}
+
+/// Which predictions `triage eval status` scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Evaluate {
+    /// The status model in `status_model_dir`, with the keyword baseline beside it.
+    Model,
+    /// Only the keyword baseline (no model needed).
+    Keywords,
+}
+
+/// `triage eval status`: the spec's metrics for the model, the keyword baseline's macro-F1, the
+/// margin and the errors per reply kind and per source (`by_kind`, `by_source`); with `errors`,
+/// each misclassified row on stderr.
+pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bool) -> anyhow::Result<Value> {
+    let rows = data::load_jsonl(data_path)?;
+    let gold: Vec<Label> = rows.iter().map(|r| r.label).collect();
+    let base_pred: Vec<Label> = rows.iter().map(|r| keywords::predict(&r.text)).collect();
+    let base = Metrics::compute(&gold, &base_pred);
+    let (name, pred, p_closed): (String, Vec<Label>, Vec<Option<f32>>) = match what {
+        Evaluate::Keywords => ("keywords".into(), base_pred.clone(), vec![None; rows.len()]),
+        Evaluate::Model => {
+            let embedder = load_embedder(settings)?;
+            let mut model = StatusModel::load(&settings.status_model_dir)?;
+            model.install_tail(&embedder)?;
+            let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+            let embeddings = if model.needs_tail() {
+                model.embed(&embedder, &texts)?
+            } else {
+                train::embed_all(&embedder, &texts, "eval")?
+            };
+            let preds = model.predict(&texts, &embeddings)?;
+            (
+                model.id(),
+                preds.iter().map(|p| p.label).collect(),
+                preds.iter().map(|p| Some(p.score(Label::Closed))).collect(),
+            )
+        }
+    };
+    if errors {
+        for (i, r) in rows.iter().enumerate() {
+            if pred[i] != r.label {
+                eprintln!(
+                    "{}",
+                    json!({"index": i, "gold": r.label.as_str(), "predicted": pred[i].as_str(),
+                           "p_closed": p_closed[i], "kind": r.kind, "source": r.source, "text": r.text})
+                );
+            }
+        }
+    }
+    let m = Metrics::compute(&gold, &pred);
+    let mut result = metrics_json(&m);
+    // Where the errors are: per reply kind and per source (rows without one: "(none)").
+    let kinds: Vec<Option<&str>> = rows.iter().map(|r| r.kind.as_deref()).collect();
+    let sources: Vec<Option<&str>> = rows.iter().map(|r| r.source.as_deref()).collect();
+    result["by_kind"] = json!(crate::classify::metrics::breakdown(&kinds, &gold, &pred));
+    result["by_source"] = json!(crate::classify::metrics::breakdown(&sources, &gold, &pred));
+    result["model"] = json!(name);
+    result["data"] = json!(data_path);
+    result["baseline"] = json!({"name": "keywords", "macro_f1": base.macro_f1, "accuracy": base.accuracy,
+                                "per_label": base.per_label});
+    result["margin"] = json!(m.macro_f1 - base.macro_f1);
+    print_result(&result);
+    Ok(result)
+}

@@ -1,0 +1,31 @@
+//! The domain: what a conversation, a message and an event are, and every rule that changes them
+//! (the status machine, patches, merges, moves and splits, a linked issue closing, planning an
+//! ingested message). Pure code: no SQL, HTTP, Slack or models. Callers load state, ask here, and
+//! persist the answer (the store) or publish it (the pipeline's event bus).
+
+mod account;
+mod change;
+mod conversation;
+mod error;
+mod event;
+mod ingest;
+mod message;
+pub mod status;
+
+pub use account::{Account, AccountInput, AccountPatch, AccountRef, TeamMember};
+pub use change::Change;
+pub use conversation::{
+    apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch, build_conversation,
+    check_merge, check_move, human_label, split_conversation, title_from, Conversation, ConversationPatch,
+    IssueChange, LinkedIssue, NewConversation, Priority,
+};
+pub use error::DomainError;
+pub use event::{Actor, Event, EventKind};
+pub use ingest::{plan_ingest, ChannelContext, ContextMessage, IngestPlan, Prediction, CONTEXT_MESSAGES};
+pub use message::{normalize_ts, ts_to_time, BadTs, IncomingMessage, Message, Role};
+pub use status::{ReplyLabel, Status};
+
+/// A new public identifier (UUID v4).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}

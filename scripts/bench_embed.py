@@ -1,81 +1,95 @@
 #!/usr/bin/env python3
-"""Embedding benchmarks side by side, in one run: the PyTorch/sentence-transformers baseline
-(../shared/tools/torch_baseline.py), triage's embedder, and candle-transformers' stock BertModel,
-interleaved round by round (this machine's speed drifts, so only same-run ratios mean anything);
-then the peak RSS of `triage serve` under load with the largest batches it accepts.
+"""Embedding benchmarks with ONNX Runtime beside every number, in one run: ORT f32 / int8 (per
+tensor) / int8 (per channel) (../shared/tools/ort_baseline.py) and triage f32 / int8, interleaved
+round by round (the order alternates between rounds; this machine's speed drifts and is shared, so
+only same-run ratios mean anything); then parity with sentence-transformers on the parity fixture
+inputs (triage through `triage serve`'s /v1/embed, ORT through the same inputs) and the peak RSS of
+`triage serve` driven with its largest requests, in each precision.
 
-  python3 scripts/bench_embed.py [--rounds 3] [--torch-python ../torch-venv/bin/python]
+Set up once, outside the repository:
+  python3 -m venv ../venv-bench && ../venv-bench/bin/pip install torch sentence-transformers onnx onnxruntime
+  ../venv-bench/bin/python ../shared/tools/ort_baseline.py export ../ort-models
+  ../venv-bench/bin/python ../shared/tools/ort_baseline.py quantize ../ort-models
 
+  python3 scripts/bench_embed.py [--rounds 3] [--downstream]
+
+`--downstream` also runs the status and grouping dev evaluations under each precision.
 Prints a Markdown summary and, as its last line, one JSON object with the medians and ratios.
 """
-import argparse, json, os, re, signal, statistics, subprocess, sys, time, urllib.request
+import argparse, json, math, os, re, signal, statistics, subprocess, sys, time, urllib.request
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--messages", default="../shared/data/bench/messages-2000.txt")
 ap.add_argument("--model-dir", default="models/all-MiniLM-L6-v2")
-ap.add_argument("--torch-python", default="../torch-venv/bin/python")
+ap.add_argument("--python", default="../venv-bench/bin/python", help="venv with torch, sentence-transformers, onnxruntime")
+ap.add_argument("--ort-dir", default="../ort-models")
 ap.add_argument("--triage", default="target/release/triage")
+ap.add_argument("--single", type=int, default=500, help="single-message latency over this many messages < 40 tokens")
+ap.add_argument("--downstream", action="store_true")
+ap.add_argument("--skip-parity", action="store_true")
 args = ap.parse_args()
+
+ORT = {"ort_f32": "f32.onnx", "ort_int8": "int8.onnx", "ort_int8pc": "int8-pc.onnx"}
+TRIAGE = {"triage_f32": "f32", "triage_int8": "int8"}
+FIXTURES = "tests/fixtures/"
 
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def triage_bench(*extra):
+def last_json(out):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def triage_bench(precision):
     out = subprocess.run([args.triage, "bench", "embed", "--input", args.messages, "--model-dir", args.model_dir,
-                          "--repeats", "1", *extra], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                          "--repeats", "1", "--single", str(args.single), "--precision", precision],
+                         check=True, capture_output=True, text=True)
+    o = last_json(out.stdout)
+    return dict(per_s=o["sentences_per_s"], p50=o["single_p50_ms"], p99=o["single_p99_ms"], rss=o["peak_rss_mb"],
+                threads=o["threads"])
 
 
-def torch_bench():
+def ort_bench(model):
     env = dict(os.environ, MODEL_DIR=args.model_dir, MESSAGES=args.messages, HF_HUB_OFFLINE="1")
-    out = subprocess.run([args.torch_python, "../shared/tools/torch_baseline.py", "bench", "1,32", "1"],
+    out = subprocess.run([args.python, "../shared/tools/ort_baseline.py", "bench", os.path.join(args.ort_dir, model)],
                          check=True, capture_output=True, text=True, env=env)
-    res = {}
-    for line in out.stdout.splitlines():
-        m = re.match(r"RESULT impl=torch mode=(\w+) bs=(\d+) .*sent_per_s=([\d.]+) batch_ms_p50=([\d.]+) batch_ms_p99=([\d.]+)", line)
-        if m:
-            res[m.group(1)] = dict(per_s=float(m.group(3)), p50=float(m.group(4)), p99=float(m.group(5)))
-        m = re.match(r"VmHWM\(ru_maxrss\): ([\d.]+) MB", line)
-        if m:
-            res["rss_mb"] = float(m.group(1))
-    return res
+    o = last_json(out.stdout)
+    return dict(per_s=o["sentences_per_s"], p50=o["single_p50_ms"], p99=o["single_p99_ms"], rss=o["peak_rss_mb"],
+                version=o["onnxruntime"])
 
 
-rows = {k: [] for k in ["torch_sorted32", "torch_single_p50", "torch_single_p99", "torch_rss",
-                        "triage_per_s", "triage_p50", "triage_p99", "triage_rss", "triage_all_p50",
-                        "stock_per_s", "stock_p50", "stock_rss"]}
+def cpu():
+    info = open("/proc/cpuinfo").read()
+    get = lambda k: (re.search(rf"^{k}\s*:\s*(.*)$", info, re.M) or [None, "?"])[1]
+    flags = get("flags").split()
+    isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    return f"{get('model name')} (family {get('cpu family')}, model {get('model')}; {os.cpu_count()} CPUs; {' '.join(isa)})"
+
+
+rows = {k: [] for k in list(ORT) + list(TRIAGE)}
+order = ["ort_f32", "triage_f32", "ort_int8", "triage_int8", "ort_int8pc"]
+started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 for r in range(args.rounds):
-    log(f"round {r + 1}/{args.rounds}: torch")
-    t = torch_bench()
-    rows["torch_sorted32"].append(t["sorted"]["per_s"])
-    rows["torch_single_p50"].append(t["single"]["p50"])
-    rows["torch_single_p99"].append(t["single"]["p99"])
-    rows["torch_rss"].append(t["rss_mb"])
-    log(f"round {r + 1}/{args.rounds}: triage")
-    o = triage_bench("--single", "2000")
-    rows["triage_per_s"].append(o["sentences_per_s"])
-    rows["triage_p50"].append(o["single_p50_ms"])
-    rows["triage_p99"].append(o["single_p99_ms"])
-    rows["triage_rss"].append(o["peak_rss_mb"])
-    threads = o["threads"]
-    # Same message set as torch's single-message run (all lengths), for a like-for-like latency ratio.
-    o = triage_bench("--single", "2000", "--single-max-tokens", "100000")
-    rows["triage_all_p50"].append(o["single_p50_ms"])
-    log(f"round {r + 1}/{args.rounds}: candle stock")
-    o = triage_bench("--impl", "candle-stock", "--max-batch-size", "32", "--single", "300")
-    rows["stock_per_s"].append(o["sentences_per_s"])
-    rows["stock_p50"].append(o["single_p50_ms"])
-    rows["stock_rss"].append(o["peak_rss_mb"])
+    for name in (order if r % 2 == 0 else order[::-1]):
+        log(f"round {r + 1}/{args.rounds}: {name}")
+        rows[name].append(ort_bench(ORT[name]) if name in ORT else triage_bench(TRIAGE[name]))
 
-med = {k: statistics.median(v) for k, v in rows.items() if v}
+med = {}
+for name, runs in rows.items():
+    for k in ("per_s", "p50", "p99", "rss"):
+        med[f"{name}_{k}"] = statistics.median(x[k] for x in runs)
+# Ratios per round (same round = same machine state), then their median.
+for a, b in [("triage_f32", "ort_f32"), ("triage_int8", "ort_int8"), ("triage_int8", "ort_int8pc")]:
+    med[f"{a}_over_{b}_throughput"] = statistics.median(x["per_s"] / y["per_s"] for x, y in zip(rows[a], rows[b]))
+    med[f"{a}_over_{b}_p50"] = statistics.median(x["p50"] / y["p50"] for x, y in zip(rows[a], rows[b]))
 
 
-# Peak RSS of the server with the model loaded, driven with the largest requests it accepts.
-def serve_rss():
-    env = dict(os.environ, TRIAGE_BIND="127.0.0.1:18089", TRIAGE_MODEL_DIR=args.model_dir, TRIAGE_API_TOKENS="")
+def serve(precision, fn):
+    env = dict(os.environ, TRIAGE_BIND="127.0.0.1:18089", TRIAGE_MODEL_DIR=args.model_dir, TRIAGE_API_TOKENS="",
+               TRIAGE_EMBED_PRECISION=precision)
     proc = subprocess.Popen([args.triage, "serve"], env=env, stderr=subprocess.DEVNULL)
     try:
         for _ in range(600):
@@ -84,35 +98,111 @@ def serve_rss():
                     break
             except Exception:
                 time.sleep(0.1)
-        msgs = [m for m in open(args.messages).read().splitlines() if m.strip()]
-        longest = sorted(msgs, key=len)[-256:]
-        long_text = " ".join(msgs[:40])[:3000]  # over 256 tokens: truncated by the server
-        for inputs in (longest, [long_text] * 256, msgs[:256]):
-            req = urllib.request.Request("http://127.0.0.1:18089/v1/embed", json.dumps({"inputs": inputs}).encode(),
-                                         {"content-type": "application/json"})
-            urllib.request.urlopen(req).read()
-        status = open(f"/proc/{proc.pid}/status").read()
-        return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+        return fn(proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
 
 
-log("medians:", json.dumps(med))
-med["serve_peak_rss_mb"] = serve_rss()
-med["throughput_ratio_vs_torch"] = med["triage_per_s"] / med["torch_sorted32"]
-med["throughput_ratio_vs_stock_candle"] = med["triage_per_s"] / med["stock_per_s"]
-med["threads"] = threads
+def post_embed(inputs):
+    req = urllib.request.Request("http://127.0.0.1:18089/v1/embed", json.dumps({"inputs": inputs}).encode(),
+                                 {"content-type": "application/json"})
+    return json.loads(urllib.request.urlopen(req).read())
+
+
+def cos(a, b):
+    return sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+
+
+def parity_and_rss(proc):
+    out = {}
+    if not args.skip_parity:
+        inputs = json.load(open(FIXTURES + "parity-inputs.json"))
+        ref = json.load(open(FIXTURES + "parity-reference.json"))["embeddings"]
+        res = post_embed(inputs)
+        vecs = res["embeddings"] if isinstance(res, dict) else res
+        cs = [cos(v, r) for v, r in zip(vecs, ref)]
+        out.update(parity_min=min(cs), parity_mean=statistics.mean(cs))
+    msgs = [m for m in open(args.messages).read().splitlines() if m.strip()]
+    longest = sorted(msgs, key=len)[-256:]
+    long_text = " ".join(msgs[:40])[:3000]  # over 256 tokens: truncated by the server
+    for inputs in (longest, [long_text] * 256, msgs[:256]):
+        post_embed(inputs)
+    status = open(f"/proc/{proc.pid}/status").read()
+    out["serve_rss"] = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+    return out
+
+
+for name, precision in TRIAGE.items():
+    log(f"serve: {precision}")
+    for k, v in serve(precision, parity_and_rss).items():
+        med[f"{name}_{k}"] = v
+
+if not args.skip_parity:
+    # ORT on the same parity inputs, against sentence-transformers run live.
+    code = (
+        "import json, sys; sys.path.insert(0, '../shared/tools'); import ort_baseline as o\n"
+        f"inputs = json.load(open('{FIXTURES}parity-inputs.json'))\n"
+        "o.messages = lambda: inputs\n"
+        "o.parity(len(inputs), sys.argv[1])\n"
+    )
+    for name, model in ORT.items():
+        log(f"parity: {name}")
+        out = subprocess.run([args.python, "-c", code, os.path.join(args.ort_dir, model)], check=True,
+                             capture_output=True, text=True, env=dict(os.environ, MODEL_DIR=args.model_dir))
+        o = last_json(out.stdout)
+        med[f"{name}_parity_min"] = min(o["single_min"], o["bs32_min"])
+        med[f"{name}_parity_mean"] = o["single_mean"]
+
+
+def downstream(precision):
+    env = dict(os.environ, TRIAGE_EMBED_PRECISION=precision, TRIAGE_MODEL_DIR=args.model_dir)
+    st = last_json(subprocess.run([args.triage, "eval", "status", "--data", "training-data/status/dev.jsonl"],
+                                  check=True, capture_output=True, text=True, env=env).stdout)
+    gr = last_json(subprocess.run([args.triage, "eval", "group", "--data", "../shared/data/grouping/ubuntu-dev.jsonl"],
+                                  check=True, capture_output=True, text=True, env=env).stdout)
+    return st, gr
+
+
+if args.downstream:
+    for name, precision in TRIAGE.items():
+        log(f"downstream: {precision}")
+        st, gr = downstream(precision)
+        med[f"{name}_status"] = st
+        med[f"{name}_group"] = gr
+
 med["rounds"] = args.rounds
+med["threads"] = rows["triage_f32"][0]["threads"]
+med["onnxruntime"] = rows["ort_f32"][0]["version"]
+med["cpu"] = cpu()
+med["started"] = started
+
+
+def row(label, name):
+    par = med.get(f"{name}_parity_min")
+    par = f"{par:.6f}" if par is not None else "-"
+    rss = f"{med[name + '_rss']:.0f}"
+    if f"{name}_serve_rss" in med:
+        rss += f" (bench), {med[name + '_serve_rss']:.0f} (`serve`)"
+    return (f"| {label} | {med[name + '_per_s']:.1f} | {med[name + '_p50']:.2f} / {med[name + '_p99']:.2f} "
+            f"| {par} | {rss} |")
+
 
 print(f"""
-| implementation | batch throughput (msg/s) | single p50 / p99 (ms) | peak RSS (MB) |
-|---|---|---|---|
-| PyTorch + sentence-transformers, sorted batch 32 | {med['torch_sorted32']:.1f} | {med['torch_single_p50']:.2f} / {med['torch_single_p99']:.2f} (all messages) | {med['torch_rss']:.0f} |
-| candle-transformers stock BertModel, sorted batch 32 | {med['stock_per_s']:.1f} | {med['stock_p50']:.2f} (< 40 tokens) | {med['stock_rss']:.0f} |
-| **triage** (token-budgeted sorted batches) | **{med['triage_per_s']:.1f}** | **{med['triage_p50']:.2f} / {med['triage_p99']:.2f}** (< 40 tokens); {med['triage_all_p50']:.2f} p50 (all messages) | {med['triage_rss']:.0f} (bench), {med['serve_peak_rss_mb']:.0f} (`serve` under load) |
+CPU: {med['cpu']}; {med['threads']} threads each; ONNX Runtime {med['onnxruntime']}; started {started};
+medians of {args.rounds} interleaved rounds.
 
-triage / PyTorch throughput: **{med['throughput_ratio_vs_torch']:.2f}x**; triage / stock candle: {med['throughput_ratio_vs_stock_candle']:.2f}x
-(medians of {args.rounds} interleaved rounds, {threads} threads).
+| implementation | batch msg/s | single p50 / p99 (ms, < 40 tokens) | parity min cosine | peak RSS (MB) |
+|---|---|---|---|---|
+{row('ONNX Runtime f32', 'ort_f32')}
+{row('**triage f32**', 'triage_f32')}
+{row('ONNX Runtime int8 (per tensor)', 'ort_int8')}
+{row('ONNX Runtime int8 (per channel)', 'ort_int8pc')}
+{row('**triage int8**', 'triage_int8')}
+
+Same-round ratios (median over rounds): f32 throughput triage / ORT **{med['triage_f32_over_ort_f32_throughput']:.2f}x**,
+single p50 triage / ORT **{med['triage_f32_over_ort_f32_p50']:.2f}x**; int8 throughput triage / ORT per tensor
+**{med['triage_int8_over_ort_int8_throughput']:.2f}x** (per channel {med['triage_int8_over_ort_int8pc_throughput']:.2f}x),
+single p50 {med['triage_int8_over_ort_int8_p50']:.2f}x.
 """)
 print(json.dumps(med))

@@ -64,6 +64,8 @@ pub struct EmbedSettings {
     pub max_queued_inputs: usize,
     /// Inputs accepted in one request.
     pub max_client_batch: usize,
+    /// Encoder precision: "f32" (exact, default) or "int8" (`TRIAGE_EMBED_PRECISION`).
+    pub precision: crate::embed::Precision,
 }
 
 impl Default for EmbedSettings {
@@ -76,6 +78,7 @@ impl Default for EmbedSettings {
             max_batch_size: limits.max_batch_size,
             max_queued_inputs: queue.max_queued_inputs,
             max_client_batch: queue.max_client_batch,
+            precision: limits.precision,
         }
     }
 }
@@ -202,6 +205,12 @@ impl Settings {
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;
         }
+        if let Some(v) = get("TRIAGE_EMBED_PRECISION") {
+            self.embed.precision = v.parse().map_err(|message| ConfigError::Env {
+                name: "TRIAGE_EMBED_PRECISION".into(),
+                message,
+            })?;
+        }
         if let Some(v) = get("TRIAGE_EMBED_MAX_BATCH_TOKENS") {
             self.embed.max_batch_tokens = num("TRIAGE_EMBED_MAX_BATCH_TOKENS", v)?.max(1);
         }
@@ -215,6 +224,7 @@ impl Settings {
         crate::embed::BatchLimits {
             max_batch_tokens: self.embed.max_batch_tokens,
             max_batch_size: self.embed.max_batch_size.max(1),
+            precision: self.embed.precision,
         }
     }
 

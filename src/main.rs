@@ -12,6 +12,9 @@ use triage::cli::{bench, classify, embed, group, serve};
     about = "Slack-first support ticketing with local ML"
 )]
 struct Cli {
+    /// Embedding precision, f32 or int8 (overrides TRIAGE_EMBED_PRECISION).
+    #[arg(long, global = true)]
+    precision: Option<triage::embed::Precision>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,7 +67,12 @@ enum Eval {
 
 fn main() -> ExitCode {
     triage::telemetry::init_logging();
-    let result = match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Some(p) = cli.precision {
+        // Single-threaded here, before anything reads the environment.
+        std::env::set_var("TRIAGE_EMBED_PRECISION", p.to_string());
+    }
+    let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Classify(args) => classify::run_classify(args),

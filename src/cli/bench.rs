@@ -101,6 +101,7 @@ pub struct BenchReport {
     pub max_batch_size: usize,
     #[serde(rename = "impl")]
     pub implementation: Impl,
+    pub precision: crate::embed::Precision,
 }
 
 /// Something that embeds one planned batch of token sequences.
@@ -249,5 +250,6 @@ pub fn bench_embed(files: &ModelFiles, input: &Path, opts: &BenchOptions) -> any
         max_batch_tokens: opts.limits.max_batch_tokens,
         max_batch_size: opts.limits.max_batch_size,
         implementation: opts.implementation,
+        precision: opts.limits.precision,
     })
 }

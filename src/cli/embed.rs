@@ -58,6 +58,19 @@ pub enum ModelCommand {
     },
     /// Download into the Hugging Face cache (needs the hub; honours HF_HOME, HF_HUB_OFFLINE).
     Pull,
+    /// Activation statistics for `--precision int8` (SmoothQuant), from a message file.
+    CalibrateInt8 {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// One message per line (the benchmark set: ../shared/data/bench/messages-2000.txt).
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Default: int8-calibration.json beside the model folder.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 0.5)]
+        alpha: f32,
+    },
 }
 
 /// `triage model verify|pull`.
@@ -70,6 +83,19 @@ pub fn model(command: ModelCommand) -> anyhow::Result<()> {
                 &json!({"model": files.manifest.name, "revision": files.manifest.revision,
                                  "dir": files.dir, "verified": true}),
             );
+        }
+        ModelCommand::CalibrateInt8 {
+            config,
+            input,
+            out,
+            alpha,
+        } => {
+            let settings = config.settings(Overrides::default())?;
+            let files = model_files::resolve(settings.model_dir.as_deref())?;
+            let out = out.unwrap_or_else(|| crate::embed::calibration_path(&files));
+            let c = crate::embed::calibrate::calibrate_file(&files, &input, alpha)?;
+            std::fs::write(&out, serde_json::to_string(&c)?)?;
+            print_result(&json!({"wrote": out, "messages": c.messages, "tokens": c.tokens, "alpha": alpha}));
         }
         ModelCommand::Pull => {
             let files = model_files::pull()?;

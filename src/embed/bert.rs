@@ -1,11 +1,11 @@
-//! Our own BERT encoder forward over candle tensors (as text-embeddings-inference does): we own the
-//! hot path, so the layout is chosen for inference rather than for training:
-//! - Q, K and V are one fused `[hidden, 3*hidden]` projection, pre-transposed (`x @ W`), with the
-//!   attention scale `1/sqrt(head_dim)` folded into the Q columns;
-//! - every linear weight is stored pre-transposed and contiguous, so no per-call transposes;
-//! - softmax is `softmax_last_dim`; bias adds, GELU, residual adds and layer norms are fused
-//!   in-place kernels ([`super::ops`]), so activations are not copied between them;
-//! - padded keys are skipped inside the softmax kernel rather than masked with an added tensor.
+//! The BERT encoder: weights read (and shape-checked) through candle tensors at load, then packed
+//! once into the layout the matmul kernels read ([`super::kernels`], [`super::qkernels`]); the
+//! forward itself runs on plain buffers ([`super::forward`]):
+//! - Q, K and V are one fused `[3*hidden, hidden]` projection with the attention scale
+//!   `1/sqrt(head_dim)` folded into Q;
+//! - in int8 mode every projection is quantized per output channel after SmoothQuant with the
+//!   calibration file's activation maxima ([`super::calibrate`]); embeddings, attention, layer
+//!   norms and pooling stay f32.
 //!
 //! Weights are read tensor by tensor straight from the safetensors file into their final buffers,
 //! so loading never holds the file and the tensors in memory at once (peak RSS stays near the
@@ -16,13 +16,14 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use super::{ops, EmbedError};
-
-/// Attention scores made at once, at most (bytes): bounds activation memory for long sequences.
-const ATTENTION_SCORES_BYTES: usize = 4 << 20;
+use super::calibrate::Calibration;
+use super::forward::{self, AddNorm, Lin};
+use super::kernels::PackedF32;
+use super::qkernels::PackedI8;
+use super::{EmbedError, Precision};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
@@ -136,90 +137,94 @@ impl SafetensorsFile {
     }
 }
 
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f32,
-}
-
-impl LayerNorm {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
-    }
-}
-
-/// `x @ w + b` with `w` stored `[in, out]` (pre-transposed).
-struct Linear {
-    w: Tensor,
-    b: Tensor,
-}
-
-/// One encoder layer. Each `*_norm` is `[bias; gamma; beta]` of a projection and the layer norm
-/// after it (see [`ops::add_norm_params`]); the projection itself has no separate bias.
-struct Layer {
-    qkv: Linear,
-    attn_out: Tensor,
-    attn_norm: Tensor,
-    inter: Linear,
-    out: Tensor,
-    out_norm: Tensor,
-    eps: f32,
-}
-
 /// Looks a tensor up by name, checking its shape.
 type TensorSource<'a> = dyn FnMut(&str, &[usize]) -> Result<Tensor, EmbedError> + 'a;
 
+fn to_vec(t: &Tensor) -> Result<Vec<f32>, EmbedError> {
+    Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// A projection's weight `[n, k]` packed for `precision`; in int8 with SmoothQuant factors from
+/// the activation maxima `act_max` of its input channels.
+fn pack(w: &[f32], n: usize, k: usize, int8: Option<(&[f32], f32)>) -> Lin {
+    match int8 {
+        None => Lin::F32(PackedF32::from_out_in(w, n, k)),
+        Some((act_max, alpha)) => {
+            let smooth = super::calibrate::smoothing(act_max, w, n, k, alpha);
+            Lin::I8(PackedI8::from_out_in(w, n, k, &smooth))
+        }
+    }
+}
+
 /// Reads encoder layer `i` (`{prefix}encoder.layer.{i}.*`, the Hugging Face names) into the
-/// inference layout.
+/// inference layout, quantized when `calib` is given.
 fn load_layer(
     get: &mut TensorSource<'_>,
     prefix: &str,
     i: usize,
     cfg: &BertConfig,
-) -> Result<Layer, EmbedError> {
+    calib: Option<&Calibration>,
+) -> Result<forward::Layer, EmbedError> {
     let h = cfg.hidden_size;
+    let m = cfg.intermediate_size;
     let eps = cfg.layer_norm_eps as f32;
-    let scale = 1.0 / ((h / cfg.num_attention_heads) as f64).sqrt();
+    let scale = 1.0 / ((h / cfg.num_attention_heads) as f32).sqrt();
     let p = format!("{prefix}encoder.layer.{i}.");
-    let mut lin = |name: &str, out: usize, inp: usize| -> Result<(Tensor, Tensor), EmbedError> {
+    let mut lin = |name: &str, out: usize, inp: usize| -> Result<(Vec<f32>, Vec<f32>), EmbedError> {
         let w = if inp == 0 { vec![out] } else { vec![out, inp] };
         Ok((
-            get(&format!("{p}{name}.weight"), &w)?,
-            get(&format!("{p}{name}.bias"), &[out])?,
+            to_vec(&get(&format!("{p}{name}.weight"), &w)?)?,
+            to_vec(&get(&format!("{p}{name}.bias"), &[out])?)?,
         ))
     };
-    let (qw, qb) = lin("attention.self.query", h, h)?;
-    let (kw, kb) = lin("attention.self.key", h, h)?;
-    let (vw, vb) = lin("attention.self.value", h, h)?;
+    let (mut qkv, mut qkv_bias) = lin("attention.self.query", h, h)?;
+    qkv.iter_mut().for_each(|v| *v *= scale);
+    qkv_bias.iter_mut().for_each(|v| *v *= scale);
+    for name in ["attention.self.key", "attention.self.value"] {
+        let (w, b) = lin(name, h, h)?;
+        qkv.extend(w);
+        qkv_bias.extend(b);
+    }
     let (ow, ob) = lin("attention.output.dense", h, h)?;
-    let (iw, ib) = lin("intermediate.dense", cfg.intermediate_size, h)?;
-    let (o2w, o2b) = lin("output.dense", h, cfg.intermediate_size)?;
+    let (iw, ib) = lin("intermediate.dense", m, h)?;
+    let (o2w, o2b) = lin("output.dense", h, m)?;
     // A layer norm's weight and bias are both `[h]`.
     let (ln1w, ln1b) = lin("attention.output.LayerNorm", h, 0)?;
     let (ln2w, ln2b) = lin("output.LayerNorm", h, 0)?;
-    Ok(Layer {
-        qkv: Linear {
-            w: Tensor::cat(&[(qw * scale)?, kw, vw], 0)?.t()?.contiguous()?,
-            b: Tensor::cat(&[(qb * scale)?, kb, vb], 0)?,
+    let stats = match calib {
+        Some(c) => Some(c.layer(i, h, m)?),
+        None => None,
+    };
+    let q = |which: usize| stats.map(|s| (s[which], calib.map_or(0.5, |c| c.alpha)));
+    Ok(forward::Layer {
+        qkv: pack(&qkv, 3 * h, h, q(0)),
+        qkv_bias,
+        attn_out: pack(&ow, h, h, q(1)),
+        attn_norm: AddNorm {
+            bias: ob,
+            gamma: ln1w,
+            beta: ln1b,
+            eps,
         },
-        attn_out: ow.t()?.contiguous()?,
-        attn_norm: ops::add_norm_params(&ob, &ln1w, &ln1b)?,
-        inter: Linear {
-            w: iw.t()?.contiguous()?,
-            b: ib,
+        inter: pack(&iw, m, h, q(2)),
+        inter_bias: ib,
+        out: pack(&o2w, h, m, q(3)),
+        out_norm: AddNorm {
+            bias: o2b,
+            gamma: ln2w,
+            beta: ln2b,
+            eps,
         },
-        out: o2w.t()?.contiguous()?,
-        out_norm: ops::add_norm_params(&o2b, &ln2w, &ln2b)?,
-        eps,
     })
 }
 
 /// Replacement weights for the top encoder layers (a fine-tuned classifier's), run as a second
 /// branch from the shared forward's hidden states at layer `from`, so a sequence that wants both
-/// pays only for the replaced layers twice.
+/// pays only for the replaced layers twice. Always f32 (they are two layers, and the classifier
+/// was trained on exact activations).
 pub struct Tail {
     from: usize,
-    layers: Vec<Layer>,
+    layers: Vec<forward::Layer>,
 }
 
 /// Which embeddings a sequence needs from a forward pass.
@@ -243,48 +248,65 @@ pub struct Embedded {
 
 pub struct Bert {
     cfg: BertConfig,
-    word: Tensor,
-    position: Tensor,
-    token_type0: Tensor,
-    emb_ln: LayerNorm,
-    layers: Vec<Layer>,
+    precision: Precision,
+    word: Vec<f32>,
+    /// Position embeddings with token type 0's embedding already added.
+    position: Vec<f32>,
+    emb_gamma: Vec<f32>,
+    emb_beta: Vec<f32>,
+    layers: Vec<forward::Layer>,
 }
 
 impl Bert {
-    pub fn load(config: &Path, weights: &Path) -> Result<Self, EmbedError> {
+    /// Loads f32 weights; `Precision::Int8` quantizes the encoder layers with `calib`'s statistics.
+    pub fn load(
+        config: &Path,
+        weights: &Path,
+        precision: Precision,
+        calib: Option<&Calibration>,
+    ) -> Result<Self, EmbedError> {
         let cfg = BertConfig::from_file(config)?;
+        let hd = cfg.hidden_size / cfg.num_attention_heads;
+        if hd % super::kernels::NR != 0 || hd > forward::MAX_HEAD {
+            return Err(EmbedError::Load(format!(
+                "head size {hd} is not a multiple of {} (the kernels' panel width)",
+                super::kernels::NR
+            )));
+        }
+        let calib = match precision {
+            Precision::F32 => None,
+            Precision::Int8 => Some(
+                calib.ok_or_else(|| EmbedError::Load("int8 precision needs a calibration file".into()))?,
+            ),
+        };
         let mut st = SafetensorsFile::open(weights)?;
         let h = cfg.hidden_size;
-        let eps = cfg.layer_norm_eps as f32;
         // sentence-transformers checkpoints have no "bert." prefix; HF BertModel ones do.
         let prefix = if st.entries.contains_key("embeddings.word_embeddings.weight") {
             ""
         } else {
             "bert."
         };
-        let ln = |st: &mut SafetensorsFile, name: &str| -> Result<LayerNorm, EmbedError> {
-            Ok(LayerNorm {
-                weight: st.tensor(&format!("{prefix}{name}.weight"), &[h])?,
-                bias: st.tensor(&format!("{prefix}{name}.bias"), &[h])?,
-                eps,
-            })
-        };
-        let word = st.tensor(
+        let word = to_vec(&st.tensor(
             &format!("{prefix}embeddings.word_embeddings.weight"),
             &[cfg.vocab_size, h],
-        )?;
-        let position = st.tensor(
+        )?)?;
+        let mut position = to_vec(&st.tensor(
             &format!("{prefix}embeddings.position_embeddings.weight"),
             &[cfg.max_position_embeddings, h],
-        )?;
-        let token_type0 = st
-            .tensor(
+        )?)?;
+        let token_type0 = to_vec(
+            &st.tensor(
                 &format!("{prefix}embeddings.token_type_embeddings.weight"),
                 &[cfg.type_vocab_size, h],
             )?
-            .get(0)?;
-        let emb_ln = ln(&mut st, "embeddings.LayerNorm")?;
-
+            .get(0)?,
+        )?;
+        for row in position.chunks_exact_mut(h) {
+            row.iter_mut().zip(&token_type0).for_each(|(p, t)| *p += t);
+        }
+        let emb_gamma = to_vec(&st.tensor(&format!("{prefix}embeddings.LayerNorm.weight"), &[h])?)?;
+        let emb_beta = to_vec(&st.tensor(&format!("{prefix}embeddings.LayerNorm.bias"), &[h])?)?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             layers.push(load_layer(
@@ -292,16 +314,30 @@ impl Bert {
                 prefix,
                 i,
                 &cfg,
+                calib,
             )?);
         }
         Ok(Self {
             cfg,
+            precision,
             word,
             position,
-            token_type0,
-            emb_ln,
+            emb_gamma,
+            emb_beta,
             layers,
         })
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Bytes of packed encoder-layer weights (f32: ~42 MB; int8: ~11 MB).
+    pub fn layer_weight_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.qkv.bytes() + l.attn_out.bytes() + l.inter.bytes() + l.out.bytes())
+            .sum()
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -335,10 +371,10 @@ impl Bert {
                     t.dims()
                 )));
             }
-            Ok(t.to_dtype(DType::F32)?.contiguous()?)
+            Ok(t.clone())
         };
         let layers = (from..self.layers.len())
-            .map(|i| load_layer(&mut get, "", i, &self.cfg))
+            .map(|i| load_layer(&mut get, "", i, &self.cfg, None))
             .collect::<Result<_, _>>()?;
         Ok(Tail { from, layers })
     }
@@ -348,9 +384,8 @@ impl Bert {
     }
 
     /// Mean-pooled, L2-normalised sentence embeddings for token-id sequences (all non-empty,
-    /// already truncated). Sequences are right-padded to the longest one; padded positions are
-    /// masked out of attention and pooling, so results do not depend on the batch's composition
-    /// beyond floating-point summation order.
+    /// already truncated). Sequences are not padded: each one's result is the same whatever else
+    /// is in the batch.
     pub fn embed(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.embed_with_tail(seqs, None, &[])?
             .into_iter()
@@ -376,65 +411,72 @@ impl Bert {
         }
         let want_of = |i: usize| want.get(i).copied().unwrap_or_default();
         let tuned: Vec<usize> = (0..b).filter(|&i| want_of(i) != Want::Shared).collect();
-        if tail.is_none() && !tuned.is_empty() {
-            return Err(EmbedError::Invalid(
-                "a tuned embedding was asked for without a tail".into(),
-            ));
-        }
-        let (x, l) = self.embeddings(seqs)?;
-        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let tail = match tail {
+            Some(t) if !tuned.is_empty() => t,
+            None if !tuned.is_empty() => {
+                return Err(EmbedError::Invalid(
+                    "a tuned embedding was asked for without a tail".into(),
+                ))
+            }
+            _ => {
+                let mut x = self.embeddings(seqs)?;
+                let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+                self.run(&self.layers, 0, &mut x, &lens);
+                return Ok(forward::pool(&x, &lens, self.cfg.hidden_size)
+                    .into_iter()
+                    .map(|v| Embedded {
+                        shared: Some(v),
+                        tuned: None,
+                    })
+                    .collect());
+            }
+        };
+        let h = self.cfg.hidden_size;
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let mut x = self.embeddings(seqs)?;
+        self.run(&self.layers[..tail.from], 0, &mut x, &lens);
         let mut out = vec![Embedded::default(); b];
-        // The sequences whose rows `x` holds (all of them until the tail branches off), and theirs.
-        let mut rows: Vec<usize> = (0..b).collect();
-        let mut lens = lengths.clone();
-        let mut x = Some(x);
-        for (i, layer) in self.layers.iter().enumerate() {
-            // The tail branches off before layer `from` runs on the shared rows.
-            if let (Some(tail), Some(cur)) = (tail.filter(|t| t.from == i), x.as_ref()) {
-                if !tuned.is_empty() {
-                    let tuned_lens: Vec<usize> = tuned.iter().map(|&k| lengths[k]).collect();
-                    let mut y = self.select_rows(cur, b, l, &tuned)?;
-                    for t in &tail.layers {
-                        y = self.layer_forward(t, &y, l, &tuned_lens)?;
-                    }
-                    for (&k, v) in tuned.iter().zip(self.pool(&y, &tuned_lens, l)?) {
-                        out[k].tuned = Some(v);
-                    }
-                }
-                // Sequences that want only the tuned embedding stop here.
-                let keep: Vec<usize> = (0..b).filter(|&k| want_of(k) != Want::Tuned).collect();
-                if keep.is_empty() {
-                    x = None;
-                } else if keep.len() < b {
-                    x = Some(self.select_rows(cur, b, l, &keep)?);
-                    lens = keep.iter().map(|&k| lengths[k]).collect();
-                    rows = keep;
-                }
-            }
-            match x.take() {
-                Some(cur) => x = Some(self.layer_forward(layer, &cur, l, &lens)?),
-                None => break,
-            }
+        let (mut y, tuned_lens) = select(&x, &lens, &tuned, h);
+        self.run(&tail.layers, tail.from, &mut y, &tuned_lens);
+        for (&k, v) in tuned.iter().zip(forward::pool(&y, &tuned_lens, h)) {
+            out[k].tuned = Some(v);
         }
-        if let Some(x) = x {
-            for (&k, v) in rows.iter().zip(self.pool(&x, &lens, l)?) {
+        drop(y);
+        let keep: Vec<usize> = (0..b).filter(|&k| want_of(k) != Want::Tuned).collect();
+        if !keep.is_empty() {
+            let (mut z, keep_lens) = select(&x, &lens, &keep, h);
+            drop(x);
+            self.run(&self.layers[tail.from..], tail.from, &mut z, &keep_lens);
+            for (&k, v) in keep.iter().zip(forward::pool(&z, &keep_lens, h)) {
                 out[k].shared = Some(v);
             }
         }
         Ok(out)
     }
 
-    /// Rows `[n*l, h]` of the sequences `idx` out of `[b*l, h]`.
-    fn select_rows(&self, x: &Tensor, b: usize, l: usize, idx: &[usize]) -> candle_core::Result<Tensor> {
-        let h = self.cfg.hidden_size;
-        let ids = Tensor::from_vec(
-            idx.iter().map(|&k| k as u32).collect::<Vec<_>>(),
-            idx.len(),
-            &Device::Cpu,
-        )?;
-        x.reshape((b, l, h))?
-            .index_select(&ids, 0)?
-            .reshape((idx.len() * l, h))
+    fn run(&self, layers: &[forward::Layer], first: usize, x: &mut [f32], lens: &[usize]) {
+        forward::run_layers(
+            layers,
+            first,
+            x,
+            lens,
+            self.cfg.num_attention_heads,
+            super::ops::intra_op(),
+            None,
+        );
+    }
+
+    /// Runs every layer on one thread, showing `observe` each projection's input (calibration).
+    pub(crate) fn run_observed(
+        &self,
+        seqs: &[&[u32]],
+        observe: &forward::Observer<'_>,
+    ) -> Result<(), EmbedError> {
+        let mut x = self.embeddings(seqs)?;
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let heads = self.cfg.num_attention_heads;
+        forward::run_layers(&self.layers, 0, &mut x, &lens, heads, false, Some(observe));
+        Ok(())
     }
 
     /// Hidden states entering layer `layer` (the embeddings for 0), one `[len, hidden]` tensor
@@ -443,109 +485,64 @@ impl Bert {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
-        let (mut x, l) = self.embeddings(seqs)?;
-        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
-        for layer in &self.layers[..layer.min(self.layers.len())] {
-            x = self.layer_forward(layer, &x, l, &lengths)?;
-        }
-        let x = x.reshape((seqs.len(), l, self.cfg.hidden_size))?;
-        Ok(lengths
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| x.get(i)?.narrow(0, 0, n)?.contiguous())
-            .collect::<candle_core::Result<_>>()?)
-    }
-
-    /// Embedding layer output for right-padded sequences: rows `[b*l, h]`, and `l`.
-    fn embeddings(&self, seqs: &[&[u32]]) -> Result<(Tensor, usize), EmbedError> {
-        let b = seqs.len();
-        let l = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
-        if l == 0 || l > self.cfg.max_position_embeddings {
-            return Err(EmbedError::Invalid(format!("sequence length {l} out of range")));
-        }
         let h = self.cfg.hidden_size;
-        let mut ids = Vec::with_capacity(b * l);
-        for s in seqs {
-            ids.extend_from_slice(s);
-            ids.extend(std::iter::repeat_n(0u32, l - s.len()));
+        let mut x = self.embeddings(seqs)?;
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        self.run(&self.layers[..layer.min(self.layers.len())], 0, &mut x, &lens);
+        let mut start = 0;
+        let mut out = Vec::with_capacity(seqs.len());
+        for &n in &lens {
+            out.push(Tensor::from_slice(
+                &x[start * h..(start + n) * h],
+                (n, h),
+                &Device::Cpu,
+            )?);
+            start += n;
         }
-        let ids = Tensor::from_vec(ids, b * l, &Device::Cpu)?;
-        // Word + position + token type 0, then layer norm.
-        let pos = self.position.narrow(0, 0, l)?.broadcast_add(&self.token_type0)?;
-        let x = self
-            .word
-            .index_select(&ids, 0)?
-            .reshape((b, l, h))?
-            .broadcast_add(&pos)?;
-        Ok((self.emb_ln.forward(&x.reshape((b * l, h))?)?, l))
-    }
-
-    /// One encoder layer over rows `[b*l, h]` of right-padded sequences of `lengths`; attention
-    /// softmax counts only each sequence's real keys (padding gets exactly 0).
-    fn layer_forward(
-        &self,
-        layer: &Layer,
-        x: &Tensor,
-        l: usize,
-        lengths: &[usize],
-    ) -> candle_core::Result<Tensor> {
-        let b = lengths.len();
-        let h = self.cfg.hidden_size;
-        let heads = self.cfg.num_attention_heads;
-        let hd = h / heads;
-        // Each projection is one matmul; its bias is added inside the fused op that follows.
-        let qkv = ops::matmul(x, &layer.qkv.w)?;
-        ops::bias_add_(&qkv, &layer.qkv.b)?;
-        let qkv = qkv.reshape((b, l, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
-        let q = qkv.get(0)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        drop(qkv);
-        // Scores are [seqs, heads, l, l]: at 256 tokens that is 3 MB per sequence, so they are
-        // made a few sequences at a time, keeping peak memory flat whatever the batch.
-        let chunk = (ATTENTION_SCORES_BYTES / (heads * l * l * 4)).clamp(1, b);
-        let mut ctxs = Vec::with_capacity(b.div_ceil(chunk));
-        for start in (0..b).step_by(chunk) {
-            let n = chunk.min(b - start);
-            let scores = q.narrow(0, start, n)?.matmul(&k.narrow(0, start, n)?.t()?)?;
-            ops::masked_softmax_(&scores, &lengths[start..start + n])?;
-            ctxs.push(scores.matmul(&v.narrow(0, start, n)?)?);
-        }
-        drop((q, k, v));
-        let ctx = if ctxs.len() == 1 {
-            ctxs.pop().expect("one chunk")
-        } else {
-            Tensor::cat(&ctxs, 0)?
-        };
-        drop(ctxs);
-        let ctx = ctx.transpose(1, 2)?.reshape((b * l, h))?;
-        let attn = ops::matmul(&ctx, &layer.attn_out)?;
-        ops::bias_residual_layer_norm_(&attn, x, &layer.attn_norm, layer.eps)?;
-        let inter = ops::matmul(&attn, &layer.inter.w)?;
-        ops::bias_gelu_(&inter, &layer.inter.b)?;
-        let out = ops::matmul(&inter, &layer.out)?;
-        ops::bias_residual_layer_norm_(&out, &attn, &layer.out_norm, layer.eps)?;
         Ok(out)
     }
 
-    /// Mean pooling over real tokens, then L2 normalisation.
-    fn pool(&self, x: &Tensor, lengths: &[usize], l: usize) -> candle_core::Result<Vec<Vec<f32>>> {
-        let b = lengths.len();
-        let mut mask = Vec::with_capacity(b * l);
-        for &n in lengths {
-            mask.extend(std::iter::repeat_n(1f32, n));
-            mask.extend(std::iter::repeat_n(0f32, l - n));
+    /// Embedding layer output for the concatenated sequences: `[tokens, hidden]`.
+    fn embeddings(&self, seqs: &[&[u32]]) -> Result<Vec<f32>, EmbedError> {
+        let h = self.cfg.hidden_size;
+        let total: usize = seqs.iter().map(|s| s.len()).sum();
+        let mut x = Vec::with_capacity(total * h);
+        for s in seqs {
+            if s.is_empty() || s.len() > self.cfg.max_position_embeddings {
+                return Err(EmbedError::Invalid(format!(
+                    "sequence length {} out of range",
+                    s.len()
+                )));
+            }
+            for (pos, &id) in s.iter().enumerate() {
+                let id = id as usize;
+                if id >= self.cfg.vocab_size {
+                    return Err(EmbedError::Invalid(format!("token id {id} out of range")));
+                }
+                let w = &self.word[id * h..(id + 1) * h];
+                let p = &self.position[pos * h..(pos + 1) * h];
+                x.extend(w.iter().zip(p).map(|(a, b)| a + b));
+            }
         }
-        let mask = Tensor::from_vec(mask, (b, l), &Device::Cpu)?;
-        let x = x.reshape((b, l, self.cfg.hidden_size))?;
-        let summed = x.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
-        let counts = mask.sum_keepdim(1)?;
-        let mean = summed.broadcast_div(&counts)?;
-        let norm = mean
-            .sqr()?
-            .sum_keepdim(D::Minus1)?
-            .sqrt()?
-            .clamp(1e-12, f64::MAX)?;
-        mean.broadcast_div(&norm)?.to_dtype(DType::F32)?.to_vec2::<f32>()
+        let eps = self.cfg.layer_norm_eps as f32;
+        forward::layer_norm(&mut x, &self.emb_gamma, &self.emb_beta, eps);
+        Ok(x)
     }
+}
+
+/// The rows of sequences `idx` out of concatenated `x`, and their lengths.
+fn select(x: &[f32], lens: &[usize], idx: &[usize], h: usize) -> (Vec<f32>, Vec<usize>) {
+    let mut starts = Vec::with_capacity(lens.len());
+    let mut s = 0;
+    for &n in lens {
+        starts.push(s);
+        s += n;
+    }
+    let mut out = Vec::new();
+    let mut out_lens = Vec::with_capacity(idx.len());
+    for &k in idx {
+        out.extend_from_slice(&x[starts[k] * h..(starts[k] + lens[k]) * h]);
+        out_lens.push(lens[k]);
+    }
+    (out, out_lens)
 }

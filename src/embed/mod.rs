@@ -1,10 +1,18 @@
-//! Local sentence embeddings: all-MiniLM-L6-v2 on CPU with candle, matching sentence-transformers
-//! (mean pooling over the attention mask, L2 normalisation, truncation at 256 tokens).
+//! Local sentence embeddings: all-MiniLM-L6-v2 on CPU, matching sentence-transformers (mean
+//! pooling over the tokens, L2 normalisation, truncation at 256 tokens), in f32 (exact) or int8
+//! ([`Precision`]).
 //!
-//! This is the ML core: no HTTP, no SQL. The serving runtime (queue, batching) is in [`crate::queue`].
+//! Weights are read with candle and packed once at load for our own matmul kernels (AVX-512 FMA,
+//! AVX-512 VNNI for int8, portable fallbacks); the forward runs on plain buffers over ragged
+//! batches. This is the ML core: no HTTP, no SQL. The serving runtime is in [`crate::queue`].
 
 mod bert;
+pub mod calibrate;
+mod forward;
+pub mod kernels;
 pub mod ops;
+pub mod qkernels;
+mod team;
 
 use std::path::Path;
 
@@ -12,7 +20,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 pub use bert::{Bert, BertConfig, Embedded, Tail, Want};
 
-use crate::model::ModelFiles;
+use crate::model_files::ModelFiles;
 
 /// Embedding dimension of all-MiniLM-L6-v2.
 pub const DIM: usize = 384;
@@ -29,12 +37,44 @@ pub enum EmbedError {
     Candle(#[from] candle_core::Error),
 }
 
-/// Batching limits. A batch's cost is its padded token count (`sequences * longest`), which also
-/// bounds its activation memory, so the budget is in tokens.
+/// Numeric precision of the encoder layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Exact: matches sentence-transformers to cosine 1 - 1e-7.
+    #[default]
+    F32,
+    /// Per-channel int8 weights (SmoothQuant-calibrated), per-token uint8 activations.
+    Int8,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "int8" | "i8" => Ok(Precision::Int8),
+            other => Err(format!("unknown precision {other:?} (expected f32 or int8)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
+/// Batching limits (and the precision the model is loaded in). A batch's cost is its token count,
+/// which also bounds its activation memory, so the budget is in tokens.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
     pub max_batch_tokens: usize,
     pub max_batch_size: usize,
+    pub precision: Precision,
 }
 
 impl Default for BatchLimits {
@@ -42,32 +82,31 @@ impl Default for BatchLimits {
         Self {
             max_batch_tokens: 2048,
             max_batch_size: 128,
+            precision: Precision::F32,
         }
     }
 }
 
-/// Splits sequences (given by their token counts) into batches: sorted by length so each batch pads
-/// little, each batch within the token budget (a single over-long sequence still gets its own batch).
-/// Returns indices into `lengths`; every index appears exactly once.
+/// Splits sequences (given by their token counts) into batches: sorted by length (longest first,
+/// deterministic), each batch's total tokens within the budget (batches are ragged: no padding;
+/// a single over-long sequence still gets its own batch). Returns indices into `lengths`; every
+/// index appears exactly once.
 pub fn plan_batches(lengths: &[usize], limits: BatchLimits) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     // Longest first; ties keep input order so the plan is deterministic.
     order.sort_by(|&a, &b| lengths[b].cmp(&lengths[a]).then(a.cmp(&b)));
     let mut batches = Vec::new();
     let mut current: Vec<usize> = Vec::new();
-    let mut longest = 0;
+    let mut tokens = 0;
     for i in order {
         let len = lengths[i].max(1);
-        let new_longest = longest.max(len);
         if !current.is_empty()
-            && ((current.len() + 1) * new_longest > limits.max_batch_tokens
-                || current.len() >= limits.max_batch_size)
+            && (tokens + len > limits.max_batch_tokens || current.len() >= limits.max_batch_size)
         {
             batches.push(std::mem::take(&mut current));
-            longest = len;
-        } else {
-            longest = new_longest;
+            tokens = 0;
         }
+        tokens += len;
         current.push(i);
     }
     if !current.is_empty() {
@@ -87,9 +126,23 @@ pub struct Embedder {
 impl Embedder {
     /// Loads verified model files. `max_seq_length` comes from the manifest (256 for this model,
     /// what sentence-transformers uses; the shipped tokenizer.json says 128 and pads to 128).
+    /// In int8 precision the calibration file is `TRIAGE_EMBED_CALIBRATION`, else
+    /// `int8-calibration.json` beside the model folder (`models/`).
     pub fn load(files: &ModelFiles, limits: BatchLimits) -> Result<Self, EmbedError> {
         let tokenizer = load_tokenizer(&files.tokenizer(), files.manifest.max_seq_length)?;
-        let model = Bert::load(&files.config(), &files.weights())?;
+        let calib = match limits.precision {
+            Precision::F32 => None,
+            Precision::Int8 => Some(calibrate::Calibration::read(
+                &calibration_path(files),
+                files.manifest.weights_sha256(),
+            )?),
+        };
+        let model = Bert::load(
+            &files.config(),
+            &files.weights(),
+            limits.precision,
+            calib.as_ref(),
+        )?;
         Ok(Self {
             tokenizer,
             model,
@@ -222,7 +275,7 @@ impl Embedder {
             let out = self.model.embed_with_tail(&group, tail, &wants)?;
             on_batch(BatchStats {
                 sequences: group.len(),
-                padded_tokens: group.len() * group.iter().map(|s| s.len()).max().unwrap_or(0),
+                padded_tokens: group.iter().map(|s| s.len()).sum(),
                 elapsed: t.elapsed(),
             });
             Ok(out)
@@ -242,6 +295,18 @@ impl Embedder {
             }
         }
         Ok(out)
+    }
+}
+
+/// Where int8 mode reads its calibration.
+pub fn calibration_path(files: &ModelFiles) -> std::path::PathBuf {
+    match std::env::var_os("TRIAGE_EMBED_CALIBRATION") {
+        Some(p) => p.into(),
+        None => files
+            .dir
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(calibrate::FILE_NAME),
     }
 }
 
@@ -297,16 +362,17 @@ mod tests {
         let limits = BatchLimits {
             max_batch_tokens: 128,
             max_batch_size: 3,
+            ..BatchLimits::default()
         };
         let plan = plan_batches(&lengths, limits);
         let mut seen: Vec<usize> = plan.iter().flatten().copied().collect();
         seen.sort();
         assert_eq!(seen, (0..lengths.len()).collect::<Vec<_>>());
         for b in &plan {
-            let longest = b.iter().map(|&i| lengths[i]).max().unwrap();
+            let tokens: usize = b.iter().map(|&i| lengths[i]).sum();
             assert!(b.len() <= 3);
             // Only a lone over-long sequence may exceed the budget.
-            assert!(b.len() * longest <= 128 || b.len() == 1, "{b:?}");
+            assert!(tokens <= 128 || b.len() == 1, "{b:?}");
         }
         // Sorted: the 300-token sequence is alone and first.
         assert_eq!(plan[0], vec![4]);

@@ -1,6 +1,6 @@
 //! The model files: checksum guard and parity with sentence-transformers.
 
-use triage::embed::{cosine, BatchLimits, Embedder};
+use triage::embed::{cosine, BatchLimits, Embedder, Precision};
 use triage::model_files::{self, ModelError};
 
 use crate::helpers::model_dir;
@@ -69,6 +69,41 @@ fn embeddings_match_sentence_transformers_batched_and_single() {
         );
     }
     eprintln!("worst cosine vs sentence-transformers: {worst}");
+}
+
+/// int8 mode (per-channel SmoothQuant weights, per-token activations, the committed calibration
+/// file) stays close to sentence-transformers on every input, batched and alone, and is not
+/// simply the f32 model (its vectors differ).
+#[test]
+fn int8_embeddings_stay_within_cosine_0_99_of_sentence_transformers() {
+    let (inputs, reference) = fixtures();
+    let files = model_files::resolve(Some(&model_dir())).expect("verified model");
+    let limits = BatchLimits {
+        precision: Precision::Int8,
+        ..BatchLimits::default()
+    };
+    let e = Embedder::load(&files, limits).expect("load int8 (models/int8-calibration.json)");
+    assert!(
+        e.model().layer_weight_bytes() * 3 < embedder().model().layer_weight_bytes(),
+        "int8 layers are not smaller than f32"
+    );
+    let texts: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let batched = e.embed(&texts).unwrap();
+    let (mut worst, mut sum) = (1.0f32, 0.0f32);
+    for (i, (got, want)) in batched.iter().zip(&reference.embeddings).enumerate() {
+        let c = cosine(got, want);
+        worst = worst.min(c);
+        sum += c;
+        assert!(c >= 0.99, "input {i} ({:?}): cosine {c}", inputs[i]);
+        let single = e.embed(&[texts[i]]).unwrap().remove(0);
+        assert!(cosine(&single, got) > 0.99999, "input {i}: alone vs batched");
+    }
+    let mean = sum / inputs.len() as f32;
+    eprintln!("int8: worst cosine vs sentence-transformers {worst}, mean {mean}");
+    assert!(
+        worst < 0.999999,
+        "int8 output is identical to f32: not quantized?"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@ pub(crate) mod helpers;
 
 mod bench;
 mod concurrency;
+mod errors;
 mod exports;
 mod grouping;
 mod lifecycle;

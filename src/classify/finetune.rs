@@ -173,7 +173,10 @@ impl TrainLayer {
 /// `bert.` prefix of Hugging Face BertModel checkpoints).
 fn pretrained_layers(weights: &Path, from: usize, layers: usize) -> Result<Vec<Vec<Tensor>>, StatusError> {
     let all = candle_core::safetensors::load(weights, &Device::Cpu)?;
-    let prefix = if all.contains_key("embeddings.word_embeddings.weight") {
+    // A whole BertModel checkpoint, or an earlier fine-tuning's `encoder.safetensors` (only the
+    // tuned layers, same names): no prefix; a Hugging Face BertModel with heads: `bert.`.
+    let own = format!("encoder.layer.{from}.attention.self.query.weight");
+    let prefix = if all.contains_key("embeddings.word_embeddings.weight") || all.contains_key(&own) {
         ""
     } else {
         "bert."
@@ -413,6 +416,16 @@ pub fn finetune(
                 .collect::<candle_core::Result<_>>()?;
             best = Some((f1, epoch, snapshot));
         }
+    }
+    if cfg.epochs == 0 {
+        // Zero epochs: the starting layers as they are (e.g. an earlier model's tuned layers, with
+        // only the heads retrained on new data).
+        let snapshot = model
+            .layers
+            .iter()
+            .map(|l| l.vars.iter().map(|v| v.as_tensor().copy()).collect())
+            .collect::<candle_core::Result<_>>()?;
+        best = Some((0.0, 0, snapshot));
     }
     let (_, best_epoch, snapshot) = best.ok_or_else(|| StatusError::Other("no fine-tuning epochs".into()))?;
     let mut tensors = HashMap::new();

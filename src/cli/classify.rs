@@ -71,6 +71,10 @@ pub struct TrainArgs {
     /// Further labelled files to score with the final model (recorded, never used to choose).
     #[arg(long, num_args = 1..)]
     pub eval: Vec<PathBuf>,
+    /// Start fine-tuning from these tuned layers (an earlier model's `encoder.safetensors`)
+    /// instead of the pre-trained ones; with `--finetune-epochs 0` they are kept as they are.
+    #[arg(long)]
+    pub init_encoder: Option<PathBuf>,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
@@ -115,7 +119,10 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
                 label_smoothing: args.label_smoothing,
                 ..Default::default()
             },
-            model_files::resolve(s.model_dir.as_deref())?.weights(),
+            match args.init_encoder {
+                Some(p) => p,
+                None => model_files::resolve(s.model_dir.as_deref())?.weights(),
+            },
         )),
     };
     let opts = TrainOptions {

@@ -14,10 +14,39 @@ use crate::config::Overrides;
 use crate::embed::Embedder;
 use crate::group::data::{Corpus, Embeddings};
 use crate::group::model::{DecisionRule, GroupConfig, GroupModel, MODEL_FORMAT};
-use crate::group::train::{self, Target, Teacher, TrainOptions};
+use crate::group::train::{self, Fit, Target, Teacher, TrainOptions};
 
-/// Embeds every line of a corpus (row i = line i), with a progress bar on stderr.
+/// Embeds every line of a corpus (row i = line i), with a progress bar on stderr. With
+/// `TRIAGE_EMBED_CACHE=DIR` the rows are kept in `DIR` (raw f32, named by the corpus's sha256 and
+/// line count) and reused: training runs on the same files then skip the slow part.
 pub fn embed_corpus(embedder: &Embedder, corpus: &Corpus) -> anyhow::Result<Embeddings> {
+    let cache = std::env::var_os("TRIAGE_EMBED_CACHE").map(|d| {
+        PathBuf::from(d).join(format!(
+            "{}-{}-{}.f32",
+            corpus.sha256,
+            corpus.records.len(),
+            &crate::model::Manifest::builtin().weights_sha256()[..12]
+        ))
+    });
+    if let Some(path) = cache.as_deref().filter(|p| p.exists()) {
+        return Ok(Embeddings::load(path, corpus.records.len())?);
+    }
+    let emb = embed_uncached(embedder, corpus)?;
+    if let Some(path) = cache {
+        let bytes: Vec<u8> = (0..corpus.records.len())
+            .flat_map(|i| {
+                emb.row(i)
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect::<Vec<u8>>()
+            })
+            .collect();
+        std::fs::write(&path, bytes)?;
+    }
+    Ok(emb)
+}
+
+fn embed_uncached(embedder: &Embedder, corpus: &Corpus) -> anyhow::Result<Embeddings> {
     let bar = indicatif::ProgressBar::new(corpus.records.len() as u64);
     bar.set_message("embedding");
     let mut rows = Vec::with_capacity(corpus.records.len());
@@ -70,6 +99,10 @@ pub struct TrainArgs {
     /// Train only the text-only scorer.
     #[arg(long)]
     pub no_embeddings: bool,
+    /// Keep this grouping model's role-less scorers and train its role scorers (customer,
+    /// agent) on --data, which must carry roles.
+    #[arg(long)]
+    pub base: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -101,6 +134,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         hidden: args.hidden,
         embedding_channels: args.embedding_channels,
         embedder: embedder.as_ref(),
+        base: args.base.as_deref(),
     })?;
     print_result(&out);
     Ok(())
@@ -118,12 +152,7 @@ pub struct Eval<'a> {
 pub fn eval_group(a: &Eval<'_>) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
     let corpus = Corpus::load(a.data)?;
-    let model_path = if a.model.is_dir() {
-        a.model.join("model.json")
-    } else {
-        a.model.to_path_buf()
-    };
-    let model = GroupModel::load(&model_path)?;
+    let model = GroupModel::load(&model_file(a.model))?;
     let emb = match a.embedder {
         Some(e) => Some(embed_corpus(e, &corpus)?),
         None => None,
@@ -153,6 +182,16 @@ pub fn eval_group(a: &Eval<'_>) -> anyhow::Result<serde_json::Value> {
         w.flush()?;
     }
     let r2 = |x: f64| (x * 100.0).round() / 100.0;
+    let attach: serde_json::Map<String, serde_json::Value> = corpus
+        .attach_by_role(&pred)
+        .into_iter()
+        .map(|(role, a)| {
+            (
+                role.to_string(),
+                json!({"messages": a.messages, "attached": r2(a.attached)}),
+            )
+        })
+        .collect();
     Ok(json!({
         "messages": scores.messages,
         "vi": r2(scores.vi),
@@ -163,6 +202,7 @@ pub fn eval_group(a: &Eval<'_>) -> anyhow::Result<serde_json::Value> {
         "msgs_per_s": decisions_per_s.round(),
         "total_s": r2(started.elapsed().as_secs_f64()),
         "embeddings": a.embedder.is_some(),
+        "attach_by_role": attach,
     }))
 }
 
@@ -177,6 +217,9 @@ pub struct Train<'a> {
     /// the whole train split is the slow part); `None`: all of them.
     pub embedding_channels: Option<usize>,
     pub embedder: Option<&'a Embedder>,
+    /// Keep this model's role-less scorers and train only role scorers on `data` (which must
+    /// carry roles).
+    pub base: Option<&'a Path>,
 }
 
 /// Trains the text scorer and (with an embedder) the embedding scorer; writes `model.json` and
@@ -184,9 +227,20 @@ pub struct Train<'a> {
 pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
     let data = Corpus::load(a.data)?;
     let dev = Corpus::load(a.dev)?;
-    let config = GroupConfig {
-        rule: DecisionRule::Conversation,
-        ..GroupConfig::default()
+    let base = match a.base {
+        Some(p) => Some(GroupModel::load(&model_file(p))?),
+        None => None,
+    };
+    let config = match &base {
+        Some(b) => b.config,
+        None => GroupConfig {
+            rule: DecisionRule::Conversation,
+            ..GroupConfig::default()
+        },
+    };
+    let fit = match &base {
+        Some(b) => Fit::Roles(b),
+        None => Fit::All,
     };
     let mut opts = TrainOptions {
         seed: a.seed,
@@ -196,13 +250,22 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
         teacher: Teacher::Predicted,
         ..TrainOptions::default()
     };
-    eprintln!("training the text-only scorer");
-    let (text, text_reports) = train::train(&data, None, Some((&dev, None)), &config, &opts)?;
-    let mut model = GroupModel {
-        format: MODEL_FORMAT,
-        config,
-        text,
-        embedding: None,
+    let what = if base.is_some() { "role" } else { "text-only" };
+    eprintln!("training the {what} scorer(s)");
+    let (text, text_reports) = train::train(&data, None, Some((&dev, None)), &config, &opts, fit)?;
+    let mut model = match &base {
+        Some(b) => {
+            let mut b = b.clone();
+            b.roles = None;
+            train::model_with_roles(&b, &text, false)
+        }
+        None => GroupModel {
+            format: MODEL_FORMAT,
+            config,
+            text: text[0].clone(),
+            embedding: None,
+            roles: None,
+        },
     };
     let mut emb_reports = Vec::new();
     let mut dev_emb = None;
@@ -224,21 +287,37 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
         );
         let emb = embed_corpus(embedder, subset)?;
         let de = embed_corpus(embedder, &dev)?;
-        eprintln!("training the embedding scorer");
+        eprintln!("training the embedding scorer(s)");
         opts.use_embeddings = true;
-        let (scorer, reports) = train::train(subset, Some(&emb), Some((&dev, Some(&de))), &config, &opts)?;
-        model.embedding = Some(scorer);
+        let fit = match &base {
+            Some(_) => Fit::Roles(&model),
+            None => Fit::All,
+        };
+        let (scorers, reports) =
+            train::train(subset, Some(&emb), Some((&dev, Some(&de))), &config, &opts, fit)?;
+        model = match base {
+            Some(_) => train::model_with_roles(&model, &scorers, true),
+            None => GroupModel {
+                embedding: Some(scorers[0].clone()),
+                ..model
+            },
+        };
         emb_reports = reports;
         dev_emb = Some(de);
     }
     std::fs::create_dir_all(a.out)?;
     model.save(&a.out.join("model.json"))?;
-    let (_, dev_text, _) = train::evaluate(&model, &dev, None)?;
+    let (pred_text, dev_text, _) = train::evaluate(&model, &dev, None)?;
+    let mut attach = json!({"text": dev.attach_by_role(&pred_text)});
     let dev_embedding = match &dev_emb {
-        Some(e) => Some(train::evaluate(&model, &dev, Some(e))?.1),
+        Some(e) => {
+            let (pred, scores, _) = train::evaluate(&model, &dev, Some(e))?;
+            attach["embedding"] = json!(dev.attach_by_role(&pred));
+            Some(scores)
+        }
         None => None,
     };
-    let metadata = json!({
+    let mut metadata = json!({
         "date": chrono::Utc::now().to_rfc3339(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),
         "seed": opts.seed,
@@ -251,8 +330,37 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
         "options": opts,
         "config": config,
         "dev": {"text": dev_text, "embedding": dev_embedding},
+        "dev_attach_by_role": attach,
         "epochs": {"text": text_reports, "embedding": emb_reports},
     });
+    if let Some(p) = a.base {
+        // The role-less scorers are the base model's, unchanged: keep its record beside.
+        let base_meta = std::fs::read(model_dir(p).join("metadata.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok());
+        metadata["trained"] =
+            json!("role scorers (customer, agent); the role-less scorers are the base model's");
+        metadata["base"] = json!({"path": p, "metadata": base_meta});
+    }
     std::fs::write(a.out.join("metadata.json"), serde_json::to_vec_pretty(&metadata)?)?;
-    Ok(json!({"out": PathBuf::from(a.out), "dev_text": dev_text, "dev_embedding": dev_embedding}))
+    Ok(
+        json!({"out": PathBuf::from(a.out), "dev_text": dev_text, "dev_embedding": dev_embedding, "dev_attach_by_role": attach}),
+    )
+}
+
+/// `DIR` or `DIR/model.json` -> the model file.
+fn model_file(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("model.json")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+fn model_dir(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.to_path_buf()
+    } else {
+        p.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
 }

@@ -10,19 +10,20 @@ mod error;
 mod event;
 mod ingest;
 mod message;
+mod regroup;
 pub mod status;
 
 pub use account::{Account, AccountInput, AccountPatch, AccountRef, TeamMember};
 pub use change::Change;
 pub use conversation::{
-    apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch, build_conversation,
-    check_merge, check_move, human_label, split_conversation, title_from, Conversation, ConversationPatch,
-    IssueChange, LinkedIssue, NewConversation, Priority,
+    apply_issue_closed, apply_issue_reopened, apply_patch, build_conversation, human_label, title_from,
+    Conversation, ConversationPatch, IssueChange, LinkedIssue, NewConversation, Priority,
 };
 pub use error::DomainError;
 pub use event::{Actor, Event, EventKind};
 pub use ingest::{plan_ingest, ChannelContext, ContextMessage, IngestPlan, Prediction, CONTEXT_MESSAGES};
 pub use message::{normalize_ts, ts_to_time, BadTs, IncomingMessage, Message, Role};
+pub use regroup::{apply_merge, apply_move, check_merge, check_move, split_conversation};
 pub use status::{ReplyLabel, Status};
 
 /// A new public identifier (UUID v4).

@@ -158,6 +158,58 @@ impl Corpus {
     }
 }
 
+/// How often a message that continues a gold conversation is predicted in the same conversation
+/// as that conversation's previous message, for one author role.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Attach {
+    /// Scored messages that continue a gold conversation.
+    pub messages: usize,
+    /// Percent of them predicted with the previous message.
+    pub attached: f64,
+}
+
+impl Corpus {
+    /// [`Attach`] per role (`"customer"`, `"agent"`, `"none"` for messages without one); roles
+    /// with no such message are left out.
+    pub fn attach_by_role(
+        &self,
+        predicted: &[Prediction],
+    ) -> std::collections::BTreeMap<&'static str, Attach> {
+        let mut counts: std::collections::BTreeMap<&'static str, (usize, usize)> = Default::default();
+        for lines in &self.channels {
+            let mut last: std::collections::HashMap<&str, usize> = Default::default();
+            for &l in lines {
+                let r = &self.records[l];
+                let Some(gold) = r.gold.as_deref() else { continue };
+                if let Some(prev) = last.insert(gold, l) {
+                    if r.eval {
+                        let role = match r.role {
+                            Some(Role::Customer) => "customer",
+                            Some(Role::Agent) => "agent",
+                            None => "none",
+                        };
+                        let e = counts.entry(role).or_default();
+                        e.0 += 1;
+                        e.1 += usize::from(predicted[l].conversation == predicted[prev].conversation);
+                    }
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .map(|(k, (n, a))| {
+                (
+                    k,
+                    Attach {
+                        messages: n,
+                        attached: 100.0 * a as f64 / n.max(1) as f64,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
 /// Row i = sentence embedding of line i: a raw little-endian f32 file, 384 floats per row.
 pub struct Embeddings {
     data: Vec<f32>,

@@ -3,7 +3,7 @@
 //! describe (message, candidate); the `new_*` features (row 0 only) describe the message alone, so
 //! under a softmax over the rows they decide how likely a new conversation is.
 
-use super::state::{ChannelState, Conversation, StoredMessage};
+use super::state::{ChannelState, Conversation, OpenBounds, StoredMessage};
 use super::text::{self, TextInfo};
 use super::{Role, EMBEDDING_DIM};
 
@@ -147,6 +147,23 @@ features! {
     NEW_MAX_JACCARD = "new_max_jaccard": Text,
     NEW_CUSTOMER = "new_customer": Role,
     NEW_AGENT = "new_agent": Role,
+    // Support roles (zero for messages without a role): open tickets outside the window, whose
+    // turn it is, who started the conversation, whether the team is already in it.
+    OPEN_TICKET = "candidate_open_ticket_outside_window": Position,
+    CONV_WAITS_TEAM = "conversation_waits_for_team": Role,
+    TEAM_TO_WAITING = "team_message_to_conversation_waiting_for_team": Role,
+    TEAM_TO_LATEST_WAITING = "team_message_to_latest_waiting_conversation": Role,
+    TEAM_FIRST_REPLY = "team_first_reply_in_conversation": Role,
+    TEAM_ALREADY_IN = "team_already_in_conversation": Role,
+    TEAM_STARTED = "conversation_started_by_team": Role,
+    CUSTOMER_OWN = "customer_in_own_conversation": Role,
+    CUSTOMER_OWN_LATEST = "customer_in_own_latest_open_conversation": Role,
+    CUSTOMER_OTHERS = "customer_in_another_customers_conversation": Role,
+    CUSTOMER_AFTER_TEAM = "customer_after_team_reply": Role,
+    MENTIONS_STARTER = "mentions_conversation_starter": Mention,
+    LOG_SINCE_CUSTOMER = "log_min_since_customer_spoke": Time,
+    NEW_TEAM_WAITING = "new_team_log_conversations_waiting": Role,
+    NEW_CUSTOMER_OPEN = "new_customer_has_open_conversation": Role,
 }
 
 pub const NUM_FEATURES: usize = FEATURE_NAMES.len();
@@ -167,7 +184,7 @@ pub struct Prepared<'a> {
     pub reply_to: Option<&'a str>,
 }
 
-/// Candidate rows for one message: row 0 = new conversation, row r >= 1 = `state.window[index[r]]`.
+/// Candidate rows for one message: row 0 = new conversation, row r >= 1 = `state.msg(index[r])`.
 #[derive(Debug, Default, Clone)]
 pub struct CandidateSet {
     pub x: Vec<f32>,
@@ -195,6 +212,8 @@ impl CandidateSet {
 pub struct Window {
     pub messages: usize,
     pub seconds: f64,
+    /// Open support conversations beyond the window (messages with a role only).
+    pub open: OpenBounds,
 }
 
 fn minutes_log(seconds: f64) -> f32 {
@@ -251,14 +270,81 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
         .and_then(|a| state.authors.get(&a))
         .map(|a| a.last_conversation);
 
-    // Candidates, newest first, within both window limits.
+    // Candidates, newest first, within both window limits. A message with a role (a support
+    // channel) also sees the first and latest messages of the channel's open support
+    // conversations, however long ago (bounded by `window.open`).
     let mut cands: Vec<usize> = Vec::with_capacity(window.messages);
+    let mut recent = 0;
+    // Positions in `cands` of the open-ticket candidates from outside the window.
+    let mut outside: Vec<usize> = Vec::new();
+    let mut open_convs: Vec<u64> = Vec::new();
+    let roles = msg.role.is_some();
+    let open_ok = |m: &StoredMessage, open_convs: &mut Vec<u64>| {
+        if !state.parked_live(m, msg.ts, &window.open) {
+            return false;
+        }
+        if open_convs.contains(&m.conversation) {
+            return true;
+        }
+        if open_convs.len() >= window.open.conversations {
+            return false;
+        }
+        open_convs.push(m.conversation);
+        true
+    };
     for (i, m) in state.window.iter().enumerate().rev() {
-        if cands.len() >= window.messages || msg.ts - m.ts > window.seconds {
+        let in_window = recent < window.messages && msg.ts - m.ts <= window.seconds;
+        if !in_window && !roles {
             break;
         }
-        if eligible(state.conversations.get(&m.conversation)) {
+        if !eligible(state.conversations.get(&m.conversation)) {
+            continue;
+        }
+        if in_window {
+            recent += 1;
             cands.push(i);
+        } else if open_ok(m, &mut open_convs) {
+            cands.push(i);
+            outside.push(cands.len() - 1);
+        }
+    }
+    if roles {
+        let base = state.window.len();
+        for (k, m) in state.parked.iter().enumerate().rev() {
+            if open_ok(m, &mut open_convs) {
+                cands.push(base + k);
+                outside.push(cands.len() - 1);
+            }
+        }
+    }
+    // Conversations waiting for the team, and the most recently active of them.
+    let mut waiting: Vec<u64> = Vec::new();
+    let mut latest_waiting: Option<(u64, f64)> = None;
+    let mut my_latest_open: Option<(u64, f64)> = None;
+    if roles {
+        for &i in &cands {
+            let m = state.msg(i);
+            let Some(c) = state.conversations.get(&m.conversation) else {
+                continue;
+            };
+            if !c.roles.known || waiting.contains(&m.conversation) {
+                continue;
+            }
+            if c.roles.waits_for_team() {
+                waiting.push(m.conversation);
+                if latest_waiting.is_none_or(|(_, t)| c.last_ts > t) {
+                    latest_waiting = Some((m.conversation, c.last_ts));
+                }
+            }
+        }
+        for &i in &cands {
+            let m = state.msg(i);
+            if let Some(c) = state.conversations.get(&m.conversation) {
+                if c.roles.starter == Some(msg.user_key) && my_latest_open.is_none_or(|(_, t)| c.last_ts > t)
+                {
+                    my_latest_open = Some((m.conversation, c.last_ts));
+                }
+            }
         }
     }
 
@@ -269,7 +355,7 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
     let mut jac = Vec::with_capacity(cands.len());
     let (mut best_cos, mut best_jac) = (f32::NEG_INFINITY, 0f32);
     for &i in &cands {
-        let m = &state.window[i];
+        let m = state.msg(i);
         if m.text.addressee == Some(msg.user_key) {
             addressed_me.push(m.user_key);
         }
@@ -296,7 +382,7 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
     let mut conv_cos: Vec<(u64, f32, f32)> = Vec::new();
     if let (true, Some(e)) = (have_cos, msg.embedding) {
         for (k, &i) in cands.iter().enumerate() {
-            let id = state.window[i].conversation;
+            let id = state.msg(i).conversation;
             match conv_cos.iter_mut().find(|(c, _, _)| *c == id) {
                 Some(entry) => entry.1 = entry.1.max(cos[k]),
                 None => {
@@ -315,7 +401,7 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
 
     let mut seen_authors: Vec<u64> = Vec::new();
     for (k, &i) in cands.iter().enumerate() {
-        let m: &StoredMessage = &state.window[i];
+        let m: &StoredMessage = state.msg(i);
         let r = out.push_row(i);
         let row = &mut out.x[r * NUM_FEATURES..(r + 1) * NUM_FEATURES];
         let mut set = |f: F, v: f32| row[f as usize] = v;
@@ -415,6 +501,50 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
             }
         }
 
+        if outside.contains(&k) {
+            set(F::OPEN_TICKET, 1.0);
+        }
+        if let (Some(role), Some(c)) = (msg.role, state.conversations.get(&m.conversation)) {
+            let r = &c.roles;
+            if r.known {
+                let waits = r.waits_for_team();
+                let team = role == Role::Agent;
+                let mine = r.starter == Some(msg.user_key);
+                set(F::CONV_WAITS_TEAM, waits as u8 as f32);
+                set(F::TEAM_TO_WAITING, (team && waits) as u8 as f32);
+                set(
+                    F::TEAM_TO_LATEST_WAITING,
+                    (team && latest_waiting.is_some_and(|(w, _)| w == m.conversation)) as u8 as f32,
+                );
+                set(F::TEAM_FIRST_REPLY, (team && !r.team_replied) as u8 as f32);
+                set(F::TEAM_ALREADY_IN, (team && r.team_replied) as u8 as f32);
+                set(
+                    F::TEAM_STARTED,
+                    (r.starter_role == Some(Role::Agent)) as u8 as f32,
+                );
+                set(F::CUSTOMER_OWN, (!team && mine) as u8 as f32);
+                set(
+                    F::CUSTOMER_OWN_LATEST,
+                    (!team && my_latest_open.is_some_and(|(o, _)| o == m.conversation)) as u8 as f32,
+                );
+                set(
+                    F::CUSTOMER_OTHERS,
+                    (!team && !mine && r.starter_role == Some(Role::Customer)) as u8 as f32,
+                );
+                set(
+                    F::CUSTOMER_AFTER_TEAM,
+                    (!team && r.last_role == Some(Role::Agent)) as u8 as f32,
+                );
+                let starter_named = r.starter.is_some_and(|u| {
+                    u != msg.user_key
+                        && (msg.text.addressee == Some(u) || text::contains(&msg.text.tokens, u))
+                });
+                set(F::MENTIONS_STARTER, starter_named as u8 as f32);
+                if let Some(t) = r.last_customer_ts {
+                    set(F::LOG_SINCE_CUSTOMER, minutes_log(msg.ts - t));
+                }
+            }
+        }
         if let (Some(a), Some(b)) = (msg.role, m.role) {
             set(F::SAME_ROLE, (a == b) as u8 as f32);
             set(
@@ -435,7 +565,7 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
     set(F::NEW_SYSTEM, msg.system as u8 as f32);
     set(F::NEW_ACTION, msg.action as u8 as f32);
     set(F::NEW_ADDR_KNOWN, addressee.is_some() as u8 as f32);
-    let addressee_here = addressee.is_some_and(|a| cands.iter().any(|&i| state.window[i].user_key == a));
+    let addressee_here = addressee.is_some_and(|a| cands.iter().any(|&i| state.msg(i).user_key == a));
     set(
         F::NEW_ADDR_ABSENT,
         (addressee.is_some() && !addressee_here) as u8 as f32,
@@ -473,6 +603,10 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
             },
             1.0,
         );
+        match role {
+            Role::Agent => set(F::NEW_TEAM_WAITING, (1.0 + waiting.len() as f32).ln()),
+            Role::Customer => set(F::NEW_CUSTOMER_OPEN, my_latest_open.is_some() as u8 as f32),
+        }
     }
 }
 
@@ -488,7 +622,7 @@ mod tests {
     #[test]
     fn names_and_signals_align() {
         assert_eq!(FEATURE_NAMES.len(), FEATURE_SIGNALS.len());
-        assert_eq!(F::NEW_AGENT as usize, NUM_FEATURES - 1);
+        assert_eq!(F::NEW_CUSTOMER_OPEN as usize, NUM_FEATURES - 1);
         let mut names = FEATURE_NAMES.to_vec();
         names.sort();
         names.dedup();

@@ -52,10 +52,7 @@ impl Grouper<MemoryStore> {
 
 impl<S: GroupStore> Grouper<S> {
     pub fn with_store(model: GroupModel, store: S) -> Self {
-        let hidden = model
-            .text
-            .hidden
-            .max(model.embedding.as_ref().map_or(0, |e| e.hidden));
+        let hidden = model.max_hidden();
         Grouper {
             model,
             store,
@@ -225,12 +222,12 @@ impl<S: GroupStore> Grouper<S> {
         channel: &str,
         prep: &Prepared<'_>,
     ) -> (Decision, ConvRef, Option<u64>) {
-        let scorer = self.model.scorer(prep.embedding.is_some());
+        let scorer = self.model.scorer(prep.embedding.is_some(), prep.role);
         features::extract(state, prep, self.model.config.window(), &mut self.set);
         score_rows(scorer, &self.set, &mut self.scores, &mut self.hidden);
         let probs = softmax(&self.scores);
         let (row, confidence) = choose(state, &self.set, &probs, self.model.config.rule);
-        let stored = |r: usize| (r > 0).then(|| &state.window[self.set.index[r]]);
+        let stored = |r: usize| (r > 0).then(|| state.msg(self.set.index[r]));
         let conv_of = |r: usize| match stored(r) {
             Some(m) => state.conversation_id(m.conversation).to_string(),
             None => conversation_id(channel, prep.key),
@@ -347,7 +344,7 @@ pub(crate) fn choose(
     probs: &[f32],
     rule: DecisionRule,
 ) -> (usize, f32) {
-    let conv = |r: usize| (r > 0).then(|| state.window[set.index[r]].conversation);
+    let conv = |r: usize| (r > 0).then(|| state.msg(set.index[r]).conversation);
     // Total probability per conversation (row 0, a new conversation, stands alone).
     let mut mass: Vec<(Option<u64>, f32, usize)> = Vec::new();
     for (r, &p) in probs.iter().enumerate() {
@@ -391,6 +388,16 @@ fn describe(
             Some(t) => format!("{} min since the channel's previous message", mins(prep.ts - t)),
             None => "first message in the channel".into(),
         },
+        (Signal::Position, Some(c)) if on(F::OPEN_TICKET) => format!(
+            "open conversation outside the recent window, idle {}",
+            idle(
+                prep.ts
+                    - state
+                        .conversations
+                        .get(&c.conversation)
+                        .map_or(c.ts, |k| k.last_ts)
+            )
+        ),
         (Signal::Position, Some(c)) => format!("{} messages back", state.next_seq - c.seq),
         (Signal::Position, None) => format!(
             "{} candidates in the window",
@@ -428,13 +435,75 @@ fn describe(
             x[F::CONV_COS_MAX as usize]
         ),
         (Signal::Similarity, None) => format!("best cosine {:.2}", x[F::NEW_MAX_COS as usize]),
-        (Signal::Role, _) => match prep.role {
-            Some(Role::Customer) => "customer message".into(),
-            _ => "agent message".into(),
+        (Signal::Role, Some(c)) => describe_role(x, c, prep, state),
+        (Signal::Role, None) => match prep.role {
+            Some(Role::Agent) if x[F::NEW_TEAM_WAITING as usize] > 0.0 => format!(
+                "a team member starting a conversation while {} wait for the team (rare)",
+                plural(
+                    (x[F::NEW_TEAM_WAITING as usize].exp() - 1.0).round() as i64,
+                    "conversation"
+                )
+            ),
+            Some(Role::Agent) => "a team member starting a conversation (announcement or outreach)".into(),
+            Some(Role::Customer) if on(F::NEW_CUSTOMER_OPEN) => {
+                "customer starting a new request beside their open conversation".into()
+            }
+            _ => "customer starting a new request".into(),
         },
         (Signal::System, _) => "system message (join/quit)".into(),
         (Signal::New, _) => "prior for starting a conversation".into(),
         (Signal::Conversation, None) => String::new(),
+    }
+}
+
+fn plural(n: i64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// "45 min", "3 h", "2 days".
+fn idle(secs: f64) -> String {
+    let mins = (secs / 60.0).round() as i64;
+    match mins {
+        m if m < 120 => format!("{m} min"),
+        m if m < 48 * 60 => format!("{} h", m / 60),
+        m => format!("{} days", m / (24 * 60)),
+    }
+}
+
+/// The role evidence for joining candidate `c`'s conversation, most specific first.
+fn describe_role(x: &[f32], c: &StoredMessage, prep: &Prepared<'_>, state: &ChannelState) -> String {
+    let on = |f: F| x[f as usize] != 0.0;
+    let waited = state
+        .conversations
+        .get(&c.conversation)
+        .and_then(|k| k.roles.last_customer_ts)
+        .map(|t| idle(prep.ts - t));
+    if on(F::TEAM_TO_WAITING) {
+        let first = if on(F::TEAM_FIRST_REPLY) { "first " } else { "" };
+        return match waited {
+            Some(w) => format!("{first}team reply to a conversation waiting for the team ({w})"),
+            None => format!("{first}team reply to a conversation waiting for the team"),
+        };
+    }
+    if on(F::TEAM_ALREADY_IN) {
+        return "team member continuing a conversation the team is in".into();
+    }
+    if on(F::CUSTOMER_OWN) && on(F::CUSTOMER_AFTER_TEAM) {
+        return "customer answering the team in their own conversation".into();
+    }
+    if on(F::CUSTOMER_OWN) {
+        return "customer follow-up in their own open conversation".into();
+    }
+    if on(F::CUSTOMER_OTHERS) {
+        return "customer joining another customer's conversation".into();
+    }
+    match prep.role {
+        Some(Role::Customer) => format!("customer message after {}", c.user),
+        _ => format!("team message after {}", c.user),
     }
 }
 
@@ -458,6 +527,7 @@ mod tests {
             config: GroupConfig::default(),
             text: s,
             embedding: None,
+            roles: None,
         })
     }
 
@@ -606,6 +676,66 @@ mod tests {
         assert!(fresh
             .decide_with_history(&history, &msg("soon", "x", "hi"))
             .is_err());
+    }
+
+    #[test]
+    fn open_support_conversations_stay_candidates_with_role_explanations() {
+        // A scorer that only likes "team reply to a conversation waiting for the team".
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        let mut s = Scorer::new(vec![1.0; NUM_FEATURES], 0, &mut rng);
+        s.linear[F::TEAM_TO_WAITING as usize] = 3.0;
+        s.linear[F::CUSTOMER_OWN as usize] = 3.0;
+        s.linear[F::NEW_BIAS as usize] = 1.0;
+        let pair = || crate::group::model::ScorerPair {
+            text: s.clone(),
+            embedding: None,
+        };
+        let model = GroupModel {
+            format: MODEL_FORMAT,
+            config: GroupConfig::default(),
+            text: s.clone(),
+            embedding: None,
+            roles: Some(crate::group::model::RoleScorers {
+                customer: pair(),
+                agent: pair(),
+            }),
+        };
+        let role = |r: Role, m: IncomingMessage<'static>| IncomingMessage { role: Some(r), ..m };
+        let mut g = Grouper::new(model.clone());
+        let q = g
+            .process(&role(Role::Customer, msg("0", "U1", "webhooks stopped")), false)
+            .unwrap();
+        // Two hours later (far outside the 15-minute window) the customer follows up...
+        let d = g
+            .process(&role(Role::Customer, msg("7200", "U1", "any update?")), false)
+            .unwrap();
+        assert_eq!(d.conversation_id, q.conversation_id, "{d:?}");
+        let role_reason = d
+            .reasons
+            .iter()
+            .find(|r| r.signal == "role")
+            .expect("role reason");
+        assert!(role_reason.detail.contains("own open conversation"), "{d:?}");
+        // ...and the team's top-level answer joins the waiting conversation.
+        let d = g
+            .process(&role(Role::Agent, msg("9000", "U9", "fixed now")), false)
+            .unwrap();
+        assert_eq!(d.conversation_id, q.conversation_id, "{d:?}");
+        let role_reason = d
+            .reasons
+            .iter()
+            .find(|r| r.signal == "role")
+            .expect("role reason");
+        assert!(role_reason.detail.contains("waiting for the team"), "{d:?}");
+        // Without roles the old conversation is out of reach (IRC behaviour is unchanged).
+        let mut plain = Grouper::new(model);
+        plain.process(&msg("0", "U1", "webhooks stopped"), false).unwrap();
+        assert!(
+            plain
+                .process(&msg("7200", "U1", "any update?"), false)
+                .unwrap()
+                .new
+        );
     }
 
     #[test]

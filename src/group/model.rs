@@ -12,8 +12,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::features::{Signal, Window, FEATURE_NAMES, FEATURE_SIGNALS, NUM_FEATURES};
-use super::state::Bounds;
-use super::GroupError;
+use super::state::{Bounds, OpenBounds};
+use super::{GroupError, Role};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scorer {
@@ -47,20 +47,43 @@ impl Scorer {
         }
     }
 
-    fn check(&self) -> Result<(), GroupError> {
-        let names: Vec<&str> = self.features.iter().map(String::as_str).collect();
-        if names != FEATURE_NAMES {
-            return Err(GroupError::Model("feature list differs from this build's".into()));
-        }
+    /// Checks the shapes and puts the columns in this build's feature order. A file written before
+    /// features were added loads with those features switched off (scale and weights zero), so
+    /// its scores are unchanged; a feature this build does not know is an error.
+    fn align(&mut self) -> Result<(), GroupError> {
         let h = self.hidden;
-        if self.scale.len() != NUM_FEATURES
-            || self.linear.len() != NUM_FEATURES
-            || self.w1.len() != NUM_FEATURES * h
+        let n = self.features.len();
+        if self.scale.len() != n
+            || self.linear.len() != n
+            || self.w1.len() != n * h
             || self.b1.len() != h
             || self.w2.len() != h
         {
             return Err(GroupError::Model("weight shapes do not match".into()));
         }
+        let names: Vec<&str> = self.features.iter().map(String::as_str).collect();
+        if names == FEATURE_NAMES {
+            return Ok(());
+        }
+        let mut col = vec![None; NUM_FEATURES];
+        for (k, name) in names.iter().enumerate() {
+            let j = FEATURE_NAMES
+                .iter()
+                .position(|f| f == name)
+                .ok_or_else(|| GroupError::Model(format!("unknown feature {name:?}")))?;
+            if col[j].replace(k).is_some() {
+                return Err(GroupError::Model(format!("feature {name:?} listed twice")));
+            }
+        }
+        let pick = |v: &[f32], k: Option<usize>| k.map_or(0.0, |k| v[k]);
+        self.scale = col.iter().map(|&k| pick(&self.scale, k)).collect();
+        self.linear = col.iter().map(|&k| pick(&self.linear, k)).collect();
+        self.w1 = col
+            .iter()
+            .flat_map(|&k| (0..h).map(move |u| k.map(|k| k * h + u)))
+            .map(|i| i.map_or(0.0, |i| self.w1[i]))
+            .collect();
+        self.features = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
         Ok(())
     }
 
@@ -146,6 +169,7 @@ impl Default for GroupConfig {
                 window_seconds: 15.0 * 60.0,
                 memory_seconds: 24.0 * 3600.0,
                 memory_items: 2000,
+                open: OpenBounds::default(),
             },
             rule: DecisionRule::Link,
             top_k: 5,
@@ -158,18 +182,59 @@ impl GroupConfig {
         Window {
             messages: self.bounds.window_messages,
             seconds: self.bounds.window_seconds,
+            open: self.bounds.open,
         }
     }
 }
 
-/// The model file: configuration plus a scorer for messages without an embedding and, optionally,
-/// one for messages with one.
+/// A scorer for messages without an embedding and, optionally, one for messages with one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScorerPair {
+    pub text: Scorer,
+    pub embedding: Option<Scorer>,
+}
+
+impl ScorerPair {
+    fn align(&mut self) -> Result<(), GroupError> {
+        self.text.align()?;
+        if self.text.uses_embeddings() {
+            return Err(GroupError::Model(
+                "the text scorer must not use embedding features".into(),
+            ));
+        }
+        if let Some(e) = &mut self.embedding {
+            e.align()?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, has_embedding: bool) -> &Scorer {
+        match (&self.embedding, has_embedding) {
+            (Some(e), true) => e,
+            _ => &self.text,
+        }
+    }
+}
+
+/// Scorers for messages whose author's role is known (support channels): one per role, trained
+/// on role-labelled data, so a team member's message and a customer's weigh the same evidence
+/// differently.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoleScorers {
+    pub customer: ScorerPair,
+    pub agent: ScorerPair,
+}
+
+/// The model file: configuration, the scorers for messages without a role (chat such as IRC)
+/// and, optionally, the role scorers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupModel {
     pub format: u32,
     pub config: GroupConfig,
     pub text: Scorer,
     pub embedding: Option<Scorer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles: Option<RoleScorers>,
 }
 
 pub const MODEL_FORMAT: u32 = 1;
@@ -177,21 +242,22 @@ pub const MODEL_FORMAT: u32 = 1;
 impl GroupModel {
     pub fn load(path: &Path) -> Result<GroupModel, GroupError> {
         let raw = std::fs::read(path).map_err(|e| GroupError::io(path, e))?;
-        let m: GroupModel = serde_json::from_slice(&raw)?;
+        let mut m: GroupModel = serde_json::from_slice(&raw)?;
         if m.format != MODEL_FORMAT {
             return Err(GroupError::Model(format!(
                 "format {} (expected {MODEL_FORMAT})",
                 m.format
             )));
         }
-        m.text.check()?;
-        if m.text.uses_embeddings() {
-            return Err(GroupError::Model(
-                "the text scorer must not use embedding features".into(),
-            ));
-        }
-        if let Some(e) = &m.embedding {
-            e.check()?;
+        let mut base = ScorerPair {
+            text: m.text,
+            embedding: m.embedding,
+        };
+        base.align()?;
+        (m.text, m.embedding) = (base.text, base.embedding);
+        if let Some(r) = &mut m.roles {
+            r.customer.align()?;
+            r.agent.align()?;
         }
         Ok(m)
     }
@@ -201,12 +267,29 @@ impl GroupModel {
         std::fs::write(path, json).map_err(|e| GroupError::io(path, e))
     }
 
-    /// The scorer for a message with (or without) an embedding.
-    pub fn scorer(&self, has_embedding: bool) -> &Scorer {
-        match (&self.embedding, has_embedding) {
-            (Some(e), true) => e,
-            _ => &self.text,
+    /// The scorer for a message with (or without) an embedding and with (or without) a role.
+    pub fn scorer(&self, has_embedding: bool, role: Option<Role>) -> &Scorer {
+        match (&self.roles, role) {
+            (Some(r), Some(Role::Customer)) => r.customer.get(has_embedding),
+            (Some(r), Some(Role::Agent)) => r.agent.get(has_embedding),
+            _ => match (&self.embedding, has_embedding) {
+                (Some(e), true) => e,
+                _ => &self.text,
+            },
         }
+    }
+
+    /// Largest hidden layer of any scorer (scratch size).
+    pub fn max_hidden(&self) -> usize {
+        let mut all = vec![&self.text];
+        all.extend(&self.embedding);
+        if let Some(r) = &self.roles {
+            for p in [&r.customer, &r.agent] {
+                all.push(&p.text);
+                all.extend(&p.embedding);
+            }
+        }
+        all.iter().map(|s| s.hidden).max().unwrap_or(0)
     }
 }
 
@@ -228,6 +311,7 @@ mod tests {
             config: GroupConfig::default(),
             text,
             embedding: None,
+            roles: None,
         };
         let path = std::env::temp_dir().join(format!("group-model-test-{}.json", std::process::id()));
         model.save(&path).unwrap();
@@ -237,6 +321,23 @@ mod tests {
         bad.text.features[0] = "renamed".into();
         bad.save(&path).unwrap();
         assert!(GroupModel::load(&path).is_err());
+
+        // A file from before a feature existed loads with that feature off and the same scores.
+        let mut old = model.clone();
+        let drop = NUM_FEATURES - 1;
+        old.text.features.remove(drop);
+        old.text.scale.remove(drop);
+        old.text.linear.remove(drop);
+        old.text.w1.drain(drop * 4..drop * 4 + 4);
+        old.save(&path).unwrap();
+        let back = GroupModel::load(&path).unwrap();
+        assert_eq!(back.text.scale[drop], 0.0);
+        assert_eq!(back.text.w1[..drop * 4], model.text.w1[..drop * 4]);
+        let x: Vec<f32> = (0..NUM_FEATURES).map(|j| (j % 3) as f32).collect();
+        let mut hidden = vec![0.0; 4];
+        let mut masked = model.text.clone();
+        masked.scale[drop] = 0.0;
+        assert_eq!(back.text.score(&x, &mut hidden), masked.score(&x, &mut hidden));
         std::fs::remove_file(&path).unwrap();
     }
 }

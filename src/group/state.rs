@@ -47,6 +47,33 @@ pub struct Conversation {
     /// Root ts of the Slack thread this conversation holds, if any.
     pub thread: Option<String>,
     pub closed: bool,
+    /// Support roles (messages that carry a role only): who started it, who spoke last, whether
+    /// the team has spoken in it, and when the customer last did.
+    #[serde(default)]
+    pub roles: ConversationRoles,
+}
+
+/// What a conversation's roles say about whose turn it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRoles {
+    /// Some message of the conversation carried a role (it is a support ticket).
+    pub known: bool,
+    /// Author (nick key) and role of its first message.
+    pub starter: Option<u64>,
+    pub starter_role: Option<Role>,
+    /// Role of its latest message.
+    pub last_role: Option<Role>,
+    /// A team member wrote in it.
+    pub team_replied: bool,
+    /// Time of the latest customer message.
+    pub last_customer_ts: Option<f64>,
+}
+
+impl ConversationRoles {
+    /// The customer spoke last: the conversation waits for the team.
+    pub fn waits_for_team(&self) -> bool {
+        self.last_role == Some(Role::Customer)
+    }
 }
 
 const MAX_CONVERSATION_AUTHORS: usize = 32;
@@ -73,6 +100,29 @@ pub struct Bounds {
     pub memory_seconds: f64,
     /// At most this many conversations / authors / remembered decisions per channel.
     pub memory_items: usize,
+    /// Open support conversations as candidates (messages with a role only).
+    #[serde(default)]
+    pub open: OpenBounds,
+}
+
+/// How long a support conversation (one whose messages carry roles) stays a candidate after its
+/// messages left the window: its first and latest messages are kept as candidates for messages
+/// with a role, so a customer's follow-up hours later or a team member's late reply can join it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OpenBounds {
+    /// Idle time after which an open conversation stops being a candidate.
+    pub seconds: f64,
+    /// At most this many such conversations (the most recently active) per decision.
+    pub conversations: usize,
+}
+
+impl Default for OpenBounds {
+    fn default() -> Self {
+        OpenBounds {
+            seconds: 3.0 * 86_400.0,
+            conversations: 30,
+        }
+    }
 }
 
 /// Hasher for keys that are already hashes or serials (nick keys, conversation serials): the
@@ -109,6 +159,10 @@ pub struct ChannelState {
     pub next_seq: u64,
     pub next_conversation: u64,
     pub window: VecDeque<StoredMessage>,
+    /// First and latest messages of open support conversations that left the window, oldest
+    /// first (entries that stopped being either are dropped lazily).
+    #[serde(default)]
+    pub parked: VecDeque<StoredMessage>,
     pub conversations: IdMap<Conversation>,
     pub authors: IdMap<AuthorInfo>,
     /// Decisions by message ts, oldest first in `decided_order`.
@@ -134,6 +188,26 @@ pub struct Commit<'a> {
 }
 
 impl ChannelState {
+    /// A candidate message by index: `0..window.len()` are the window, the rest the parked
+    /// messages.
+    pub fn msg(&self, i: usize) -> &StoredMessage {
+        match i.checked_sub(self.window.len()) {
+            None => &self.window[i],
+            Some(k) => &self.parked[k],
+        }
+    }
+
+    /// Whether a parked message still stands for its open support conversation at `now`.
+    pub fn parked_live(&self, m: &StoredMessage, now: f64, open: &OpenBounds) -> bool {
+        self.conversations.get(&m.conversation).is_some_and(|c| {
+            (c.start_seq == m.seq || c.last_seq == m.seq)
+                && c.roles.known
+                && !c.closed
+                && c.thread.is_none()
+                && now - c.last_ts <= open.seconds
+        })
+    }
+
     pub fn newest_ts(&self) -> Option<f64> {
         self.window.back().map(|m| m.ts)
     }
@@ -180,8 +254,24 @@ impl ChannelState {
             embedding_norm: 0.0,
             thread: None,
             closed: false,
+            roles: ConversationRoles::default(),
         });
         conv.size += 1;
+        if let Some(role) = c.role.filter(|_| !c.system) {
+            let r = &mut conv.roles;
+            if !r.known {
+                r.known = true;
+                if conv.start_seq == seq {
+                    r.starter = Some(c.user_key);
+                    r.starter_role = Some(role);
+                }
+            }
+            r.last_role = Some(role);
+            match role {
+                Role::Agent => r.team_replied = true,
+                Role::Customer => r.last_customer_ts = Some(c.ts),
+            }
+        }
         conv.last_seq = seq;
         conv.last_ts = conv.last_ts.max(c.ts);
         if !c.system && !conv.authors.contains(&c.user_key) && conv.authors.len() < MAX_CONVERSATION_AUTHORS {
@@ -236,19 +326,35 @@ impl ChannelState {
     }
 
     fn evict(&mut self, now: f64, b: &Bounds) {
+        let open = b.open;
         while self.window.len() > b.window_messages
             || self.window.front().is_some_and(|m| now - m.ts > b.window_seconds)
         {
-            self.window.pop_front();
+            if let Some(m) = self.window.pop_front() {
+                // Support conversations keep their first and latest messages as candidates.
+                if self.parked_live(&m, now, &open) {
+                    self.parked.push_back(m);
+                }
+            }
         }
         // Sweeping the maps is O(size): do it every 64 messages, or at once when over the cap.
         // Conversations with a message in the window stay (their serials are referenced).
         let sweep = self.next_seq % 64 == 0;
         let in_window = self.window.front().map_or(u64::MAX, |m| m.seq);
         let keep = |ts: f64| now - ts <= b.memory_seconds;
+        let open_keep = |c: &Conversation| c.roles.known && !c.closed && now - c.last_ts <= open.seconds;
+        if sweep || self.parked.len() > 4 * open.conversations {
+            let mut parked = std::mem::take(&mut self.parked);
+            parked.retain(|m| self.parked_live(m, now, &open));
+            // The most recently active conversations win when there are too many.
+            while parked.len() > 4 * open.conversations {
+                parked.pop_front();
+            }
+            self.parked = parked;
+        }
         if sweep || self.conversations.len() > b.memory_items {
             self.conversations
-                .retain(|_, c| c.last_seq >= in_window || keep(c.last_ts));
+                .retain(|_, c| c.last_seq >= in_window || keep(c.last_ts) || open_keep(c));
             trim_oldest(&mut self.conversations, b.memory_items, |c| {
                 if c.last_seq >= in_window {
                     f64::INFINITY

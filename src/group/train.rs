@@ -21,7 +21,7 @@ use super::metrics::Scores;
 use super::model::{GroupConfig, GroupModel, Scorer, MODEL_FORMAT};
 use super::state::{ChannelState, Commit, ConvRef};
 use super::text::{analyse, nick_key};
-use super::{data, decision, GroupError};
+use super::{data, decision, GroupError, Role};
 
 /// Which decision updates the state after an annotated message during training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,6 +189,8 @@ struct Pass<'a> {
     emb: Option<&'a Embeddings>,
     config: &'a GroupConfig,
     opts: &'a TrainOptions,
+    /// One learner per role (customer, agent) instead of one for every message.
+    roles: bool,
 }
 
 /// The scorer being trained and its optimiser; steps every `batch` examples.
@@ -243,7 +245,7 @@ impl Learner {
 }
 
 impl Pass<'_> {
-    fn channel(&self, lines: &[usize], mut learner: Option<&mut Learner>, max_abs: &mut [f32]) {
+    fn channel(&self, lines: &[usize], mut learners: Option<&mut [Learner]>, max_abs: &mut [f32]) {
         let mut state = ChannelState::default();
         let mut set = CandidateSet::default();
         let (mut scores, mut hidden) = (Vec::new(), Vec::new());
@@ -284,12 +286,15 @@ impl Pass<'_> {
                 } else {
                     Vec::new()
                 };
-                let row = match learner.as_deref_mut() {
-                    Some(l) => {
+                let slot = usize::from(self.roles && r.role == Some(Role::Agent));
+                let learns = !self.roles || r.role.is_some();
+                let row = match learners.as_deref_mut() {
+                    Some(ls) => {
+                        let l = &mut ls[slot];
                         score_rows(&l.scorer, &set, &mut scores, &mut hidden);
                         let probs = softmax(&scores);
                         let single = r.parents.len() == 1 || !self.opts.single_parent_only;
-                        if !gold_rows.is_empty() && single {
+                        if !gold_rows.is_empty() && single && learns {
                             let p_gold: f32 = gold_rows.iter().map(|&g| probs[g]).sum();
                             l.loss -= (p_gold.max(1e-30) as f64).ln();
                             for (row, &p) in probs.iter().enumerate() {
@@ -318,7 +323,7 @@ impl Pass<'_> {
                 match row {
                     0 => (ConvRef::New(decision::conversation_id(&r.channel, &r.key)), None),
                     _ => {
-                        let m = &state.window[set.index[row]];
+                        let m = state.msg(set.index[row]);
                         (ConvRef::Known(m.conversation), Some(m.seq))
                     }
                 }
@@ -358,7 +363,7 @@ impl Pass<'_> {
         }
         (1..set.rows())
             .filter(|&row| {
-                let seq = state.window[set.index[row]].seq as usize;
+                let seq = state.msg(set.index[row]).seq as usize;
                 let c = recs[seq];
                 r.parents.contains(&c.idx)
                     || (self.opts.target == Target::Conversation
@@ -409,6 +414,7 @@ pub fn model_with(config: GroupConfig, scorer: &Scorer) -> GroupModel {
         config,
         text,
         embedding: uses.then(|| scorer.clone()),
+        roles: None,
     }
 }
 
@@ -439,18 +445,61 @@ pub fn evaluate(
     ))
 }
 
-/// Trains one scorer; evaluates on `dev` after each epoch when given.
+/// What a training run fits: the scorer for every message, or (on role-labelled data, on top of
+/// a base model whose role-less scorers are kept) one scorer per role.
+#[derive(Clone, Copy)]
+pub enum Fit<'a> {
+    All,
+    Roles(&'a GroupModel),
+}
+
+/// The base model with role scorers (`[customer, agent]`) in its text or embedding slot.
+pub fn model_with_roles(base: &GroupModel, scorers: &[Scorer], embedding: bool) -> GroupModel {
+    let mut m = base.clone();
+    let pair = |s: &Scorer| super::model::ScorerPair {
+        text: if embedding {
+            without_embeddings(s)
+        } else {
+            s.clone()
+        },
+        embedding: None,
+    };
+    let roles = m.roles.get_or_insert_with(|| super::model::RoleScorers {
+        customer: pair(&scorers[0]),
+        agent: pair(&scorers[1]),
+    });
+    for (p, s) in [
+        (&mut roles.customer, &scorers[0]),
+        (&mut roles.agent, &scorers[1]),
+    ] {
+        if embedding {
+            p.embedding = Some(s.clone());
+        } else {
+            p.text = s.clone();
+        }
+    }
+    m
+}
+
+/// Trains one scorer (or one per role); evaluates on `dev` after each epoch when given.
 pub fn train(
     corpus: &Corpus,
     emb: Option<&Embeddings>,
     dev: Option<(&Corpus, Option<&Embeddings>)>,
     config: &GroupConfig,
     opts: &TrainOptions,
-) -> Result<(Scorer, Vec<EpochReport>), GroupError> {
+    fit: Fit<'_>,
+) -> Result<(Vec<Scorer>, Vec<EpochReport>), GroupError> {
     check_corpus(corpus)?;
     if opts.use_embeddings && emb.is_none() {
         return Err(GroupError::Invalid(
             "training with embeddings needs an embeddings file".into(),
+        ));
+    }
+    let roles = matches!(fit, Fit::Roles(_));
+    if roles && !corpus.records.iter().any(|r| r.role.is_some()) {
+        return Err(GroupError::Invalid(
+            "training role scorers needs messages with a role".into(),
         ));
     }
     let pass = Pass {
@@ -458,6 +507,7 @@ pub fn train(
         emb,
         config,
         opts,
+        roles,
     };
     // Max-abs scaling from one pass with gold links.
     let mut max_abs = vec![0f32; NUM_FEATURES];
@@ -475,61 +525,69 @@ pub fn train(
         .collect();
 
     let mut rng = StdRng::seed_from_u64(opts.seed);
-    let scorer = Scorer::new(scale, opts.hidden, &mut rng);
-    let mut l = Learner {
-        adam: Adam {
-            m: Params::zeros(&scorer),
-            v: Params::zeros(&scorer),
-            t: 0,
-        },
-        grad: Params::zeros(&scorer),
-        scorer,
-        average: None,
-        pending: 0,
-        batch: opts.batch.max(1),
-        lr: opts.lr,
-        weight_decay: opts.weight_decay,
-        loss: 0.0,
-        examples: 0,
-    };
+    let mut learners: Vec<Learner> = (0..if roles { 2 } else { 1 })
+        .map(|_| {
+            let scorer = Scorer::new(scale.clone(), opts.hidden, &mut rng);
+            Learner {
+                adam: Adam {
+                    m: Params::zeros(&scorer),
+                    v: Params::zeros(&scorer),
+                    t: 0,
+                },
+                grad: Params::zeros(&scorer),
+                scorer,
+                average: None,
+                pending: 0,
+                batch: opts.batch.max(1),
+                lr: opts.lr,
+                weight_decay: opts.weight_decay,
+                loss: 0.0,
+                examples: 0,
+            }
+        })
+        .collect();
     let mut order: Vec<usize> = (0..corpus.channels.len()).collect();
     let mut reports = Vec::new();
     for epoch in 0..opts.epochs {
         order.shuffle(&mut rng);
-        // Average the weights over the second half of the epochs.
-        if l.average.is_none() && epoch >= opts.epochs / 2 {
-            l.average = Some((l.scorer.clone(), 1.0));
+        for l in &mut learners {
+            // Average the weights over the second half of the epochs.
+            if l.average.is_none() && epoch >= opts.epochs / 2 {
+                l.average = Some((l.scorer.clone(), 1.0));
+            }
+            // Linear decay to a tenth of the rate over the epochs.
+            l.lr = opts.lr * (1.0 - 0.9 * epoch as f32 / opts.epochs.max(1) as f32);
+            (l.loss, l.examples) = (0.0, 0);
         }
-        // Linear decay to a tenth of the rate over the epochs.
-        l.lr = opts.lr * (1.0 - 0.9 * epoch as f32 / opts.epochs.max(1) as f32);
-        (l.loss, l.examples) = (0.0, 0);
         let pb = progress_bar(order.len(), format!("epoch {}/{}", epoch + 1, opts.epochs));
         for &c in &order {
-            pass.channel(&corpus.channels[c], Some(&mut l), &mut []);
+            pass.channel(&corpus.channels[c], Some(&mut learners), &mut []);
             pb.inc(1);
         }
         pb.finish_and_clear();
+        let current: Vec<Scorer> = learners.iter().map(|l| l.current().clone()).collect();
         let dev_scores = match dev {
-            Some((d, e)) => Some(
-                evaluate(
-                    &model_with(*config, l.current()),
-                    d,
-                    if opts.use_embeddings { e } else { None },
-                )?
-                .1,
-            ),
+            Some((d, e)) => {
+                let model = match fit {
+                    Fit::All => model_with(*config, &current[0]),
+                    Fit::Roles(base) => model_with_roles(base, &current, opts.use_embeddings),
+                };
+                Some(evaluate(&model, d, if opts.use_embeddings { e } else { None })?.1)
+            }
             None => None,
         };
+        let examples: usize = learners.iter().map(|l| l.examples).sum();
+        let loss: f64 = learners.iter().map(|l| l.loss).sum();
         let report = EpochReport {
             epoch: epoch + 1,
-            loss: l.loss / l.examples.max(1) as f64,
-            train_examples: l.examples,
+            loss: loss / examples.max(1) as f64,
+            train_examples: examples,
             dev: dev_scores,
         };
         eprintln!("{}", serde_json::to_string(&report)?);
         reports.push(report);
     }
-    Ok((l.current().clone(), reports))
+    Ok((learners.iter().map(|l| l.current().clone()).collect(), reports))
 }
 
 #[cfg(test)]
@@ -580,9 +638,12 @@ mod tests {
             epochs: 3,
             ..TrainOptions::default()
         };
-        let (a, reports) = train(&corpus, None, Some((&corpus, None)), &config, &opts).unwrap();
-        let (b, _) = train(&corpus, None, None, &config, &opts).unwrap();
-        assert_eq!(a.linear, b.linear, "same data and seed give the same weights");
+        let (a, reports) = train(&corpus, None, Some((&corpus, None)), &config, &opts, Fit::All).unwrap();
+        let (b, _) = train(&corpus, None, None, &config, &opts, Fit::All).unwrap();
+        assert_eq!(
+            a[0].linear, b[0].linear,
+            "same data and seed give the same weights"
+        );
         let dev = reports.last().unwrap().dev.unwrap();
         assert!(dev.one_to_one > 90.0, "{dev:?}");
         assert!(reports[0].loss > reports.last().unwrap().loss);

@@ -114,7 +114,7 @@ async fn create_conversation(
     if new.channel.is_empty() {
         return Err(ApiError::invalid("channel", "channel is required"));
     }
-    let conv = state.store.create_conversation(new, actor).await?;
+    let conv = state.pipeline.create_conversation(new, actor).await?;
     Ok((StatusCode::CREATED, axum::Json(conv)))
 }
 
@@ -132,7 +132,7 @@ async fn update_conversation(
     Json(patch): Json<ConversationPatch>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(
-        state.store.update_conversation(&id, patch, actor).await?,
+        state.pipeline.update_conversation(&id, patch, actor).await?,
     ))
 }
 
@@ -140,7 +140,7 @@ async fn delete_conversation(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.store.delete_conversation(&id).await?;
+    state.pipeline.delete_conversation(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -172,7 +172,7 @@ async fn merge(
     Acting(actor): Acting,
     Json(body): Json<MergeBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let conversation = state.store.merge_conversations(&id, &body.into, actor).await?;
+    let conversation = state.pipeline.merge_conversations(&id, &body.into, actor).await?;
     Ok(axum::Json(json!({ "conversation": conversation })))
 }
 
@@ -190,7 +190,7 @@ async fn move_message(
     Json(body): Json<MoveBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (message, conversation) = state
-        .store
+        .pipeline
         .move_message(&id, body.conversation_id.as_deref(), actor)
         .await?;
     Ok(axum::Json(

@@ -55,7 +55,7 @@ pub async fn issues(
         ));
     };
     let conversations = match change {
-        Some(change) => state.store.issue_changed(&change).await?,
+        Some(change) => state.pipeline.issue_changed(&change).await?,
         None => Vec::new(),
     };
     Ok(axum::Json(json!({ "conversations": conversations })))

@@ -3,13 +3,16 @@
 //!
 //! [`Pipeline::ingest`]: a replay check, inference outside any lock ([`Inference`]), then one store
 //! unit of work that holds the channel's lock, loads the channel context, lets the grouper decide
-//! ([`Grouping`]), applies the domain's plan, writes and commits. The store knows nothing of
-//! groupers or plans; the domain knows nothing of either. [`ml`] implements both seams with the
-//! real models.
+//! ([`Grouping`]), applies the domain's plan, writes and commits, then publishes what changed on the
+//! [`EventBus`]. The ticket operations people make (patch, merge, move, split) go through here
+//! too, so their changes are published the same way. The store knows nothing of groupers or
+//! plans; the domain knows nothing of either. [`ml`] implements both seams with the real models.
 
+mod bus;
 pub mod ml;
+mod tickets;
 
-use crate::domain::{self, status, Conversation, Message, Role};
+use crate::domain::{self, status, Change, Conversation, Message, Role};
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use std::sync::Arc;
 pub use crate::domain::{
     normalize_ts, ts_to_time, BadTs, ChannelContext, ContextMessage, IncomingMessage, Prediction,
 };
+pub use bus::{EventBus, DEFAULT_CAPACITY};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -99,12 +103,13 @@ pub struct IngestOutcome {
     pub created: bool,
 }
 
-/// The pipeline's seams and the store it writes to. Cheap to clone.
+/// The pipeline's seams, the store it writes to and the bus it publishes on. Cheap to clone.
 #[derive(Clone)]
 pub struct Pipeline {
     store: Arc<dyn Store>,
     inference: Arc<dyn Inference>,
     grouping: Arc<dyn Grouping>,
+    events: EventBus,
 }
 
 impl Pipeline {
@@ -113,7 +118,13 @@ impl Pipeline {
             store,
             inference,
             grouping,
+            events: EventBus::default(),
         }
+    }
+
+    /// Where committed changes are published.
+    pub fn events(&self) -> &EventBus {
+        &self.events
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -167,6 +178,19 @@ impl Pipeline {
             return self.replayed(msg, "message ingested concurrently").await;
         }
         unit.commit().await?;
+        let created = plan.new_conversation.then(|| Change::ConversationCreated {
+            conversation: plan.conversation.clone(),
+        });
+        let added = Change::MessageAdded {
+            message: plan.message.clone(),
+            conversation: plan.conversation.clone(),
+        };
+        self.events.publish(
+            created
+                .into_iter()
+                .chain([added])
+                .chain(Change::from_events(&plan.events)),
+        );
         Ok(IngestOutcome {
             message: plan.message,
             conversation: plan.conversation,

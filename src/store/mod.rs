@@ -1,12 +1,21 @@
 //! Persistence: the `Store` trait and its two backends (SQLite, PostgreSQL).
 //!
+//! One core over two backends: the queries ([`queries`]) and the operations with the ingest unit
+//! of work ([`ops`]) are written once and expanded in `sqlite.rs` and `postgres.rs`, which keep
+//! only what truly differs (locking, text search, batched inserts, the context query).
+//!
 //! The store only loads, locks and writes. Decisions (grouping, the status machine, patches,
 //! merges) are made by the pipeline and the domain; for a new message the store offers a unit of
 //! work ([`Store::begin_ingest`]) that holds the channel's lock while the pipeline decides.
 
 #[macro_use]
 mod sql;
+#[macro_use]
+mod queries;
+#[macro_use]
+mod ops;
 mod rows;
+mod tx;
 
 pub mod postgres;
 pub mod sqlite;
@@ -96,13 +105,17 @@ pub trait Store: Send + Sync + 'static {
         page: PageRequest,
     ) -> StoreFuture<'a, Page<Conversation>>;
     fn get_conversation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Conversation>;
-    fn create_conversation(&self, new: NewConversation, actor: Actor) -> StoreFuture<'_, Conversation>;
+    fn create_conversation(
+        &self,
+        new: NewConversation,
+        actor: Actor,
+    ) -> StoreFuture<'_, Written<Conversation>>;
     fn update_conversation<'a>(
         &'a self,
         id: &'a str,
         patch: ConversationPatch,
         actor: Actor,
-    ) -> StoreFuture<'a, Conversation>;
+    ) -> StoreFuture<'a, Written<Conversation>>;
     fn delete_conversation<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ()>;
     fn list_messages<'a>(
         &'a self,
@@ -118,14 +131,14 @@ pub trait Store: Send + Sync + 'static {
         from: &'a str,
         into: &'a str,
         actor: Actor,
-    ) -> StoreFuture<'a, Conversation>;
+    ) -> StoreFuture<'a, Written<Conversation>>;
     /// Moves one message to `to`, or to a new conversation when `to` is `None` (a split).
     fn move_message<'a>(
         &'a self,
         message_id: &'a str,
         to: Option<&'a str>,
         actor: Actor,
-    ) -> StoreFuture<'a, (Message, Conversation)>;
+    ) -> StoreFuture<'a, Written<Moved>>;
 
     fn find_message<'a>(&'a self, channel: &'a str, ts: &'a str) -> StoreFuture<'a, Option<Message>>;
     /// Starts the unit of work that stores one new message of `channel`: a write transaction
@@ -134,7 +147,7 @@ pub trait Store: Send + Sync + 'static {
     fn begin_ingest<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Box<dyn IngestUnit<'a> + 'a>>;
 
     /// Records the new state of an issue; closing it moves its `on_hold` conversations to `on_you`.
-    fn issue_changed<'a>(&'a self, change: &'a IssueChange) -> StoreFuture<'a, Vec<Conversation>>;
+    fn issue_changed<'a>(&'a self, change: &'a IssueChange) -> StoreFuture<'a, Written<Vec<Conversation>>>;
 
     fn list_accounts(&self) -> StoreFuture<'_, Vec<Account>>;
     fn get_account<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Account>;
@@ -164,6 +177,21 @@ pub trait IngestUnit<'a>: Send {
     fn write<'b>(&'b mut self, plan: &'b IngestPlan, msg: &'b IncomingMessage) -> StoreFuture<'b, bool>;
     fn commit(self: Box<Self>) -> StoreFuture<'a, ()>;
     fn rollback(self: Box<Self>) -> StoreFuture<'a, ()>;
+}
+
+/// What a write changed: the new state, and the events it recorded for the pipeline to publish.
+#[derive(Debug, Clone)]
+pub struct Written<T> {
+    pub value: T,
+    pub events: Vec<Event>,
+}
+
+/// A message moved to another conversation (or split out into a new one), both sides after it.
+#[derive(Debug, Clone)]
+pub struct Moved {
+    pub message: Message,
+    pub from: Conversation,
+    pub to: Conversation,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -134,3 +134,76 @@ fn eval_group_agrees_with_the_reference_scorer_on_the_dev_split() {
         assert!((a - b).abs() <= 0.01, "{ours_key}: ours {a} vs reference {b}");
     }
 }
+
+/// The support-channel scenes of issue 14 through the committed model's role scorers (text
+/// features only, as when no embedding is available).
+#[test]
+fn committed_model_groups_support_scenes_by_role() {
+    use triage::group::{GroupModel, Grouper, IncomingMessage, Role};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/grouping/model.json");
+    let model = GroupModel::load(&dir).unwrap();
+    assert!(model.roles.is_some(), "the committed model has role scorers");
+    let mut g = Grouper::new(model);
+    let mut say = |ts: f64, user: &'static str, role: Role, text: &'static str| {
+        let ts = format!("{:.6}", 1_700_000_000.0 + ts);
+        g.process(
+            &IncomingMessage {
+                channel: "C1",
+                ts: &ts,
+                user,
+                text,
+                system: false,
+                action: false,
+                thread_ts: None,
+                role: Some(role),
+                embedding: None,
+            },
+            false,
+        )
+        .unwrap()
+    };
+    use Role::{Agent, Customer};
+    // A customer asks in two messages; a minute later the team answers in the channel.
+    let q = say(
+        0.0,
+        "U1",
+        Customer,
+        "Hi, our webhooks stopped delivering since this morning.",
+    );
+    let q2 = say(
+        20.0,
+        "U1",
+        Customer,
+        "Project 4411, nothing in the delivery log either.",
+    );
+    assert_eq!(q2.conversation_id, q.conversation_id);
+    let a = say(80.0, "U9", Agent, "Taking a look, give me a few minutes.");
+    assert_eq!(a.conversation_id, q.conversation_id, "{a:?}");
+    assert!(
+        a.reasons
+            .iter()
+            .any(|r| r.signal == "role" && r.detail.contains("waiting for the team")),
+        "{a:?}"
+    );
+    // Two customers at once; the team answers each by mention.
+    let b = say(
+        600.0,
+        "U2",
+        Customer,
+        "Is there a way to export all tickets as CSV?",
+    );
+    let c = say(630.0, "U3", Customer, "Login fails with a 502 since your deploy");
+    assert_ne!(b.conversation_id, c.conversation_id);
+    let to_c = say(700.0, "U8", Agent, "<@U3> we see the 502s too, rolling back now");
+    assert_eq!(to_c.conversation_id, c.conversation_id, "{to_c:?}");
+    let to_b = say(720.0, "U9", Agent, "<@U2> yes: Settings, Data, Export");
+    assert_eq!(to_b.conversation_id, b.conversation_id, "{to_b:?}");
+    // Two hours later the first customer asks for an update in the channel.
+    let up = say(
+        7200.0,
+        "U1",
+        Customer,
+        "Any update on the webhooks? Still nothing delivered.",
+    );
+    assert_eq!(up.conversation_id, q.conversation_id, "{up:?}");
+}

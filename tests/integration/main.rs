@@ -5,4 +5,5 @@ mod helpers;
 mod model_files;
 mod pipeline;
 mod status;
+mod support_scenarios;
 mod tickets;

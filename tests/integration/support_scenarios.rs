@@ -1,0 +1,237 @@
+//! Issue 14's support-channel scenes through `POST /v1/messages` of the real server, with the
+//! committed grouping model (its role scorers) and status model, on both backends. Every message
+//! is top-level (no thread): the grouper alone decides.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{self, spawn_app_with, TestApp, TOKEN};
+use crate::tickets::helpers::{Backend, TestDb};
+
+const TEAM: [&str; 2] = ["UTEAMSAM", "UTEAMLEE"];
+const T0: u64 = 1_700_000_000;
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    team_reply_in_the_channel_joins_the_waiting_ticket,
+    any_update_two_hours_later_joins_the_open_ticket,
+    a_new_question_the_day_after_closing_starts_a_new_ticket,
+    two_customers_at_once_get_their_own_answers,
+);
+
+// Known gap of the committed model (issue 14 left open): a team announcement an hour after the
+// team answered the only open ticket joins that ticket. Run with `--ignored` to see it.
+macro_rules! known_gap {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "known gap of the committed grouping model (issue 14)"]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            #[ignore = "known gap of the committed grouping model (issue 14)"]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+known_gap!(a_team_announcement_starts_its_own_conversation);
+
+/// The real server over a fresh database of `backend` (None when PostgreSQL is absent here).
+async fn app(backend: Backend) -> Option<(TestApp, TestDb)> {
+    let db = TestDb::create(backend).await?;
+    let mut s = helpers::settings();
+    s.team_users = TEAM.iter().map(|u| u.to_string()).collect();
+    s.database_url = db.url.clone();
+    Some((spawn_app_with(s).await, db))
+}
+
+/// Posts a top-level message `secs` after T0; returns the response body (status 201 checked).
+async fn say(app: &TestApp, secs: u64, user: &str, text: &str) -> Value {
+    let r = app
+        .client
+        .post(format!("{}/v1/messages", app.addr))
+        .bearer_auth(TOKEN)
+        .json(&json!({"channel": "CHELP", "ts": format!("{}.000100", T0 + secs), "user": user, "text": text}))
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("json body");
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+fn conv(body: &Value) -> &str {
+    body["conversation"]["id"].as_str().expect("conversation id")
+}
+
+async fn team_reply_in_the_channel_joins_the_waiting_ticket(backend: Backend) {
+    let Some((app, _db)) = app(backend).await else {
+        return;
+    };
+    let q = say(
+        &app,
+        0,
+        "UCUST1",
+        "Hi, our webhooks stopped delivering since this morning.",
+    )
+    .await;
+    let q2 = say(
+        &app,
+        20,
+        "UCUST1",
+        "Project 4411, nothing in the delivery log either.",
+    )
+    .await;
+    assert_eq!(conv(&q2), conv(&q), "{q2}");
+    assert_eq!(q2["conversation"]["status"], "new");
+    let a = say(&app, 80, TEAM[0], "Taking a look, give me a few minutes.").await;
+    assert_eq!(
+        conv(&a),
+        conv(&q),
+        "the team's top-level reply joins the ticket: {a}"
+    );
+    assert_eq!(a["conversation"]["status"], "in_progress", "{a}");
+    let reasons = a["reasons"].to_string();
+    assert!(reasons.contains("waiting for the team"), "{reasons}");
+}
+
+async fn two_customers_at_once_get_their_own_answers(backend: Backend) {
+    let Some((app, _db)) = app(backend).await else {
+        return;
+    };
+    let b = say(&app, 0, "UCUSTB", "Is there a way to export all tickets as CSV?").await;
+    let c = say(
+        &app,
+        30,
+        "UCUSTC",
+        "Login to the dashboard fails with a 502 since your deploy",
+    )
+    .await;
+    assert_ne!(conv(&b), conv(&c));
+    let to_c = say(
+        &app,
+        100,
+        TEAM[0],
+        "<@UCUSTC> we see the 502s too, rolling back now",
+    )
+    .await;
+    assert_eq!(conv(&to_c), conv(&c), "{to_c}");
+    let to_b = say(
+        &app,
+        130,
+        TEAM[1],
+        "<@UCUSTB> yes: Settings, Data, Export emails you the file",
+    )
+    .await;
+    assert_eq!(conv(&to_b), conv(&b), "{to_b}");
+}
+
+async fn a_team_announcement_starts_its_own_conversation(backend: Backend) {
+    let Some((app, _db)) = app(backend).await else {
+        return;
+    };
+    let q = say(
+        &app,
+        0,
+        "UCUST1",
+        "Search returns nothing for tags with a dash in them",
+    )
+    .await;
+    let a = say(
+        &app,
+        120,
+        TEAM[0],
+        "Thanks, reproduced it, we are working on a fix",
+    )
+    .await;
+    assert_eq!(conv(&a), conv(&q), "{a}");
+    let ann = say(
+        &app,
+        3600,
+        TEAM[1],
+        "Heads up everyone: scheduled maintenance tonight 22:00-23:00 UTC, the API will be read-only.",
+    )
+    .await;
+    assert_ne!(
+        conv(&ann),
+        conv(&q),
+        "an announcement is not a reply to the open ticket: {ann}"
+    );
+}
+
+async fn any_update_two_hours_later_joins_the_open_ticket(backend: Backend) {
+    let Some((app, _db)) = app(backend).await else {
+        return;
+    };
+    let q = say(
+        &app,
+        0,
+        "UCUST1",
+        "Hi, our webhooks stopped delivering since this morning.",
+    )
+    .await;
+    let a = say(&app, 90, TEAM[0], "Taking a look, give me a few minutes.").await;
+    assert_eq!(conv(&a), conv(&q), "{a}");
+    let other = say(&app, 1800, "UCUST2", "How do I rename a project?").await;
+    assert_ne!(conv(&other), conv(&q), "{other}");
+    let up = say(
+        &app,
+        7200,
+        "UCUST1",
+        "Any update on the webhooks? Still nothing delivered.",
+    )
+    .await;
+    assert_eq!(conv(&up), conv(&q), "the follow-up joins the open ticket: {up}");
+    assert_eq!(up["conversation"]["status"], "on_you", "{up}");
+}
+
+async fn a_new_question_the_day_after_closing_starts_a_new_ticket(backend: Backend) {
+    let Some((app, _db)) = app(backend).await else {
+        return;
+    };
+    let q = say(&app, 0, "UCUST1", "How do I change the billing email?").await;
+    let a = say(
+        &app,
+        90,
+        TEAM[0],
+        "Billing, Contacts: edit the address there. Done on our side, closing this.",
+    )
+    .await;
+    assert_eq!(conv(&a), conv(&q), "{a}");
+    let r = app
+        .client
+        .patch(format!("{}/v1/conversations/{}", app.addr, conv(&q)))
+        .bearer_auth(TOKEN)
+        .json(&json!({"status": "closed"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status().as_u16(), 200);
+    let next = say(
+        &app,
+        90_000,
+        "UCUST1",
+        "Different question: can we get SAML for our second workspace?",
+    )
+    .await;
+    assert_ne!(conv(&next), conv(&q), "{next}");
+    assert_eq!(next["conversation"]["status"], "new", "{next}");
+}

@@ -2,23 +2,22 @@
 //!
 //! The ML core ([`model_files`], [`embed`], [`queue`], [`classify`], [`group`]) and the domain
 //! ([`domain`]: conversations, messages, events and their rules, the status machine) know nothing
-//! of HTTP, Slack or SQL. A message flows one way: an adapter (the inference API [`api`], the
-//! tickets API [`tickets`], the command line [`cli`]) hands it to the [`pipeline`], which runs
-//! inference, asks the domain and writes through the [`store`] (SQLite or PostgreSQL).
+//! of HTTP, Slack or SQL. A message flows one way: an adapter (the HTTP API [`http`], the command
+//! line [`cli`]) hands it to the [`pipeline`], which runs inference, asks the domain and writes
+//! through the [`store`] (SQLite or PostgreSQL).
 
-pub mod api;
 pub mod classify;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod embed;
 pub mod group;
+pub mod http;
 pub mod model_files;
 pub mod pipeline;
 pub mod queue;
 pub mod store;
 pub mod telemetry;
-pub mod tickets;
 
 /// The old name of [`model_files`], kept until the ML-core modules owned by other branches
 /// (`classify/`, `embed/`, `benches/`) are switched over; nothing new should use it.

@@ -2,21 +2,17 @@
 //! background (readiness follows the warm-up), and shuts down gracefully.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use super::ConfigArgs;
-use crate::api::{self, AppState};
 use crate::classify::StatusModel;
 use crate::config::{Overrides, Secret, Settings};
 use crate::embed::Embedder;
+use crate::http::{self, ApiTokens, AppState, HttpConfig, Models};
 use crate::model_files;
-use crate::pipeline::ml::{ModelGrouping, ModelInference};
-use crate::queue::{EmbedHandle, EmbedSlot};
-use crate::telemetry::Metrics;
-use crate::tickets;
+use crate::queue::EmbedHandle;
 
 /// `triage serve`.
 #[derive(Debug, clap::Args)]
@@ -40,11 +36,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
-/// What the tickets API needs from the configuration.
-fn tickets_config(s: &Settings) -> tickets::ApiConfig {
+/// What the HTTP stack needs from the configuration.
+pub fn http_config(s: &Settings) -> HttpConfig {
     let secret = |s: &Secret| (!s.is_empty()).then(|| s.clone());
-    tickets::ApiConfig {
-        api_tokens: tickets::auth::ApiTokens::new(s.api_tokens.iter().map(Secret::expose)),
+    HttpConfig {
+        api_tokens: ApiTokens::new(s.api_tokens.iter().map(Secret::expose)),
         team_users: s.team_users.iter().cloned().collect(),
         github_webhook_secret: secret(&s.github_webhook_secret),
         linear_webhook_secret: secret(&s.linear_webhook_secret),
@@ -71,27 +67,11 @@ impl Application {
             );
             tracing::warn!("TRIAGE_API_TOKENS is empty: /v1 is open to anyone who can reach {addr}");
         }
-        let embed = EmbedSlot::default();
-        let status = api::StatusSlot::default();
-        let grouper = api::GroupSlot::default();
         // The database before serving: a wrong URL or a failed migration stops start-up.
         let store = crate::store::connect(&settings.database_url)
             .await
             .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
-        let tickets = tickets::AppState::new(
-            store,
-            Arc::new(ModelGrouping::new(grouper.clone())),
-            Arc::new(ModelInference::new(embed.clone(), status.clone())),
-            tickets_config(&settings),
-        );
-        let state = AppState {
-            embed,
-            status,
-            grouper,
-            metrics: Metrics::default(),
-            api_tokens: Arc::new(settings.api_tokens.clone()),
-            tickets: Some(tickets),
-        };
+        let state = AppState::serving(Models::default(), store, http_config(&settings));
         Ok(Self {
             listener,
             state,
@@ -118,9 +98,9 @@ impl Application {
             state,
             settings,
         } = self;
-        let slot = state.embed.clone();
-        let status_slot = state.status.clone();
-        let group_slot = state.grouper.clone();
+        let slot = state.models.embed.clone();
+        let status_slot = state.models.status.clone();
+        let group_slot = state.models.grouper.clone();
         let metrics = state.metrics.embed.clone();
         let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let files = model_files::resolve(settings.model_dir.as_deref())?;
@@ -158,12 +138,12 @@ impl Application {
                 Ok(e) = fail_rx => { let _ = stop_tx.send(()); Some(e) }
             }
         });
-        api::run(listener, state.clone(), async move {
+        http::run(listener, state.clone(), async move {
             let _ = stop_rx.await;
         })
         .await?;
         // In-flight requests are done; let the model thread finish and exit.
-        if let Some(h) = state.embed.get() {
+        if let Some(h) = state.models.embed.get() {
             let h = h.clone();
             tokio::task::spawn_blocking(move || h.shutdown()).await?;
         }

@@ -159,7 +159,7 @@ async fn bad_requests_get_json_errors() {
 
 #[tokio::test]
 async fn readyz_is_503_until_the_model_answered_its_warm_up() {
-    let (addr, state, stop) = spawn_unloaded().await;
+    let (addr, state, stop, _db) = spawn_unloaded().await;
     let client = reqwest::Client::new();
     error_of(client.get(format!("{addr}/readyz")).send().await.unwrap(), 503).await;
     assert_eq!(
@@ -182,7 +182,7 @@ async fn readyz_is_503_until_the_model_answered_its_warm_up() {
 
     let files = triage::model_files::resolve(Some(&helpers::model_dir())).unwrap();
     let embedder = Embedder::load(&files, BatchLimits::default()).unwrap();
-    state.embed.fill(EmbedHandle::start(
+    state.models.embed.fill(EmbedHandle::start(
         embedder,
         QueueConfig::default(),
         EmbedMetrics::default(),
@@ -204,7 +204,7 @@ async fn readyz_is_503_until_the_model_answered_its_warm_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(ready, "never became ready");
-    assert!(state.embed.get().unwrap().is_ready());
+    assert!(state.models.embed.get().unwrap().is_ready());
     let _ = stop.send(());
 }
 

@@ -1,11 +1,8 @@
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use triage::api::AppState;
 use triage::config::{Secret, Settings};
-use triage::queue::EmbedSlot;
-use triage::telemetry::Metrics;
+use triage::http::{ApiTokens, AppState, HttpConfig, Models};
 
 pub const TOKEN: &str = "test-token";
 
@@ -104,21 +101,30 @@ impl TestApp {
     }
 }
 
-/// An app whose model slot is empty until the test fills it (for readiness tests).
-pub async fn spawn_unloaded() -> (String, AppState, tokio::sync::oneshot::Sender<()>) {
+/// The production router with empty model slots (filled by the test for readiness tests), over a
+/// fresh SQLite database (returned: it must outlive the server).
+pub async fn spawn_unloaded() -> (
+    String,
+    AppState,
+    tokio::sync::oneshot::Sender<()>,
+    tempfile::TempDir,
+) {
+    let db = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", db.path().join("triage.db").display());
+    let store = triage::store::connect(&url).await.expect("database");
+    let state = AppState::serving(
+        Models::default(),
+        store,
+        HttpConfig {
+            api_tokens: ApiTokens::new([TOKEN]),
+            ..HttpConfig::default()
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
-    let state = AppState {
-        embed: EmbedSlot::default(),
-        status: triage::api::StatusSlot::default(),
-        grouper: triage::api::GroupSlot::default(),
-        metrics: Metrics::default(),
-        api_tokens: Arc::new(vec![Secret::new(TOKEN)]),
-        tickets: None,
-    };
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(triage::api::run(listener, state.clone(), async move {
+    tokio::spawn(triage::http::run(listener, state.clone(), async move {
         let _ = rx.await;
     }));
-    (addr, state, stop)
+    (addr, state, stop, db)
 }

@@ -632,7 +632,7 @@ async fn classify_endpoint_single_batch_and_errors() {
 
 #[tokio::test]
 async fn classify_is_unavailable_until_the_models_load() {
-    let (addr, _state, stop) = helpers::spawn_unloaded().await;
+    let (addr, _state, stop, _db) = helpers::spawn_unloaded().await;
     let resp = reqwest::Client::new()
         .post(format!("{addr}/v1/classify"))
         .bearer_auth(helpers::TOKEN)

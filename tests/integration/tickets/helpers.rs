@@ -1,5 +1,7 @@
-//! `spawn_app`: a real server on 127.0.0.1:0 over a fresh database (SQLite file in a temp dir, or a
-//! new PostgreSQL database dropped afterwards), with deterministic stand-ins for the models.
+//! `spawn_app`: the production router ([`triage::http::router`], served by [`triage::http::run`])
+//! on 127.0.0.1:0 over a fresh database (SQLite file in a temp dir, or a new PostgreSQL database
+//! dropped afterwards), with deterministic stand-ins for the pipeline's models (fast; the
+//! inference routes answer 503 since no real model is loaded).
 
 use reqwest::{Client, RequestBuilder, Response};
 use serde_json::Value;
@@ -8,13 +10,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use triage::domain::{ReplyLabel, Role};
+use triage::http::{self, ApiTokens, AppState, HttpConfig, Models, Secret};
 use triage::pipeline::{
     Analysis, BoxFuture, ChannelContext, GroupDecision, Grouping, IncomingMessage, Inference, InferenceError,
     Prediction, Reason, Signal, Target,
 };
 use triage::store;
-use triage::tickets::auth::{ApiTokens, Secret};
-use triage::tickets::{self, ApiConfig, AppState};
 
 pub const TOKEN: &str = "test-token";
 pub const AGENT: &str = "UAGENT1";
@@ -190,13 +191,15 @@ pub struct TestApp {
     pub db: Arc<TestDb>,
 }
 
-pub fn config() -> ApiConfig {
-    ApiConfig {
+pub fn config() -> HttpConfig {
+    HttpConfig {
         api_tokens: ApiTokens::new([TOKEN]),
         team_users: HashSet::from([AGENT.to_owned(), "UAGENT2".to_owned()]),
         github_webhook_secret: Some(Secret::new(GITHUB_SECRET)),
         linear_webhook_secret: Some(Secret::new(LINEAR_SECRET)),
-        ..ApiConfig::default()
+        // The stand-in models are always ready: the database decides readiness.
+        ready_needs_models: false,
+        ..HttpConfig::default()
     }
 }
 
@@ -210,6 +213,7 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 pub async fn spawn_replica(db: &Arc<TestDb>) -> TestApp {
     let store = store::connect(&db.url).await.expect("connect and migrate");
     let state = AppState::new(
+        Models::default(),
         store,
         Arc::new(TestGrouper),
         Arc::new(KeywordClassifier),
@@ -217,7 +221,7 @@ pub async fn spawn_replica(db: &Arc<TestDb>) -> TestApp {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(tickets::run(listener, state, std::future::pending()));
+    tokio::spawn(http::run(listener, state, std::future::pending()));
     TestApp {
         address,
         client: Client::new(),

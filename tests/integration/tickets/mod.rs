@@ -4,6 +4,7 @@ pub(crate) mod helpers;
 
 mod bench;
 mod concurrency;
+mod errors;
 mod events;
 mod exports;
 mod grouping;

@@ -1,4 +1,5 @@
-//! Bearer tokens for `/v1/*`, the acting user, and webhook signatures.
+//! The one auth layer: bearer tokens for `/v1/*` (kept as SHA-256 digests, compared in constant
+//! time; the scheme is case-insensitive), the acting user, and webhook signatures.
 
 use super::error::ApiError;
 use super::AppState;
@@ -57,16 +58,18 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The token of an `Authorization: Bearer <token>` header (the scheme in any case, as RFC 9110 says).
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim_start();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
-/// Middleware for `/v1/*`.
+/// Middleware for `/v1/*`. With no tokens configured the API is open; `serve` refuses that unless it
+/// binds to a loopback address.
 pub async fn require_bearer(
     State(state): State<AppState>,
     req: Request,
@@ -77,7 +80,8 @@ pub async fn require_bearer(
     }
     match bearer(req.headers()) {
         Some(token) if state.config.api_tokens.accepts(token) => Ok(next.run(req).await),
-        _ => Err(ApiError::Unauthorized),
+        Some(_) => Err(ApiError::Unauthorized("invalid bearer token")),
+        None => Err(ApiError::Unauthorized("missing Authorization: Bearer <token>")),
     }
 }
 
@@ -124,6 +128,21 @@ mod tests {
         assert!(verify_hmac_sha256(&secret, b"Hello, World!", sig));
         assert!(!verify_hmac_sha256(&secret, b"Hello, World?", sig));
         assert!(!verify_hmac_sha256(&secret, b"Hello, World!", "zz"));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            bearer(&h).map(str::to_owned)
+        };
+        assert_eq!(with("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("bearer abc").as_deref(), Some("abc"));
+        assert_eq!(with("BEARER  abc ").as_deref(), Some("abc"));
+        assert_eq!(with("Basic abc"), None);
+        assert_eq!(with("Bearer "), None);
+        assert_eq!(with("Bearerabc"), None);
     }
 
     #[test]

@@ -4,9 +4,10 @@ use super::auth::Acting;
 use super::error::ApiError;
 use super::export;
 use super::extract::{Json, Query};
+use super::message::MessageBody;
 use super::AppState;
 use crate::domain::Status;
-use crate::pipeline::{self, IncomingMessage, Reason};
+use crate::pipeline::{IncomingMessage, Reason};
 use crate::store::{
     AccountInput, AccountPatch, Conversation, ConversationFilter, ConversationPatch, Message,
     NewConversation, PageRequest, Role, TeamMember,
@@ -18,7 +19,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 200;
@@ -197,58 +198,29 @@ async fn move_message(
     ))
 }
 
-/// The body of `POST /v1/messages` (the same as `/v1/group`).
-#[derive(Deserialize)]
-struct MessageBody {
-    channel: String,
-    ts: Value,
-    #[serde(default)]
-    thread_ts: Option<Value>,
-    user: String,
-    text: String,
-    #[serde(default)]
-    role: Option<Role>,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-impl MessageBody {
-    fn into_incoming(self, state: &AppState) -> Result<IncomingMessage, ApiError> {
-        if self.dry_run {
-            return Err(ApiError::invalid(
-                "dry_run",
-                "dry runs belong to /v1/group; /v1/messages stores",
-            ));
-        }
-        for (field, value) in [("channel", &self.channel), ("user", &self.user)] {
-            if value.trim().is_empty() {
-                return Err(ApiError::invalid(field, format!("{field} is required")));
-            }
-        }
-        let ts = pipeline::normalize_ts(&self.ts).map_err(|e| ApiError::invalid("ts", e.to_string()))?;
-        let thread_ts = self
-            .thread_ts
-            .filter(|t| !t.is_null())
-            .map(|t| pipeline::normalize_ts(&t))
-            .transpose()
-            .map_err(|e| ApiError::invalid("thread_ts", e.to_string()))?;
-        let role = self
-            .role
-            .unwrap_or(if state.config.team_users.contains(&self.user) {
-                Role::Agent
-            } else {
-                Role::Customer
-            });
-        Ok(IncomingMessage {
-            channel: self.channel,
-            ts,
-            thread_ts,
-            user: self.user,
-            role,
-            text: self.text,
-            embedding: None,
-        })
+/// A `/v1/messages` body as the pipeline takes it: the role defaults from `TRIAGE_TEAM_USERS`.
+fn incoming(body: MessageBody, state: &AppState) -> Result<IncomingMessage, ApiError> {
+    let m = body.validate()?;
+    if m.dry_run {
+        return Err(ApiError::invalid(
+            "dry_run",
+            "dry runs belong to /v1/group; /v1/messages stores",
+        ));
     }
+    let role = m.role.unwrap_or(if state.config.team_users.contains(&m.user) {
+        Role::Agent
+    } else {
+        Role::Customer
+    });
+    Ok(IncomingMessage {
+        channel: m.channel,
+        ts: m.ts,
+        thread_ts: m.thread_ts,
+        user: m.user,
+        role,
+        text: m.text,
+        embedding: None,
+    })
 }
 
 fn ingested(
@@ -265,7 +237,7 @@ fn ingested(
 }
 
 async fn ingest(State(state): State<AppState>, Json(body): Json<MessageBody>) -> Result<Response, ApiError> {
-    let msg = body.into_incoming(&state)?;
+    let msg = incoming(body, &state)?;
     let outcome = state.pipeline.ingest(msg).await?;
     let status = if outcome.created {
         StatusCode::CREATED

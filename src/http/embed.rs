@@ -6,20 +6,25 @@ use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::{ApiError, ApiJson, AppState};
+use super::extract::Json;
+use super::{ApiError, AppState};
+use crate::queue::Timings;
 
-pub async fn embed(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
+pub async fn embed(State(state): State<AppState>, Json(body): Json<Value>) -> Result<Response, ApiError> {
     let texts = inputs(&body)?;
     let handle = state
+        .models
         .embed
         .get()
         .ok_or_else(|| ApiError::unavailable("the embedding model is still loading"))?;
     let (vectors, timings) = handle.embed(texts).await?;
     let mut resp = axum::Json(vectors).into_response();
-    // Per-phase timings, as text-embeddings-inference sends them.
+    timing_headers(&mut resp, &timings);
+    Ok(resp)
+}
+
+/// Per-phase timings in microseconds, as text-embeddings-inference sends them.
+pub(super) fn timing_headers(resp: &mut Response, timings: &Timings) {
     let h = resp.headers_mut();
     for (name, d) in [
         ("x-tokenization-time", timings.tokenization),
@@ -28,7 +33,6 @@ pub async fn embed(
     ] {
         h.insert(name, HeaderValue::from(d.as_micros() as u64));
     }
-    Ok(resp)
 }
 
 /// Validates `inputs` with messages that name the offending element.
@@ -91,10 +95,10 @@ mod tests {
     #[test]
     fn inputs_names_the_problem() {
         let e = inputs(&json!({"inputs": []})).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("inputs"));
+        assert_eq!(e.field(), Some("inputs"));
         let e = inputs(&json!({"inputs": ["a", 3]})).unwrap_err();
-        assert_eq!(e.field.as_deref(), Some("inputs[1]"));
-        assert!(e.message.contains("a number"));
+        assert_eq!(e.field(), Some("inputs[1]"));
+        assert!(e.to_string().contains("a number"));
         assert!(inputs(&json!({"text": "a"})).is_err());
         assert!(inputs(&json!(["a"])).is_err());
     }

@@ -136,7 +136,7 @@ pub fn document() -> Value {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "a token from TRIAGE_API_TOKENS"}},
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"type": "string", "example": "invalid_request"}, "message": {"type": "string"}, "field": {"type": ["string", "null"]}}}}},
+                    "code": {"enum": ["bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "payload_too_large", "invalid_request", "overloaded", "unavailable", "internal"], "description": "one per status: 400 bad_request, 401 unauthorized, 403 forbidden, 404 not_found, 405 method_not_allowed, 409 conflict, 413 payload_too_large, 422 invalid_request, 429 overloaded, 503 unavailable, 500 internal"}, "message": {"type": "string"}, "field": {"type": ["string", "null"]}}}}},
                 "EmbedRequest": {"type": "object", "required": ["inputs"], "properties": {"inputs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}}},
                 "ClassifyRequest": {"type": "object", "properties": {"text": {"type": "string"}, "role": {"enum": ["agent", "customer"]}, "inputs": {"type": "array", "items": {"type": "string"}}}},
                 "Classification": {"type": "object", "required": ["label", "scores", "model"], "properties": {

@@ -3,11 +3,11 @@
 //! (so they batch with every other request) and classified by the status head.
 
 use axum::extract::State;
-use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::{ApiError, ApiJson, AppState};
+use super::extract::Json;
+use super::{ApiError, AppState};
 use crate::classify::Label;
 
 enum Body {
@@ -15,12 +15,9 @@ enum Body {
     Many(Vec<String>),
 }
 
-pub async fn classify(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<Value>,
-) -> Result<Response, ApiError> {
+pub async fn classify(State(state): State<AppState>, Json(body): Json<Value>) -> Result<Response, ApiError> {
     let body = parse(&body)?;
-    let (Some(handle), Some(model)) = (state.embed.get(), state.status.get()) else {
+    let (Some(handle), Some(model)) = (state.models.embed.get(), state.models.status.get()) else {
         return Err(ApiError::unavailable("the models are still loading"));
     };
     let texts = match &body {
@@ -53,14 +50,7 @@ pub async fn classify(
         Body::One(_) => axum::Json(results.into_iter().next().unwrap_or(Value::Null)).into_response(),
         Body::Many(_) => axum::Json(results).into_response(),
     };
-    let h = resp.headers_mut();
-    for (name, d) in [
-        ("x-tokenization-time", timings.tokenization),
-        ("x-queue-time", timings.queue),
-        ("x-inference-time", timings.inference),
-    ] {
-        h.insert(name, HeaderValue::from(d.as_micros() as u64));
-    }
+    super::embed::timing_headers(&mut resp, &timings);
     Ok(resp)
 }
 
@@ -128,16 +118,16 @@ mod tests {
         assert!(matches!(parse(&json!({"text": "hi", "role": "agent"})), Ok(Body::One(t)) if t == "hi"));
         assert!(matches!(parse(&json!({"inputs": ["a", {"text": "b"}]})), Ok(Body::Many(v)) if v.len() == 2));
         let e = parse(&json!({"text": "  "})).err().unwrap();
-        assert_eq!((e.status.as_u16(), e.field.as_deref()), (422, Some("text")));
+        assert_eq!((e.status_and_code().0.as_u16(), e.field()), (422, Some("text")));
         let e = parse(&json!({"inputs": ["ok", ""]})).err().unwrap();
-        assert_eq!(e.field.as_deref(), Some("inputs[1]"));
+        assert_eq!(e.field(), Some("inputs[1]"));
         let e = parse(&json!({"inputs": [{"text": ""}]})).err().unwrap();
-        assert_eq!(e.field.as_deref(), Some("inputs[0].text"));
+        assert_eq!(e.field(), Some("inputs[0].text"));
         let e = parse(&json!({"text": "a", "role": "bot"})).err().unwrap();
-        assert_eq!(e.field.as_deref(), Some("role"));
-        assert_eq!(parse(&json!({})).err().unwrap().field.as_deref(), Some("text"));
+        assert_eq!(e.field(), Some("role"));
+        assert_eq!(parse(&json!({})).err().unwrap().field(), Some("text"));
         assert_eq!(
-            parse(&json!({"inputs": []})).err().unwrap().field.as_deref(),
+            parse(&json!({"inputs": []})).err().unwrap().field(),
             Some("inputs")
         );
     }

@@ -5,13 +5,13 @@
 
 use super::auth::{bearer, verify_hmac_sha256, Secret};
 use super::error::ApiError;
+use super::extract::{body_error, parse_json as parse};
 use super::AppState;
 use crate::store::IssueChange;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use serde::de::DeserializeOwned;
+use axum::http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -20,10 +20,7 @@ pub async fn issues(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Value>, ApiError> {
-    let body = body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(super::MAX_BODY_BYTES),
-        _ => ApiError::BadRequest(r.body_text()),
-    })?;
+    let body = body.map_err(body_error)?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let config = &state.config;
     let change = if let Some(signature) = header("x-hub-signature-256") {
@@ -53,7 +50,9 @@ pub async fn issues(
     } else if bearer(&headers).is_some_and(|t| config.api_tokens.accepts(t)) {
         Some(parse::<GenericEvent>(&body)?.change()?)
     } else {
-        return Err(ApiError::Unauthorized);
+        return Err(ApiError::Unauthorized(
+            "needs a provider signature (X-Hub-Signature-256, Linear-Signature) or a bearer token",
+        ));
     };
     let conversations = match change {
         Some(change) => state.pipeline.issue_changed(&change).await?,
@@ -65,17 +64,7 @@ pub async fn issues(
 fn verify(secret: &Secret, body: &[u8], signature: &str) -> Result<(), ApiError> {
     verify_hmac_sha256(secret, body, signature)
         .then_some(())
-        .ok_or(ApiError::Unauthorized)
-}
-
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::Invalid {
-            field: None,
-            message: e.to_string(),
-        },
-        _ => ApiError::BadRequest(e.to_string()),
-    })
+        .ok_or(ApiError::Unauthorized("the signature does not match the body"))
 }
 
 #[derive(Deserialize)]

@@ -18,8 +18,3 @@ pub mod pipeline;
 pub mod queue;
 pub mod store;
 pub mod telemetry;
-
-/// The old name of [`model_files`], kept until the ML-core modules owned by other branches
-/// (`classify/`, `embed/`, `benches/`) are switched over; nothing new should use it.
-#[doc(hidden)]
-pub use model_files as model;

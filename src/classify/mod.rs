@@ -261,7 +261,7 @@ impl StatusModel {
         let text = std::fs::read_to_string(&meta_path).map_err(|e| err(&meta_path, e.to_string()))?;
         let metadata: Metadata = serde_json::from_str(&text).map_err(|e| err(&meta_path, e.to_string()))?;
         let weights = dir.join(WEIGHTS_FILE);
-        let sha = crate::model::sha256_file(&weights).map_err(|e| err(&weights, e.to_string()))?;
+        let sha = crate::model_files::sha256_file(&weights).map_err(|e| err(&weights, e.to_string()))?;
         if sha != metadata.weights_sha256 {
             return Err(err(
                 &weights,
@@ -271,7 +271,9 @@ impl StatusModel {
                 ),
             ));
         }
-        let current = crate::model::Manifest::builtin().weights_sha256().to_string();
+        let current = crate::model_files::Manifest::builtin()
+            .weights_sha256()
+            .to_string();
         if metadata.embedder.weights_sha256 != current {
             return Err(StatusError::EmbedderMismatch {
                 dir: dir.to_path_buf(),
@@ -290,7 +292,7 @@ impl StatusModel {
             None => None,
             Some(info) => {
                 let path = dir.join(ENCODER_FILE);
-                let sha = crate::model::sha256_file(&path).map_err(|e| err(&path, e.to_string()))?;
+                let sha = crate::model_files::sha256_file(&path).map_err(|e| err(&path, e.to_string()))?;
                 if sha != info.encoder_sha256 {
                     return Err(err(
                         &path,
@@ -319,7 +321,7 @@ impl StatusModel {
         })?;
         let weights = dir.join(WEIGHTS_FILE);
         self.head.save(&weights, self.temperature)?;
-        let sha = crate::model::sha256_file(&weights).map_err(|e| StatusError::Load {
+        let sha = crate::model_files::sha256_file(&weights).map_err(|e| StatusError::Load {
             path: weights.clone(),
             message: e.to_string(),
         })?;
@@ -330,7 +332,7 @@ impl StatusModel {
                 message: e,
             };
             candle_core::safetensors::save(tensors, &path).map_err(|e| err(e.to_string()))?;
-            info.encoder_sha256 = crate::model::sha256_file(&path).map_err(|e| err(e.to_string()))?;
+            info.encoder_sha256 = crate::model_files::sha256_file(&path).map_err(|e| err(e.to_string()))?;
         }
         self.metadata.version = sha[..12].to_string();
         self.metadata.weights_sha256 = sha;

@@ -439,7 +439,7 @@ pub struct TrainOutcome {
 fn file_info(path: &Path, rows: usize, used: usize) -> Result<DataFile, StatusError> {
     Ok(DataFile {
         path: path.display().to_string(),
-        sha256: crate::model::sha256_file(path).map_err(|e| StatusError::Load {
+        sha256: crate::model_files::sha256_file(path).map_err(|e| StatusError::Load {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?,
@@ -653,7 +653,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             by_kind: super::metrics::breakdown(&kinds, &gold, &pred),
         });
     }
-    let manifest = crate::model::Manifest::builtin();
+    let manifest = crate::model_files::Manifest::builtin();
     let (mixed_in, tried_not_used): (Vec<_>, Vec<_>) = mixes
         .iter()
         .enumerate()

@@ -25,7 +25,7 @@ pub fn embed_corpus(embedder: &Embedder, corpus: &Corpus) -> anyhow::Result<Embe
             "{}-{}-{}.f32",
             corpus.sha256,
             corpus.records.len(),
-            &crate::model::Manifest::builtin().weights_sha256()[..12]
+            &crate::model_files::Manifest::builtin().weights_sha256()[..12]
         ))
     });
     if let Some(path) = cache.as_deref().filter(|p| p.exists()) {

@@ -16,6 +16,7 @@
 
 pub mod data;
 pub mod finetune;
+pub mod fit;
 pub mod head;
 pub mod keywords;
 pub mod metrics;

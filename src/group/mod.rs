@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 pub mod data;
 pub mod decision;
+pub mod explain;
 pub mod features;
 pub mod grouper;
 pub mod metrics;

@@ -124,24 +124,12 @@ fn signal(name: &str) -> Signal {
     }
 }
 
-fn rule(target: Target, signal: Signal, detail: impl Into<String>) -> GroupDecision {
-    GroupDecision {
-        target,
-        confidence: 1.0,
-        reasons: vec![Reason {
-            signal,
-            detail: detail.into(),
-            weight: 1.0,
-        }],
-    }
-}
-
 impl Grouping for ModelGrouping {
     fn group(&self, msg: &IncomingMessage, ctx: &ChannelContext) -> GroupDecision {
         // A thread reply joins its thread's conversation, however old the root is.
         if msg.in_thread() {
             if let Some(root) = ctx.thread.first() {
-                return rule(
+                return GroupDecision::by_rule(
                     Target::Existing(root.conversation_id.clone()),
                     Signal::Thread,
                     format!("reply in thread {}", msg.thread_key()),
@@ -149,7 +137,7 @@ impl Grouping for ModelGrouping {
             }
         }
         let Some(grouper) = self.grouper.get() else {
-            return rule(Target::New, Signal::Time, "grouping model not loaded");
+            return GroupDecision::by_rule(Target::New, Signal::Time, "grouping model not loaded");
         };
         // The recent messages and the thread, once each, oldest first.
         let mut seen = HashSet::new();
@@ -191,13 +179,13 @@ impl Grouping for ModelGrouping {
         };
         let decided = match grouper.lock() {
             Ok(mut g) => g.decide_with_history(&history, &incoming),
-            Err(_) => return rule(Target::New, Signal::Time, "grouper unavailable"),
+            Err(_) => return GroupDecision::by_rule(Target::New, Signal::Time, "grouper unavailable"),
         };
         let d = match decided {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, channel = %msg.channel, ts = %msg.ts, "grouping failed; new conversation");
-                return rule(Target::New, Signal::Time, format!("grouping failed: {e}"));
+                return GroupDecision::by_rule(Target::New, Signal::Time, format!("grouping failed: {e}"));
             }
         };
         let known = rows.iter().any(|m| m.conversation_id == d.conversation_id);

@@ -52,6 +52,21 @@ pub struct GroupDecision {
     pub reasons: Vec<Reason>,
 }
 
+impl GroupDecision {
+    /// A decision made by a rule, not a score: full confidence and one reason.
+    pub fn by_rule(target: Target, signal: Signal, detail: impl Into<String>) -> Self {
+        Self {
+            target,
+            confidence: 1.0,
+            reasons: vec![Reason {
+                signal,
+                detail: detail.into(),
+                weight: 1.0,
+            }],
+        }
+    }
+}
+
 /// The grouping seam: decides which conversation a message belongs to. Called while the channel
 /// is locked, so it must be quick and must not block on I/O.
 pub trait Grouping: Send + Sync {

@@ -13,7 +13,7 @@ use triage::domain::{ReplyLabel, Role};
 use triage::http::{self, ApiTokens, AppState, HttpConfig, Models, Secret};
 use triage::pipeline::{
     Analysis, BoxFuture, ChannelContext, GroupDecision, Grouping, IncomingMessage, Inference, InferenceError,
-    Prediction, Reason, Signal, Target,
+    Prediction, Signal, Target,
 };
 use triage::store;
 
@@ -53,7 +53,7 @@ pub struct TestGrouper;
 impl Grouping for TestGrouper {
     fn group(&self, msg: &IncomingMessage, ctx: &ChannelContext) -> GroupDecision {
         if let Some(m) = ctx.thread.last() {
-            return decision(
+            return GroupDecision::by_rule(
                 Target::Existing(m.conversation_id.clone()),
                 Signal::Thread,
                 "same thread",
@@ -66,25 +66,15 @@ impl Grouping for TestGrouper {
                 .unwrap_or(0)
         };
         match ctx.recent.iter().rev().find(|m| m.user == msg.user) {
-            Some(prev) if msg.thread_ts.is_none() && secs(&msg.ts) - secs(&prev.ts) <= 60 => decision(
-                Target::Existing(prev.conversation_id.clone()),
-                Signal::Author,
-                "same author within a minute",
-            ),
-            _ => decision(Target::New, Signal::Time, "nothing related"),
+            Some(prev) if msg.thread_ts.is_none() && secs(&msg.ts) - secs(&prev.ts) <= 60 => {
+                GroupDecision::by_rule(
+                    Target::Existing(prev.conversation_id.clone()),
+                    Signal::Author,
+                    "same author within a minute",
+                )
+            }
+            _ => GroupDecision::by_rule(Target::New, Signal::Time, "nothing related"),
         }
-    }
-}
-
-fn decision(target: Target, signal: Signal, detail: &str) -> GroupDecision {
-    GroupDecision {
-        target,
-        confidence: 1.0,
-        reasons: vec![Reason {
-            signal,
-            detail: detail.into(),
-            weight: 1.0,
-        }],
     }
 }
 

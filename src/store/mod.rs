@@ -14,8 +14,12 @@ mod sql;
 mod queries;
 #[macro_use]
 mod ops;
+#[macro_use]
+mod board;
 mod rows;
 mod tx;
+
+pub use board::{CardDetail, MessageReasons};
 
 pub mod postgres;
 pub mod sqlite;
@@ -162,6 +166,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every message of each channel that has a human-corrected conversation, in ts order per channel.
     fn export_grouping(&self, since: Option<DateTime<Utc>>) -> StoreFuture<'_, Vec<GroupingRow>>;
     fn analytics(&self) -> StoreFuture<'_, Analytics>;
+
+    /// What board cards show beyond the conversations `ids` (any order; unknown ids are skipped).
+    fn card_details<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<CardDetail>>;
+    /// Why each message of a conversation joined it, in message order (messages ingested before
+    /// reasons were stored have none).
+    fn message_reasons<'a>(&'a self, conversation_id: &'a str) -> StoreFuture<'a, Vec<MessageReasons>>;
 }
 
 /// One message's ingest inside a [`Store::begin_ingest`] transaction, step by step as the pipeline
@@ -175,6 +185,8 @@ pub trait IngestUnit<'a>: Send {
     /// Writes the plan (conversation, message, events); false, with nothing to commit, when
     /// (channel, ts) was stored meanwhile.
     fn write<'b>(&'b mut self, plan: &'b IngestPlan, msg: &'b IncomingMessage) -> StoreFuture<'b, bool>;
+    /// Records why the message just written joined its conversation (after [`IngestUnit::write`]).
+    fn record_reasons<'b>(&'b mut self, reasons: &'b MessageReasons) -> StoreFuture<'b, ()>;
     fn commit(self: Box<Self>) -> StoreFuture<'a, ()>;
     fn rollback(self: Box<Self>) -> StoreFuture<'a, ()>;
 }

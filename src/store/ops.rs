@@ -42,6 +42,10 @@ macro_rules! store_ops {
                 Box::pin(write_ingest(&mut self.tx, plan, msg))
             }
 
+            fn record_reasons<'b>(&'b mut self, reasons: &'b MessageReasons) -> StoreFuture<'b, ()> {
+                Box::pin(insert_reasons(&mut self.tx, reasons))
+            }
+
             fn commit(self: Box<Self>) -> StoreFuture<'a, ()> {
                 Box::pin(self.tx.commit())
             }
@@ -564,6 +568,14 @@ macro_rules! store_ops {
 
             fn export_grouping(&self, since: Option<DateTime<Utc>>) -> StoreFuture<'_, Vec<GroupingRow>> {
                 Box::pin(self.export_grouping_inner(since))
+            }
+
+            fn card_details<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<CardDetail>> {
+                Box::pin(card_details(&self.pool, ids))
+            }
+
+            fn message_reasons<'a>(&'a self, conversation_id: &'a str) -> StoreFuture<'a, Vec<MessageReasons>> {
+                Box::pin(message_reasons(&self.pool, conversation_id))
             }
 
             fn analytics(&self) -> StoreFuture<'_, Analytics> {

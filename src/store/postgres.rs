@@ -30,6 +30,7 @@ macro_rules! for_update {
 }
 
 shared_queries!();
+board_queries!();
 store_ops!(PgStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Postgres>;

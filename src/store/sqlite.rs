@@ -37,6 +37,7 @@ macro_rules! for_update {
 }
 
 shared_queries!();
+board_queries!();
 store_ops!(SqliteStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Sqlite>;

@@ -3,5 +3,8 @@
 //! store directly.
 //!
 //! - [`signing`]: `X-Slack-Signature` over `v0:{timestamp}:{raw body}`, the clock injected.
+//! - [`message`]: a Slack message object (Events API `message` events and export files) and the
+//!   one function that decides what it means for triage ([`message::interpret`]).
 
+pub mod message;
 pub mod signing;

@@ -49,6 +49,12 @@ pub struct Settings {
     pub github_webhook_secret: Secret,
     /// Checks Linear's `Linear-Signature` on `/v1/webhooks/issues` (unset: Linear refused).
     pub linear_webhook_secret: Secret,
+    /// Base URL of Slack's Web API (`TRIAGE_SLACK_API_URL`; tests point it at a local fake).
+    pub slack_api_url: String,
+    /// The bot token (`xoxb-...`) every Web API call carries (`TRIAGE_SLACK_BOT_TOKEN`).
+    pub slack_bot_token: Secret,
+    /// Where cards of conversations without an owner (or whose owner has no triage channel) go.
+    pub slack_triage_channel: Option<String>,
     pub embed: EmbedSettings,
 }
 
@@ -95,6 +101,9 @@ impl Default for Settings {
             team_users: Vec::new(),
             github_webhook_secret: Secret::default(),
             linear_webhook_secret: Secret::default(),
+            slack_api_url: crate::slack::api::DEFAULT_API_URL.into(),
+            slack_bot_token: Secret::default(),
+            slack_triage_channel: None,
             embed: EmbedSettings::default(),
         }
     }
@@ -201,6 +210,15 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_LINEAR_WEBHOOK_SECRET") {
             self.linear_webhook_secret = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_SLACK_API_URL").filter(|v| !v.is_empty()) {
+            self.slack_api_url = v;
+        }
+        if let Some(v) = get("TRIAGE_SLACK_BOT_TOKEN") {
+            self.slack_bot_token = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_SLACK_TRIAGE_CHANNEL") {
+            self.slack_triage_channel = Some(v).filter(|v| !v.is_empty());
         }
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;

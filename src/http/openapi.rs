@@ -73,6 +73,7 @@ pub fn document() -> Value {
             "channel": {"type": "string"}, "ts": ts, "thread_ts": {"oneOf": [ts, {"type": "null"}]},
             "user": {"type": "string"}, "text": {"type": "string"},
             "role": {"enum": ["customer", "agent"], "description": "default: agent for TRIAGE_TEAM_USERS, else customer"},
+            "files": {"type": "array", "items": schema("File"), "description": "kept on the message (/v1/messages); an attachment-only message may have empty text"},
             "dry_run": {"type": "boolean", "default": false}
         }
     });
@@ -167,8 +168,12 @@ pub fn document() -> Value {
                 "Message": {"type": "object", "properties": {
                     "id": {"type": "string"}, "conversation_id": {"type": "string"}, "channel": {"type": "string"}, "ts": {"type": "string"},
                     "thread_ts": {"type": ["string", "null"]}, "user": {"type": "string"}, "role": {"enum": ["customer", "agent"]},
-                    "text": {"type": "string"}, "edited": {"type": "boolean"}, "deleted": {"type": "boolean"},
+                    "text": {"type": "string"}, "files": {"type": "array", "items": schema("File")},
+                    "edited": {"type": "boolean", "description": "edited at its source (Slack message_changed)"},
+                    "deleted": {"type": "boolean", "description": "a tombstone: deleted at its source, kept for the history"},
                     "label": {"enum": ["in_progress", "closed", null]}, "score": {"type": ["number", "null"]}}},
+                "File": {"type": "object", "required": ["name"], "properties": {
+                    "name": {"type": "string"}, "permalink": {"type": ["string", "null"]}}, "description": "a file shared with the message (Slack file_share)"},
                 "Event": {"type": "object", "properties": {
                     "id": {"type": "string"}, "conversation_id": {"type": "string"}, "kind": {"enum": ["status", "owner", "priority", "grouping"]},
                     "actor": {"type": "string", "example": "human:U123"}, "message_id": {"type": ["string", "null"]},

@@ -48,6 +48,12 @@ pub enum Change {
         to: Priority,
         actor: String,
     },
+    /// A person renamed the conversation (titles record no event; the cards still show them).
+    TitleChanged {
+        conversation_id: String,
+        title: String,
+        actor: String,
+    },
     /// `from` was folded into `into` and deleted.
     Merged {
         from: String,
@@ -109,7 +115,8 @@ impl Change {
             | Change::MessageDeleted { conversation, .. } => &conversation.id,
             Change::StatusChanged { conversation_id, .. }
             | Change::OwnerChanged { conversation_id, .. }
-            | Change::PriorityChanged { conversation_id, .. } => conversation_id,
+            | Change::PriorityChanged { conversation_id, .. }
+            | Change::TitleChanged { conversation_id, .. } => conversation_id,
             Change::Merged { into, .. } => &into.id,
             Change::Moved { to, .. } => &to.id,
             Change::ConversationDeleted { id } => id,

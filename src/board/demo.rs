@@ -130,6 +130,7 @@ pub async fn seed(state: &AppState, w: &Workspace) -> anyhow::Result<usize> {
                 role,
                 text: m.text.clone(),
                 embedding: None,
+                files: Vec::new(),
             })
             .await?;
         if let Some(key) = &m.key {

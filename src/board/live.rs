@@ -27,6 +27,17 @@ pub fn summary(change: &Change) -> serde_json::Value {
             vec![conversation.id.clone()],
             json!({ "message_id": message.id }),
         ),
+        Change::MessageEdited { message, conversation } => (
+            "edited",
+            vec![conversation.id.clone()],
+            json!({ "message_id": message.id }),
+        ),
+        Change::MessageDeleted { message, conversation } => (
+            "deleted_message",
+            vec![conversation.id.clone()],
+            json!({ "message_id": message.id }),
+        ),
+        Change::TitleChanged { conversation_id, .. } => ("title", vec![conversation_id.clone()], json!({})),
         Change::StatusChanged { conversation_id, to, actor, .. } => (
             "status",
             vec![conversation_id.clone()],

@@ -16,6 +16,10 @@ mod queries;
 mod ops;
 #[macro_use]
 mod board;
+#[macro_use]
+mod edits;
+#[macro_use]
+mod outbox;
 mod rows;
 mod tx;
 
@@ -34,10 +38,11 @@ use std::sync::Arc;
 
 // The store's vocabulary is the domain's.
 pub use crate::domain::status::Refusal;
+pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
 pub use crate::domain::{
-    Account, AccountInput, AccountPatch, AccountRef, Actor, Conversation, ConversationPatch, Event,
-    EventKind, IssueChange, LinkedIssue, Message, NewConversation, Priority, ReplyLabel, Role, Status,
-    TeamMember,
+    Account, AccountInput, AccountPatch, AccountRef, Actor, Conversation, ConversationPatch, Edited, Event,
+    EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Priority,
+    ReplyLabel, Role, Status, TeamMember,
 };
 
 /// Boxed so that `Store` stays object-safe: the server holds an `Arc<dyn Store>` chosen at start-up.
@@ -145,6 +150,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, Written<Moved>>;
 
     fn find_message<'a>(&'a self, channel: &'a str, ts: &'a str) -> StoreFuture<'a, Option<Message>>;
+    /// Replaces the text of the message (channel, ts), under the channel's lock; an edited team
+    /// reply may move the status ([`crate::domain::apply_edit`]).
+    fn edit_message<'a>(
+        &'a self,
+        channel: &'a str,
+        ts: &'a str,
+        edit: MessageEdit,
+    ) -> StoreFuture<'a, Written<Edited>>;
+    /// Marks the message (channel, ts) deleted (a tombstone; idempotent).
+    fn delete_message<'a>(&'a self, channel: &'a str, ts: &'a str) -> StoreFuture<'a, Written<Edited>>;
     /// Starts the unit of work that stores one new message of `channel`: a write transaction
     /// holding the channel's lock (across replicas), so grouping decisions in a channel never race.
     /// Dropping the unit without [`IngestUnit::commit`] rolls it back.
@@ -172,6 +187,9 @@ pub trait Store: Send + Sync + 'static {
     /// Why each message of a conversation joined it, in message order (messages ingested before
     /// reasons were stored have none).
     fn message_reasons<'a>(&'a self, conversation_id: &'a str) -> StoreFuture<'a, Vec<MessageReasons>>;
+
+    /// The Slack outbox and the triage cards' locations.
+    fn outbox(&self) -> &dyn SlackOutbox;
 }
 
 /// One message's ingest inside a [`Store::begin_ingest`] transaction, step by step as the pipeline
@@ -295,6 +313,11 @@ pub struct Analytics {
     pub time_to_close: DurationStats,
     /// Conversations not closed, per owner (`null` owner under "unassigned").
     pub open_per_owner: BTreeMap<String, i64>,
+}
+
+/// A message's files as stored: a JSON array, NULL when there are none.
+pub fn files_column(files: &[FileRef]) -> Option<sqlx::types::Json<Vec<FileRef>>> {
+    (!files.is_empty()).then(|| sqlx::types::Json(files.to_vec()))
 }
 
 /// An embedding as stored: little-endian f32s.

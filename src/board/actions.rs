@@ -4,7 +4,8 @@
 //! Every one needs a session and a same-origin request ([`Editor`]).
 
 use super::session::Editor;
-use crate::domain::{AccountPatch, ConversationPatch};
+use crate::domain::{AccountPatch, ConversationPatch, NewNote};
+use crate::store::Actor;
 use crate::http::extract::Json;
 use crate::http::{ApiError, AppState};
 use axum::extract::{Path, State};
@@ -67,4 +68,28 @@ pub async fn update_account(
     Json(patch): Json<AccountPatch>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(state.store.update_account(&id, patch).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    text: String,
+}
+
+/// An internal note by the signed-in person (what `POST /v1/conversations/{id}/notes` does).
+pub async fn add_note(
+    State(state): State<AppState>,
+    Editor(actor): Editor,
+    Path(id): Path<String>,
+    Json(body): Json<NoteBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let author = match actor {
+        Actor::Human(user) => user,
+        other => other.to_string(),
+    };
+    let (note, _) = state
+        .pipeline
+        .add_note(&id, NewNote { author, text: body.text, slack: None })
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, axum::Json(note)))
 }

@@ -6,7 +6,7 @@
 
 use super::session::Viewer;
 use super::view::{self, ago, priority_name, status_name, trimmed, Nav, PRIORITIES};
-use crate::domain::{Conversation, Event, EventKind, Message, Role, Status};
+use crate::domain::{Conversation, Event, EventKind, Message, Note, Role, Status};
 use crate::http::{ApiError, AppState};
 use crate::store::{ConversationFilter, MessageReasons, PageRequest};
 use axum::extract::{Path, State};
@@ -29,9 +29,10 @@ pub async fn page(
     let conv = state.store.get_conversation(&id).await?;
     let all = PageRequest { cursor: None, limit: SHOWN };
     let same_channel = ConversationFilter { channel: Some(conv.channel.clone()), ..Default::default() };
-    let (messages, events, reasons, others, team) = tokio::try_join!(
+    let (messages, events, notes, reasons, others, team) = tokio::try_join!(
         state.store.list_messages(&id, all.clone()),
-        state.store.list_events(&id, all),
+        state.store.list_events(&id, all.clone()),
+        state.store.list_notes(&id, all),
         state.store.message_reasons(&id),
         state.store.list_conversations(&same_channel, PageRequest { cursor: None, limit: CANDIDATES }),
         state.store.list_team(),
@@ -39,6 +40,17 @@ pub async fn page(
     let reasons: HashMap<&str, &MessageReasons> = reasons.iter().map(|r| (r.message_id.as_str(), r)).collect();
     let others: Vec<&Conversation> = others.items.iter().filter(|c| c.id != id).collect();
     let truncated = messages.next_cursor.is_some();
+    // Messages and internal notes in one timeline, by time.
+    let mut timeline: Vec<(chrono::DateTime<Utc>, Markup)> = messages
+        .items
+        .iter()
+        .map(|m| {
+            let at = crate::domain::ts_to_time(&m.ts).unwrap_or(conv.created_at);
+            (at, message(m, reasons.get(m.id.as_str()).copied(), &others))
+        })
+        .chain(notes.items.iter().map(|n| (n.created_at, note(n))))
+        .collect();
+    timeline.sort_by_key(|(at, _)| *at);
     let now = Utc::now();
     let title = if conv.title.trim().is_empty() { "(no text)".to_owned() } else { trimmed(&conv.title, 120) };
     let body = html! {
@@ -59,7 +71,7 @@ pub async fn page(
                 h2 id="h-timeline" { "Messages" }
                 @if truncated { p class="hint" { "Showing the first " (SHOWN) " messages." } }
                 ol class="messages" {
-                    @for m in &messages.items { (message(m, reasons.get(m.id.as_str()).copied(), &others)) }
+                    @for (_, item) in &timeline { (item) }
                 }
             }
             aside class="side" {
@@ -130,6 +142,18 @@ fn message(m: &Message, why: Option<&MessageReasons>, others: &[&Conversation]) 
                 }
                 button type="submit" { "Move" }
             }
+        }
+    }
+}
+
+fn note(n: &Note) -> Markup {
+    html! {
+        li class="msg note" id={"n-" (n.id)} {
+            header {
+                strong { (n.author) } " " span class="role note" { "internal note" }
+                " · " time datetime=(n.created_at.to_rfc3339()) { (n.created_at.format("%b %e %H:%M")) }
+            }
+            p class="text" { (n.text) }
         }
     }
 }
@@ -209,6 +233,11 @@ fn actions(c: &Conversation, others: &[&Conversation], team: &[crate::domain::Te
                     }
                 }
                 button type="submit" { "Merge" }
+            }
+            form class="action" data-action={(api) "/notes"} data-kind="note" {
+                label { span { "Internal note (the team only; never sent to the customer)" }
+                    textarea name="text" rows="3" required {} }
+                button type="submit" { "Add note" }
             }
         }
     }

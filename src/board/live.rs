@@ -37,6 +37,7 @@ pub fn summary(change: &Change) -> serde_json::Value {
             vec![conversation.id.clone()],
             json!({ "message_id": message.id }),
         ),
+        Change::NoteAdded { note } => ("note", vec![note.conversation_id.clone()], json!({})),
         Change::TitleChanged { conversation_id, .. } => ("title", vec![conversation_id.clone()], json!({})),
         Change::StatusChanged { conversation_id, to, actor, .. } => (
             "status",

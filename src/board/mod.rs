@@ -37,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/board/assets/{name}", get(assets::serve))
         .route("/board/api/conversations/{id}", post(actions::update))
         .route("/board/api/conversations/{id}/merge", post(actions::merge))
+        .route("/board/api/conversations/{id}/notes", post(actions::add_note))
         .route("/board/api/messages/{id}/move", post(actions::move_message))
         .route("/board/api/accounts/{id}", post(actions::update_account))
 }

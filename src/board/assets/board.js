@@ -232,6 +232,7 @@ function formBody(form, submitter) {
       if (submitter && submitter.name === "unlink") return { linked_issue: null };
       return { linked_issue: v("url") ? { url: v("url") } : null };
     case "merge": return { into: v("into") };
+    case "note": return { text: v("text") };
     case "move": return { conversation_id: v("conversation_id") || null };
     default: return {};
   }
@@ -245,6 +246,7 @@ async function onSubmit(ev) {
   try {
     const result = await api(form.dataset.action, body);
     flash("Saved.", true);
+    if (form.dataset.kind === "note") form.reset();
     if (form.dataset.kind === "merge" && result.conversation) {
       location.href = "/board/c/" + encodeURIComponent(result.conversation.id);
       return;

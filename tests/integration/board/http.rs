@@ -141,6 +141,12 @@ async fn pages_render_conversations_accounts_and_filters(backend: Backend) {
     let (s, page) = get(format!("/board/c/{a}")).await;
     assert_eq!(s, 200);
     assert!(page.contains("Why it joined") && page.contains("nothing related"), "{page}");
+    // An internal note from the board: by the signed-in person, shown in the timeline as a note.
+    let add = app.client.post(format!("{}/board/api/conversations/{a}/notes", app.address));
+    let (s, v) = send(add.header("cookie", &cookie).header("origin", &app.address).json(&json!({"text": "Called them, waiting on logs"}))).await;
+    assert_eq!((s, v["author"].as_str()), (201, Some("alice")), "{v}");
+    let (_, page) = get(format!("/board/c/{a}")).await;
+    assert!(page.contains("internal note") && page.contains("Called them, waiting on logs"), "{page}");
     let (s, _) = get("/board/c/nope".into()).await;
     assert_eq!(s, 404);
     let (s, page) = get("/board/accounts".into()).await;

@@ -49,6 +49,8 @@ pub struct Settings {
     pub github_webhook_secret: Secret,
     /// Checks Linear's `Linear-Signature` on `/v1/webhooks/issues` (unset: Linear refused).
     pub linear_webhook_secret: Secret,
+    /// Checks Slack's `X-Slack-Signature` on `/slack/*` (unset: Slack refused).
+    pub slack_signing_secret: Secret,
     pub embed: EmbedSettings,
 }
 
@@ -95,6 +97,7 @@ impl Default for Settings {
             team_users: Vec::new(),
             github_webhook_secret: Secret::default(),
             linear_webhook_secret: Secret::default(),
+            slack_signing_secret: Secret::default(),
             embed: EmbedSettings::default(),
         }
     }
@@ -201,6 +204,9 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_LINEAR_WEBHOOK_SECRET") {
             self.linear_webhook_secret = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_SLACK_SIGNING_SECRET") {
+            self.slack_signing_secret = Secret::new(v);
         }
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;

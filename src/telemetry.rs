@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -28,6 +29,12 @@ fn seconds() -> Histogram {
 pub struct RequestLabels {
     pub path: String,
     pub status: u16,
+}
+
+/// What the Slack inbound worker did with a delivery (`ingested`, `ignored:channel_join`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlackEventLabels {
+    pub outcome: String,
 }
 
 /// Per-phase histograms of the embedding runtime, as text-embeddings-inference exposes them.
@@ -59,6 +66,7 @@ impl Default for EmbedMetrics {
 pub struct Metrics {
     pub embed: EmbedMetrics,
     pub requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub slack_events: Family<SlackEventLabels, Counter>,
     registry: Arc<Registry>,
 }
 
@@ -102,15 +110,37 @@ impl Default for Metrics {
             "Inputs waiting for the model thread",
             embed.queue_depth.clone(),
         );
+        let slack_events = Family::<SlackEventLabels, Counter>::default();
+        r.register(
+            "slack_events",
+            "Slack Events API deliveries processed, by outcome (ignored ones by subtype)",
+            slack_events.clone(),
+        );
         Self {
             embed,
             requests,
+            slack_events,
             registry: Arc::new(r),
         }
     }
 }
 
 impl Metrics {
+    /// Counts one processed Slack delivery.
+    pub fn slack_event(&self, outcome: &str) {
+        // `failed:<why>` carries free text: one label for all failures.
+        let outcome = if outcome.starts_with("failed:") {
+            "failed"
+        } else {
+            outcome
+        };
+        self.slack_events
+            .get_or_create(&SlackEventLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

@@ -44,6 +44,7 @@ pub fn http_config(s: &Settings) -> HttpConfig {
         team_users: s.team_users.iter().cloned().collect(),
         github_webhook_secret: secret(&s.github_webhook_secret),
         linear_webhook_secret: secret(&s.linear_webhook_secret),
+        slack_verifier: secret(&s.slack_signing_secret).map(crate::slack::signing::Verifier::system),
         ..Default::default()
     }
 }
@@ -119,6 +120,11 @@ impl Application {
             Ok(())
         });
         tracing::info!(addr = %listener.local_addr()?, "serving");
+        // Slack deliveries: replays what was acknowledged but not processed, then follows the inbox.
+        let inbound =
+            crate::slack::inbound::Inbound::new(state.config.team_users.clone(), state.metrics.clone());
+        let slack_worker =
+            crate::slack::inbound::spawn_worker(state.pipeline.clone(), inbound, state.slack_inbox.clone());
         let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
         tokio::spawn(async move {
             match loader.await {
@@ -142,6 +148,7 @@ impl Application {
             let _ = stop_rx.await;
         })
         .await?;
+        slack_worker.abort();
         // In-flight requests are done; let the model thread finish and exit.
         if let Some(h) = state.models.embed.get() {
             let h = h.clone();

@@ -53,6 +53,12 @@ pub enum Change {
         to: Priority,
         actor: String,
     },
+    /// A person renamed the conversation (titles record no event; the cards still show them).
+    TitleChanged {
+        conversation_id: String,
+        title: String,
+        actor: String,
+    },
     /// `from` was folded into `into` and deleted.
     Merged {
         from: String,
@@ -114,7 +120,8 @@ impl Change {
             | Change::MessageDeleted { conversation, .. } => &conversation.id,
             Change::StatusChanged { conversation_id, .. }
             | Change::OwnerChanged { conversation_id, .. }
-            | Change::PriorityChanged { conversation_id, .. } => conversation_id,
+            | Change::PriorityChanged { conversation_id, .. }
+            | Change::TitleChanged { conversation_id, .. } => conversation_id,
             Change::NoteAdded { note } => &note.conversation_id,
             Change::Merged { into, .. } => &into.id,
             Change::Moved { to, .. } => &to.id,

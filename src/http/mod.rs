@@ -109,6 +109,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Notified when a Slack delivery was stored, to wake the inbound worker.
     pub slack_inbox: Arc<tokio::sync::Notify>,
+    /// The Slack outbox and cards, when a bot token is configured.
+    pub slack: Option<crate::slack::Slack>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -130,6 +132,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Metrics::default(),
             slack_inbox: Arc::new(tokio::sync::Notify::new()),
+            slack: None,
         }
     }
 }
@@ -157,6 +160,11 @@ pub fn router(state: AppState) -> Router {
         ))
         // Authenticates itself: a provider's signature or a bearer token.
         .route("/v1/webhooks/issues", post(webhooks::issues))
+        // Authenticated by Slack's request signature.
+        .route(
+            "/slack/interactivity",
+            post(crate::slack::interactivity::interactivity),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
     Router::new()
         .merge(v1)

@@ -151,6 +151,11 @@ impl Pipeline {
         &self.store
     }
 
+    /// The Slack outbox (rows the Slack adapter sends) and where each triage card is.
+    pub fn outbox(&self) -> &dyn crate::store::SlackOutbox {
+        self.store.outbox()
+    }
+
     /// Stores one message: grouped into a conversation, labelled, the status machine applied.
     /// Idempotent on (channel, ts): a replay skips inference, changes nothing and comes back with
     /// `created: false`.

@@ -12,7 +12,7 @@
 
 use super::message::{interpret, Item, SlackMessage, Team};
 use crate::domain::{NewNote, SlackRef};
-use crate::pipeline::{BoxFuture, InferenceError, Pipeline, PipelineError};
+use crate::pipeline::{InferenceError, Pipeline, PipelineError};
 use crate::store::{InboxItem, StoreError};
 use crate::telemetry::Metrics;
 use serde::Deserialize;
@@ -30,37 +30,17 @@ const BATCH: u32 = 200;
 /// How long processed deliveries are kept (their event ids dedupe Slack's retries meanwhile).
 const KEEP: chrono::TimeDelta = chrono::TimeDelta::days(2);
 
-/// Finds the conversation whose triage card is the message (channel, ts): replies in that thread
-/// are internal notes. The outbound side (the cards) implements it; [`NoCards`] knows none.
-pub trait CardThreads: Send + Sync {
-    fn card_conversation<'a>(&'a self, channel: &'a str, ts: &'a str) -> BoxFuture<'a, Option<String>>;
-}
-
-/// No triage cards: every message is a customer-channel message.
-pub struct NoCards;
-
-impl CardThreads for NoCards {
-    fn card_conversation<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Option<String>> {
-        Box::pin(async { None })
-    }
-}
-
 /// What the worker needs besides the pipeline.
 #[derive(Clone)]
 pub struct Inbound {
     /// `TRIAGE_TEAM_USERS`.
     pub team_users: HashSet<String>,
-    pub cards: Arc<dyn CardThreads>,
     pub metrics: Metrics,
 }
 
 impl Inbound {
     pub fn new(team_users: HashSet<String>, metrics: Metrics) -> Self {
-        Inbound {
-            team_users,
-            cards: Arc::new(NoCards),
-            metrics,
-        }
+        Inbound { team_users, metrics }
     }
 }
 
@@ -210,7 +190,8 @@ pub async fn process(
     if let Item::New(m) = &item {
         // A reply in a triage card's thread is an internal note, never a message.
         if let Some(thread_ts) = m.thread_ts.as_deref().filter(|_| m.in_thread()) {
-            if let Some(conversation) = inbound.cards.card_conversation(&m.channel, thread_ts).await {
+            // The outbox knows every card it posted (channel, ts).
+            if let Some(conversation) = pipeline.outbox().card_at(&m.channel, thread_ts).await? {
                 let note = NewNote {
                     author: m.user.clone(),
                     text: m.title_source(),

@@ -17,6 +17,8 @@ mod ops;
 #[macro_use]
 mod edits;
 #[macro_use]
+mod outbox;
+#[macro_use]
 mod notes;
 #[macro_use]
 mod inbox;
@@ -36,6 +38,7 @@ use std::sync::Arc;
 
 // The store's vocabulary is the domain's.
 pub use crate::domain::status::Refusal;
+pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
 pub use crate::domain::{
     Account, AccountInput, AccountPatch, AccountRef, Actor, Conversation, ConversationPatch, Edited, Event,
     EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Note, Priority,
@@ -198,6 +201,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every message of each channel that has a human-corrected conversation, in ts order per channel.
     fn export_grouping(&self, since: Option<DateTime<Utc>>) -> StoreFuture<'_, Vec<GroupingRow>>;
     fn analytics(&self) -> StoreFuture<'_, Analytics>;
+
+    /// The Slack outbox and the triage cards' locations.
+    fn outbox(&self) -> &dyn SlackOutbox;
 }
 
 /// One message's ingest inside a [`Store::begin_ingest`] transaction, step by step as the pipeline

@@ -615,6 +615,10 @@ macro_rules! store_ops {
                 Box::pin(self.export_grouping_inner(since))
             }
 
+            fn outbox(&self) -> &dyn SlackOutbox {
+                self
+            }
+
             fn analytics(&self) -> StoreFuture<'_, Analytics> {
                 Box::pin(self.analytics_inner())
             }

@@ -32,6 +32,7 @@ macro_rules! for_update {
 shared_queries!();
 store_ops!(PgStore);
 message_edit_ops!(PgStore);
+outbox_ops!(PgStore);
 note_ops!(PgStore);
 inbox_ops!(PgStore);
 

@@ -40,6 +40,7 @@ macro_rules! for_update {
 shared_queries!();
 store_ops!(SqliteStore);
 message_edit_ops!(SqliteStore);
+outbox_ops!(SqliteStore);
 note_ops!(SqliteStore);
 inbox_ops!(SqliteStore);
 

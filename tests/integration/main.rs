@@ -4,6 +4,7 @@ mod group;
 mod helpers;
 mod model_files;
 mod pipeline;
+mod slack;
 mod status;
 mod support_scenarios;
 mod tickets;

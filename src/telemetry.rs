@@ -31,6 +31,12 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// What the Slack inbound worker did with a delivery (`ingested`, `ignored:channel_join`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SlackEventLabels {
+    pub outcome: String,
+}
+
 /// Per-phase histograms of the embedding runtime, as text-embeddings-inference exposes them.
 #[derive(Clone)]
 pub struct EmbedMetrics {
@@ -92,6 +98,7 @@ pub struct Metrics {
     pub embed: EmbedMetrics,
     pub slack: SlackMetrics,
     pub requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub slack_events: Family<SlackEventLabels, Counter>,
     registry: Arc<Registry>,
 }
 
@@ -135,13 +142,23 @@ impl Default for Metrics {
             "Inputs waiting for the model thread",
             embed.queue_depth.clone(),
         );
+        let slack_events = Family::<SlackEventLabels, Counter>::default();
+        r.register(
+            "slack_events",
+            "Slack Events API deliveries processed, by outcome (ignored ones by subtype)",
+            slack_events.clone(),
+        );
         let slack = SlackMetrics::default();
         r.register(
             "slack_outbox_depth",
             "Slack Web API writes pending or in flight",
             slack.outbox_depth.clone(),
         );
-        r.register("slack_calls", "Slack Web API calls accepted, by method", slack.sent.clone());
+        r.register(
+            "slack_calls",
+            "Slack Web API calls accepted, by method",
+            slack.sent.clone(),
+        );
         r.register(
             "slack_retries",
             "Slack Web API attempts scheduled again after a transient error or a 429, by method",
@@ -166,12 +183,28 @@ impl Default for Metrics {
             embed,
             slack,
             requests,
+            slack_events,
             registry: Arc::new(r),
         }
     }
 }
 
 impl Metrics {
+    /// Counts one processed Slack delivery.
+    pub fn slack_event(&self, outcome: &str) {
+        // `failed:<why>` carries free text: one label for all failures.
+        let outcome = if outcome.starts_with("failed:") {
+            "failed"
+        } else {
+            outcome
+        };
+        self.slack_events
+            .get_or_create(&SlackEventLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");

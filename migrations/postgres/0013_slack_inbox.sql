@@ -8,9 +8,9 @@ CREATE TABLE slack_inbox (
     -- The whole signed request body, as received.
     payload TEXT NOT NULL,
     -- The highest X-Slack-Retry-Num seen for this event (0: the first delivery).
-    retry_num INTEGER NOT NULL DEFAULT 0,
+    retry_num BIGINT NOT NULL DEFAULT 0,
     received_at TIMESTAMPTZ NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
+    attempts BIGINT NOT NULL DEFAULT 0,
     last_error TEXT,
     processed_at TIMESTAMPTZ,
     -- What processing did: ingested, duplicate, edited, deleted, note, ignored:<reason>, failed:<why>.

@@ -72,6 +72,7 @@ pub fn http_config(s: &Settings) -> HttpConfig {
         team_users: s.team_users.iter().cloned().collect(),
         github_webhook_secret: secret(&s.github_webhook_secret),
         linear_webhook_secret: secret(&s.linear_webhook_secret),
+        slack_verifier: secret(&s.slack_signing_secret).map(crate::slack::signing::Verifier::system),
         ..Default::default()
     }
 }
@@ -100,7 +101,11 @@ impl Application {
             .await
             .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
         let mut state = AppState::serving(Models::default(), store, http_config(&settings));
-        state.slack = crate::slack::Slack::from_settings(&settings, state.pipeline.clone(), state.metrics.slack.clone());
+        state.slack = crate::slack::Slack::from_settings(
+            &settings,
+            state.pipeline.clone(),
+            state.metrics.slack.clone(),
+        );
         if state.slack.is_none() {
             tracing::info!("TRIAGE_SLACK_BOT_TOKEN is not set: no triage cards are posted");
         }
@@ -159,9 +164,16 @@ impl Application {
             };
             let cards = slack.cards(state.pipeline.clone());
             slack_tasks.push(tokio::spawn(cards.run(stopped(slack_stopped.clone()))));
-            slack_tasks.push(tokio::spawn(slack.outbox.clone().run(stopped(slack_stopped.clone()))));
+            slack_tasks.push(tokio::spawn(
+                slack.outbox.clone().run(stopped(slack_stopped.clone())),
+            ));
         }
         tracing::info!(addr = %listener.local_addr()?, "serving");
+        // Slack deliveries: replays what was acknowledged but not processed, then follows the inbox.
+        let inbound =
+            crate::slack::inbound::Inbound::new(state.config.team_users.clone(), state.metrics.clone());
+        let slack_worker =
+            crate::slack::inbound::spawn_worker(state.pipeline.clone(), inbound, state.slack_inbox.clone());
         let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
         tokio::spawn(async move {
             match loader.await {
@@ -185,6 +197,7 @@ impl Application {
             let _ = stop_rx.await;
         })
         .await?;
+        slack_worker.abort();
         // In-flight requests are done: the Slack calls in flight finish, the rest stays queued.
         let _ = slack_stop.send(true);
         for t in slack_tasks {

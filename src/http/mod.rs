@@ -72,6 +72,8 @@ pub struct HttpConfig {
     pub github_webhook_secret: Option<Secret>,
     /// `TRIAGE_LINEAR_WEBHOOK_SECRET`: checks `Linear-Signature`; unset refuses Linear webhooks.
     pub linear_webhook_secret: Option<Secret>,
+    /// `TRIAGE_SLACK_SIGNING_SECRET`: checks Slack's signature on `/slack/*`; unset refuses Slack.
+    pub slack_verifier: Option<crate::slack::signing::Verifier>,
     /// `/v1` requests allowed in flight; beyond it the server answers 429 instead of queueing.
     pub max_in_flight: usize,
     /// A request taking longer answers 503 (so a stuck request cannot hold shutdown forever).
@@ -88,6 +90,7 @@ impl Default for HttpConfig {
             team_users: HashSet::new(),
             github_webhook_secret: None,
             linear_webhook_secret: None,
+            slack_verifier: None,
             max_in_flight: 512,
             request_timeout: Duration::from_secs(30),
             ready_needs_models: true,
@@ -104,6 +107,8 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub config: Arc<HttpConfig>,
     pub metrics: Metrics,
+    /// Notified when a Slack delivery was stored, to wake the inbound worker.
+    pub slack_inbox: Arc<tokio::sync::Notify>,
     /// The Slack outbox and cards, when a bot token is configured.
     pub slack: Option<crate::slack::Slack>,
     in_flight: Arc<Semaphore>,
@@ -126,6 +131,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config: Arc::new(config),
             metrics: Metrics::default(),
+            slack_inbox: Arc::new(tokio::sync::Notify::new()),
             slack: None,
         }
     }
@@ -155,7 +161,10 @@ pub fn router(state: AppState) -> Router {
         // Authenticates itself: a provider's signature or a bearer token.
         .route("/v1/webhooks/issues", post(webhooks::issues))
         // Authenticated by Slack's request signature.
-        .route("/slack/interactivity", post(crate::slack::interactivity::interactivity))
+        .route(
+            "/slack/interactivity",
+            post(crate::slack::interactivity::interactivity),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
     Router::new()
         .merge(v1)
@@ -168,6 +177,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { axum::Json(openapi::document()) }))
+        // Authenticated by Slack's request signature.
+        .route("/slack/events", post(crate::slack::events::events))
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|req: Request| async move {
             ApiError::MethodNotAllowed(format!("{} {}", req.method(), req.uri().path()))

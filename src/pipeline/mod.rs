@@ -12,6 +12,7 @@
 
 mod bus;
 mod edits;
+mod inbox;
 pub mod ml;
 mod notes;
 mod tickets;

@@ -13,11 +13,15 @@
 //! - [`card`] renders a conversation's triage card (Block Kit); [`cards`] keeps every card
 //!   current from the pipeline's event bus; [`interactivity`] turns the card's buttons into
 //!   ticket operations (`POST /slack/interactivity`).
+//! - [`events`]: `POST /slack/events`: verified, stored in the inbox, acknowledged at once.
+//! - [`inbound`]: the worker that processes the inbox through the pipeline (replayed at start).
 //! - `manifest.yml`: the Slack app manifest (scopes, events, interactivity URL).
 
 pub mod api;
 pub mod card;
 pub mod cards;
+pub mod events;
+pub mod inbound;
 pub mod interactivity;
 pub mod message;
 pub mod outbox;

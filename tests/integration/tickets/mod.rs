@@ -12,4 +12,5 @@ mod grouping;
 mod lifecycle;
 mod listing;
 mod notes;
+mod slack_events;
 mod webhooks;

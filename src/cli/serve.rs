@@ -14,6 +14,9 @@ use crate::http::{self, ApiTokens, AppState, HttpConfig, Models};
 use crate::model_files;
 use crate::queue::EmbedHandle;
 
+/// Conversations whose cards are checked at start-up (the most recently created).
+const RECONCILE_CONVERSATIONS: usize = 1000;
+
 /// `triage serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -163,10 +166,16 @@ impl Application {
                 let _ = rx.wait_for(|s| *s).await;
             };
             let cards = slack.cards(state.pipeline.clone());
-            slack_tasks.push(tokio::spawn(cards.run(stopped(slack_stopped.clone()))));
-            slack_tasks.push(tokio::spawn(
-                slack.outbox.clone().run(stopped(slack_stopped.clone())),
-            ));
+            let until = stopped(slack_stopped.clone());
+            slack_tasks.push(tokio::spawn(async move {
+                // Card work a previous process committed but did not queue (it died first).
+                match cards.reconcile(RECONCILE_CONVERSATIONS).await {
+                    Ok(n) => tracing::info!(conversations = n, "triage cards reconciled"),
+                    Err(e) => tracing::warn!(error = %e, "triage cards not reconciled"),
+                }
+                cards.run(until).await
+            }));
+            slack_tasks.push(tokio::spawn(slack.outbox.clone().run(stopped(slack_stopped.clone()))));
         }
         tracing::info!(addr = %listener.local_addr()?, "serving");
         // Slack deliveries: replays what was acknowledged but not processed, then follows the inbox.

@@ -17,7 +17,7 @@ use super::card::{render, CardContext};
 use super::outbox::{Outbox, POST_MESSAGE};
 use crate::domain::{Change, Conversation};
 use crate::pipeline::Pipeline;
-use crate::store::{NewOutboxItem, PageRequest, StoreError};
+use crate::store::{ConversationFilter, NewOutboxItem, PageRequest, StoreError};
 
 pub struct Cards {
     pipeline: Pipeline,
@@ -73,6 +73,28 @@ impl Cards {
         }
     }
 
+    /// Brings the cards of the `limit` most recently created conversations in line with them:
+    /// posts the missing ones and updates those whose content changed. Run at start-up, it
+    /// recovers the card work of changes a crashed process committed but had not queued yet.
+    /// Returns the conversations looked at.
+    pub async fn reconcile(&self, limit: usize) -> Result<usize, StoreError> {
+        let store = self.pipeline.store();
+        let mut page = PageRequest { cursor: None, limit: 200 };
+        let mut seen = 0;
+        while seen < limit {
+            let batch = store.list_conversations(&ConversationFilter::default(), page.clone()).await?;
+            for c in &batch.items {
+                self.upsert(c).await?;
+            }
+            seen += batch.items.len();
+            match batch.next_cursor {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => break,
+            }
+        }
+        Ok(seen)
+    }
+
     /// The card work one change causes.
     pub async fn handle(&self, change: &Change) -> Result<(), StoreError> {
         let store = self.pipeline.store();
@@ -104,6 +126,9 @@ impl Cards {
     /// Posts the conversation's card, or updates it when it exists or is about to.
     async fn upsert(&self, conv: &Conversation) -> Result<(), StoreError> {
         let outbox = self.pipeline.outbox();
+        // In this order: a post completes and records its card atomically, so a post that is
+        // no longer unsent has its card by the time the card is read.
+        let unsent = outbox.has_unsent(&conv.id, POST_MESSAGE).await?;
         let existing = outbox.card(&conv.id).await?;
         let channel = match &existing {
             Some(card) => card.channel.clone(),
@@ -117,7 +142,12 @@ impl Cards {
         };
         let ctx = self.context(conv).await?;
         let body = serde_json::to_value(render(conv, &ctx, &channel)).expect("a card serialises");
-        if existing.is_some() || outbox.has_unsent(&conv.id, POST_MESSAGE).await? {
+        let queued = existing.is_some() || unsent;
+        if queued && outbox.last_card_body(&conv.id).await?.as_ref() == Some(&body) {
+            // The card shows (or will show) exactly this already.
+            return Ok(());
+        }
+        if queued {
             self.outbox.enqueue_card_update(&conv.id, body).await?;
         } else {
             self.outbox

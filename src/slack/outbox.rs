@@ -213,9 +213,10 @@ impl Outbox {
                 closed.insert(lane);
                 continue;
             }
-            if !outbox.claim(item.id, now, stale).await? {
+            // Sent as it is now: a card's newer content may have replaced the listed body.
+            let Some(item) = outbox.claim(item.id, now, stale).await? else {
                 continue;
-            }
+            };
             busy.insert(lane.clone());
             let this = self.clone();
             running.spawn(async move {

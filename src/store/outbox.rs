@@ -76,8 +76,9 @@ pub trait SlackOutbox: Send + Sync {
     /// Rows to send now, oldest first: pending and due, or `sending` with a lease older than
     /// `stale_before_ms` (their process died).
     fn due(&self, now_ms: i64, stale_before_ms: i64, limit: i64) -> StoreFuture<'_, Vec<OutboxItem>>;
-    /// Takes row `id` for sending; false when another worker has it or it is not due.
-    fn claim(&self, id: i64, now_ms: i64, stale_before_ms: i64) -> StoreFuture<'_, bool>;
+    /// Takes row `id` for sending and returns it as it is now (its body may have been replaced
+    /// since it was listed); `None` when another worker has it or it is not due.
+    fn claim(&self, id: i64, now_ms: i64, stale_before_ms: i64) -> StoreFuture<'_, Option<OutboxItem>>;
     /// Sent: `result` is Slack's answer; `card`, when a card post, is remembered atomically.
     fn complete(&self, id: i64, result: Value, card: Option<CardRef>, now_ms: i64) -> StoreFuture<'_, ()>;
     /// A transient failure: sent again at `next_attempt_ms`.
@@ -93,6 +94,8 @@ pub trait SlackOutbox: Send + Sync {
     /// Whether a `method` row for the conversation is still to be sent.
     fn has_unsent(&self, conversation_id: &str, method: &str) -> StoreFuture<'_, bool>;
     fn card(&self, conversation_id: &str) -> StoreFuture<'_, Option<CardRef>>;
+    /// The content last queued for the conversation's card (posted, updated or waiting).
+    fn last_card_body(&self, conversation_id: &str) -> StoreFuture<'_, Option<Value>>;
     /// The conversation whose card is the message (channel, ts): replies in its thread are notes.
     fn card_at(&self, channel: &str, ts: &str) -> StoreFuture<'_, Option<String>>;
     /// Every row of the conversation, oldest first (tests, diagnostics): (method, state, attempts).
@@ -192,21 +195,22 @@ macro_rules! outbox_ops {
                 rows.into_iter().map(super::outbox::item_from_row).collect()
             }
 
-            async fn claim_inner(&self, id: i64, now_ms: i64, stale_before_ms: i64) -> Result<bool, StoreError> {
+            async fn claim_inner(&self, id: i64, now_ms: i64, stale_before_ms: i64) -> Result<Option<OutboxItem>, StoreError> {
                 let mut tx = self.write_tx().await?;
-                let done = sqlx::query(
+                let row: Option<super::outbox::ItemRow> = sqlx::query_as(
                     "UPDATE slack_outbox SET state = 'sending', claimed_ms = $2, attempts = attempts + 1, \
                      maybe_sent = (maybe_sent OR state = 'sending') WHERE id = $1 \
-                     AND (state = 'pending' OR (state = 'sending' AND claimed_ms < $3))",
+                     AND (state = 'pending' OR (state = 'sending' AND claimed_ms < $3)) \
+                     RETURNING id, method, channel, conversation_id, body, attempts - 1, maybe_sent, \
+                     CAST('pending' AS TEXT), created_ms, last_error",
                 )
                 .bind(id)
                 .bind(now_ms)
                 .bind(stale_before_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+                .fetch_optional(&mut *tx)
+                .await?;
                 tx.commit().await?;
-                Ok(done == 1)
+                row.map(super::outbox::item_from_row).transpose()
             }
 
             async fn complete_inner(
@@ -325,7 +329,7 @@ macro_rules! outbox_ops {
                 Box::pin(self.due_inner(now_ms, stale_before_ms, limit))
             }
 
-            fn claim(&self, id: i64, now_ms: i64, stale_before_ms: i64) -> StoreFuture<'_, bool> {
+            fn claim(&self, id: i64, now_ms: i64, stale_before_ms: i64) -> StoreFuture<'_, Option<OutboxItem>> {
                 Box::pin(self.claim_inner(id, now_ms, stale_before_ms))
             }
 
@@ -376,6 +380,20 @@ macro_rules! outbox_ops {
                     .fetch_optional(&self.pool)
                     .await?;
                     Ok(found.is_some())
+                })
+            }
+
+            fn last_card_body(&self, conversation_id: &str) -> StoreFuture<'_, Option<serde_json::Value>> {
+                let conversation_id = conversation_id.to_string();
+                Box::pin(async move {
+                    let body: Option<String> = sqlx::query_scalar(
+                        "SELECT body FROM slack_outbox WHERE conversation_id = $1 AND state <> 'failed' \
+                         AND method IN ('chat.postMessage', 'chat.update') ORDER BY id DESC LIMIT 1",
+                    )
+                    .bind(&conversation_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
                 })
             }
 

@@ -56,6 +56,11 @@ pub async fn fake_slack() -> FakeSlack {
 
 /// A server over a fresh database with Slack on; the worker runs when `worker` is true.
 pub async fn spawn(backend: Backend, outbox: OutboxConfig, worker: bool) -> Option<SlackApp> {
+    spawn_with(backend, outbox, worker, true).await
+}
+
+/// As [`spawn`]; the card service runs when `cards` is true.
+pub async fn spawn_with(backend: Backend, outbox: OutboxConfig, worker: bool, cards: bool) -> Option<SlackApp> {
     let db = Arc::new(TestDb::create(backend).await?);
     let fake = fake_slack().await;
     let store = store::connect(&db.url).await.expect("connect and migrate");
@@ -77,7 +82,9 @@ pub async fn spawn(backend: Backend, outbox: OutboxConfig, worker: bool) -> Opti
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    tokio::spawn(slack.cards(state.pipeline.clone()).run(until_stopped(stopped.clone())));
+    if cards {
+        tokio::spawn(slack.cards(state.pipeline.clone()).run(until_stopped(stopped.clone())));
+    }
     if worker {
         tokio::spawn(slack.outbox.clone().run(until_stopped(stopped.clone())));
     }
@@ -141,22 +148,22 @@ impl SlackApp {
     }
 }
 
-/// Polls `cond` until it holds (10 s at most).
+/// Polls `cond` until it holds (30 s at most: the test machine may be loaded).
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Polls the async `cond` until it holds (10 s at most).
+/// Polls the async `cond` until it holds (30 s at most).
 pub async fn until<F, Fut>(what: &str, mut cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !cond().await {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -2,5 +2,6 @@
 pub mod fake;
 pub mod harness;
 mod interactivity;
+mod load;
 mod outbox;
 mod web_api;

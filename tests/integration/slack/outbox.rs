@@ -149,7 +149,7 @@ async fn a_crash_mid_send_does_not_post_a_second_card(backend: Backend) {
     until("two card rows", || async move { outbox.due(now_ms(), 0, 10).await.unwrap().len() == 2 }).await;
     let rows = outbox.due(now_ms(), 0, 10).await.unwrap();
     for row in &rows {
-        assert!(outbox.claim(row.id, now_ms(), 0).await.unwrap());
+        assert!(outbox.claim(row.id, now_ms(), 0).await.unwrap().is_some());
     }
     // The dying process got the first card to Slack, not the second.
     let first = rows.iter().find(|r| r.conversation_id.as_deref() == Some(&sent)).unwrap();

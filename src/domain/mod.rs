@@ -12,6 +12,7 @@ mod ingest;
 mod message;
 mod regroup;
 pub mod status;
+pub mod validate;
 
 pub use account::{Account, AccountInput, AccountPatch, AccountRef, TeamMember};
 pub use change::Change;
@@ -22,7 +23,7 @@ pub use conversation::{
 pub use error::DomainError;
 pub use event::{Actor, Event, EventKind};
 pub use ingest::{plan_ingest, ChannelContext, ContextMessage, IngestPlan, Prediction, CONTEXT_MESSAGES};
-pub use message::{normalize_ts, ts_to_time, BadTs, IncomingMessage, Message, Role};
+pub use message::{normalize_ts, ts_to_time, BadTs, IncomingMessage, Message, Role, MAX_TS_SECONDS};
 pub use regroup::{apply_merge, apply_move, check_merge, check_move, split_conversation};
 pub use status::{ReplyLabel, Status};
 

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::domain::{normalize_ts, Role};
+use crate::domain::{normalize_ts, validate, Role};
 
 /// `{"channel", "ts", "thread_ts"?, "user", "text", "role"?, "dry_run"?}`; `ts` is a Slack ts string
 /// or a number of seconds.
@@ -23,7 +23,8 @@ pub struct MessageBody {
     pub dry_run: bool,
 }
 
-/// A checked message: non-empty channel and user, `ts` values as `seconds.micros`.
+/// A checked message: channel and user identifiers, a non-blank text (see [`validate`]), `ts`
+/// values as `seconds.micros`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageIn {
     pub channel: String,
@@ -38,11 +39,9 @@ pub struct MessageIn {
 
 impl MessageBody {
     pub fn validate(self) -> Result<MessageIn, ApiError> {
-        for (field, value) in [("channel", &self.channel), ("user", &self.user)] {
-            if value.trim().is_empty() {
-                return Err(ApiError::invalid(field, format!("{field} is required")));
-            }
-        }
+        validate::id("channel", &self.channel)?;
+        validate::id("user", &self.user)?;
+        validate::message_text("text", &self.text)?;
         let ts = slack_ts(&self.ts, "ts")?;
         let thread_ts = match self.thread_ts {
             None | Some(Value::Null) => None,
@@ -64,7 +63,9 @@ fn slack_ts(value: &Value, field: &str) -> Result<String, ApiError> {
     normalize_ts(value).map_err(|_| {
         ApiError::invalid(
             field,
-            format!("{field} must be a Slack ts like \"1700000000.000100\" or a number, not {value}"),
+            format!(
+                "{field} must be a Slack ts like \"1700000000.000100\" or a positive number of seconds, not {value}"
+            ),
         )
     })
 }
@@ -89,7 +90,7 @@ mod tests {
         assert_eq!(m.thread_ts.as_deref(), Some("1700000000.000100"));
         assert_eq!(m.role, Some(Role::Agent));
         let m =
-            check(json!({"channel": "C", "ts": "1700000000", "user": "U", "text": "", "thread_ts": null}))
+            check(json!({"channel": "C", "ts": "1700000000", "user": "U", "text": "x", "thread_ts": null}))
                 .unwrap();
         assert_eq!(
             (m.ts.as_str(), m.thread_ts, m.dry_run),
@@ -108,6 +109,11 @@ mod tests {
         };
         assert_eq!(field(with("channel", json!(" "))).as_deref(), Some("channel"));
         assert_eq!(field(with("user", json!(""))).as_deref(), Some("user"));
+        assert_eq!(field(with("text", json!(" \n"))).as_deref(), Some("text"));
+        assert_eq!(field(with("channel", json!("C".repeat(256)))).as_deref(), Some("channel"));
+        assert_eq!(field(with("ts", json!("0"))).as_deref(), Some("ts"));
+        assert_eq!(field(with("ts", json!("1.7e9"))).as_deref(), Some("ts"));
+        assert_eq!(field(with("ts", json!(1e308))).as_deref(), Some("ts"));
         assert_eq!(field(with("ts", json!("yesterday"))).as_deref(), Some("ts"));
         assert_eq!(field(with("ts", json!(-1))).as_deref(), Some("ts"));
         assert_eq!(

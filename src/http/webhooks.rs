@@ -168,6 +168,7 @@ struct GenericEvent {
 
 impl GenericEvent {
     fn change(self) -> Result<IssueChange, ApiError> {
+        crate::domain::validate::issue_url("url", &self.url)?;
         let closed = match self.state.as_str() {
             "closed" => true,
             "open" => false,

@@ -1,9 +1,10 @@
 //! The one integration-test binary: real model, real HTTP on port 0.
 mod embed_api;
 mod group;
+mod hardening;
 mod helpers;
 mod model_files;
-mod pipeline;
+pub(crate) mod pipeline;
 mod status;
 mod support_scenarios;
 mod tickets;

@@ -16,5 +16,6 @@ pub mod http;
 pub mod model_files;
 pub mod pipeline;
 pub mod queue;
+pub mod slack;
 pub mod store;
 pub mod telemetry;

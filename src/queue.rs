@@ -44,7 +44,7 @@ impl Default for QueueConfig {
             max_queued_inputs: 2048,
             max_queued_bulk_inputs: 2048,
             max_client_batch: 256,
-            bulk_batch_tokens: 512,
+            bulk_batch_tokens: 2048,
         }
     }
 }

@@ -5,10 +5,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::domain::{normalize_ts, validate, Role};
+use crate::domain::{normalize_ts, validate, FileRef, Role};
 
-/// `{"channel", "ts", "thread_ts"?, "user", "text", "role"?, "dry_run"?}`; `ts` is a Slack ts string
-/// or a number of seconds.
+/// `{"channel", "ts", "thread_ts"?, "user", "text", "role"?, "files"?, "dry_run"?}`; `ts` is a Slack
+/// ts string or a number of seconds; `files` (`[{"name", "permalink"?}]`) are kept on the message.
 #[derive(Debug, Deserialize)]
 pub struct MessageBody {
     pub channel: String,
@@ -19,6 +19,8 @@ pub struct MessageBody {
     pub text: String,
     #[serde(default)]
     pub role: Option<Role>,
+    #[serde(default)]
+    pub files: Vec<FileRef>,
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -34,6 +36,7 @@ pub struct MessageIn {
     pub text: String,
     /// As sent; each endpoint picks its default.
     pub role: Option<Role>,
+    pub files: Vec<FileRef>,
     pub dry_run: bool,
 }
 
@@ -41,7 +44,18 @@ impl MessageBody {
     pub fn validate(self) -> Result<MessageIn, ApiError> {
         validate::id("channel", &self.channel)?;
         validate::id("user", &self.user)?;
-        validate::message_text("text", &self.text)?;
+        // An attachment-only message (a Slack file share) may have no text; any other must.
+        if self.files.is_empty() {
+            validate::message_text("text", &self.text)?;
+        } else {
+            validate::text("text", &self.text, validate::MAX_TEXT_CHARS, false)?;
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            if f.name.trim().is_empty() {
+                return Err(ApiError::invalid(format!("files[{i}].name"), "a file needs a name"));
+            }
+            validate::text(&format!("files[{i}].name"), &f.name, validate::MAX_NAME_CHARS, true)?;
+        }
         let ts = slack_ts(&self.ts, "ts")?;
         let thread_ts = match self.thread_ts {
             None | Some(Value::Null) => None,
@@ -54,6 +68,7 @@ impl MessageBody {
             user: self.user,
             text: self.text,
             role: self.role,
+            files: self.files,
             dry_run: self.dry_run,
         })
     }
@@ -122,5 +137,9 @@ mod tests {
         );
         assert_eq!(field(with("role", json!("boss"))).as_deref(), Some("role"));
         assert_eq!(field(with("dry_run", json!("yes"))).as_deref(), Some("dry_run"));
+        assert_eq!(
+            field(with("files", json!([{"name": "a.log"}, {"name": " "}]))).as_deref(),
+            Some("files[1].name")
+        );
     }
 }

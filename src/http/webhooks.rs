@@ -168,12 +168,12 @@ struct GenericEvent {
 
 impl GenericEvent {
     fn change(self) -> Result<IssueChange, ApiError> {
-        crate::domain::validate::issue_url("url", &self.url)?;
         let closed = match self.state.as_str() {
             "closed" => true,
             "open" => false,
             _ => return Err(ApiError::invalid("state", "state must be open or closed")),
         };
+        crate::domain::validate::issue_url("url", &self.url)?;
         Ok(IssueChange {
             url: Some(self.url),
             key: None,

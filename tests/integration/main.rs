@@ -5,6 +5,7 @@ mod hardening;
 mod helpers;
 mod model_files;
 pub(crate) mod pipeline;
+mod slack;
 mod status;
 mod support_scenarios;
 mod tickets;

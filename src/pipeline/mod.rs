@@ -13,6 +13,7 @@
 mod bus;
 mod edits;
 pub mod ml;
+mod notes;
 mod tickets;
 
 use crate::domain::{self, status, Change, Conversation, Message, Role};

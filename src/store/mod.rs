@@ -18,6 +18,10 @@ mod ops;
 mod edits;
 #[macro_use]
 mod outbox;
+#[macro_use]
+mod notes;
+#[macro_use]
+mod inbox;
 mod rows;
 mod tx;
 
@@ -37,7 +41,7 @@ pub use crate::domain::status::Refusal;
 pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
 pub use crate::domain::{
     Account, AccountInput, AccountPatch, AccountRef, Actor, Conversation, ConversationPatch, Edited, Event,
-    EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Priority,
+    EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Note, Priority,
     ReplyLabel, Role, Status, TeamMember,
 };
 
@@ -156,6 +160,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, Written<Edited>>;
     /// Marks the message (channel, ts) deleted (a tombstone; idempotent).
     fn delete_message<'a>(&'a self, channel: &'a str, ts: &'a str) -> StoreFuture<'a, Written<Edited>>;
+
+    /// Adds an internal note to its conversation; `false`, with the stored note, when a note from
+    /// the same Slack message (channel, ts) was added before.
+    fn add_note(&self, note: Note) -> StoreFuture<'_, (Note, bool)>;
+    /// A conversation's notes, oldest first.
+    fn list_notes<'a>(&'a self, conversation_id: &'a str, page: PageRequest) -> StoreFuture<'a, Page<Note>>;
+
+    /// Stores an inbound delivery before it is acknowledged; `false` when its `event_id` is
+    /// already stored (a retry: its retry number is remembered, nothing else changes).
+    fn inbox_add(&self, entry: InboxEntry) -> StoreFuture<'_, bool>;
+    /// Deliveries not processed yet, oldest first.
+    fn inbox_pending(&self, limit: u32) -> StoreFuture<'_, Vec<InboxItem>>;
+    /// Marks a delivery processed with what processing did.
+    fn inbox_finish<'a>(&'a self, seq: i64, outcome: &'a str) -> StoreFuture<'a, ()>;
+    /// Records a failed attempt (the delivery stays pending); returns the attempts so far.
+    fn inbox_failed<'a>(&'a self, seq: i64, error: &'a str) -> StoreFuture<'a, u32>;
+    /// Deliveries per outcome (`pending` for those not processed yet).
+    fn inbox_counts(&self) -> StoreFuture<'_, BTreeMap<String, i64>>;
+    /// Forgets deliveries processed before `before`; returns how many.
+    fn inbox_prune(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;
     /// Starts the unit of work that stores one new message of `channel`: a write transaction
     /// holding the channel's lock (across replicas), so grouping decisions in a channel never race.
     /// Dropping the unit without [`IngestUnit::commit`] rolls it back.
@@ -195,6 +219,27 @@ pub trait IngestUnit<'a>: Send {
     fn write<'b>(&'b mut self, plan: &'b IngestPlan, msg: &'b IncomingMessage) -> StoreFuture<'b, bool>;
     fn commit(self: Box<Self>) -> StoreFuture<'a, ()>;
     fn rollback(self: Box<Self>) -> StoreFuture<'a, ()>;
+}
+
+/// An inbound delivery (a Slack Events API request body), as stored before it is acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxEntry {
+    pub event_id: String,
+    pub team_id: Option<String>,
+    pub payload: String,
+    pub retry_num: u32,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A stored delivery waiting for the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxItem {
+    pub seq: i64,
+    pub event_id: String,
+    pub team_id: Option<String>,
+    pub payload: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
 }
 
 /// What a write changed: the new state, and the events it recorded for the pipeline to publish.

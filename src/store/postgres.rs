@@ -5,7 +5,7 @@
 //! insert the same message; human edits lock the rows they change (`FOR UPDATE`).
 
 use super::rows::{
-    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, StatusLabelSql,
+    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, NoteRow, StatusLabelSql,
 };
 use super::*;
 use crate::domain::{
@@ -33,6 +33,8 @@ shared_queries!();
 store_ops!(PgStore);
 message_edit_ops!(PgStore);
 outbox_ops!(PgStore);
+note_ops!(PgStore);
+inbox_ops!(PgStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Postgres>;
 

@@ -7,7 +7,7 @@
 //! costs far more than the writes themselves; the busy timeout remains for other processes.
 
 use super::rows::{
-    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, StatusLabelSql,
+    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, NoteRow, StatusLabelSql,
 };
 use super::*;
 use crate::domain::{
@@ -41,6 +41,8 @@ shared_queries!();
 store_ops!(SqliteStore);
 message_edit_ops!(SqliteStore);
 outbox_ops!(SqliteStore);
+note_ops!(SqliteStore);
+inbox_ops!(SqliteStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Sqlite>;
 

@@ -61,6 +61,36 @@ pub struct Settings {
     /// (`TRIAGE_SLACK_POST_INTERVAL_MS`; Slack allows about one message per second per channel).
     pub slack_post_interval_ms: u64,
     pub embed: EmbedSettings,
+    pub http: HttpSettings,
+}
+
+/// The HTTP server's time limits, in seconds (`[http]`, `TRIAGE_HTTP_*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// A request taking longer is answered 503 (`TRIAGE_HTTP_REQUEST_TIMEOUT`).
+    pub request_timeout_secs: f64,
+    /// A connection sending no request for this long is closed (`TRIAGE_HTTP_IDLE_TIMEOUT`).
+    pub idle_timeout_secs: f64,
+    /// A request head must be complete this long after its first byte (`TRIAGE_HTTP_HEADER_READ_TIMEOUT`).
+    pub header_read_timeout_secs: f64,
+    /// A request body must arrive this long after its head, else 408 (`TRIAGE_HTTP_BODY_READ_TIMEOUT`).
+    pub body_read_timeout_secs: f64,
+    /// On SIGTERM, connections still open this long later are closed (`TRIAGE_HTTP_DRAIN_TIMEOUT`).
+    pub drain_timeout_secs: f64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let d = crate::http::HttpConfig::default();
+        Self {
+            request_timeout_secs: d.request_timeout.as_secs_f64(),
+            idle_timeout_secs: d.idle_timeout.as_secs_f64(),
+            header_read_timeout_secs: d.header_read_timeout.as_secs_f64(),
+            body_read_timeout_secs: d.body_read_timeout.as_secs_f64(),
+            drain_timeout_secs: d.drain_timeout.as_secs_f64(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,8 +101,11 @@ pub struct EmbedSettings {
     /// Padded tokens per forward batch (bounds activation memory).
     pub max_batch_tokens: usize,
     pub max_batch_size: usize,
-    /// Inputs waiting or running before requests get 429.
+    /// Ingest-lane inputs waiting or running before ingestion gets 429.
     pub max_queued_inputs: usize,
+    /// Bulk-lane inputs (`/v1/embed`, batch `/v1/classify`) waiting or running before bulk
+    /// requests get 429 (`TRIAGE_EMBED_MAX_QUEUED_BULK_INPUTS`).
+    pub max_queued_bulk_inputs: usize,
     /// Inputs accepted in one request.
     pub max_client_batch: usize,
     /// Encoder precision: "f32" (exact, default) or "int8" (`TRIAGE_EMBED_PRECISION`).
@@ -88,6 +121,7 @@ impl Default for EmbedSettings {
             max_batch_tokens: limits.max_batch_tokens,
             max_batch_size: limits.max_batch_size,
             max_queued_inputs: queue.max_queued_inputs,
+            max_queued_bulk_inputs: queue.max_queued_bulk_inputs,
             max_client_batch: queue.max_client_batch,
             precision: limits.precision,
         }
@@ -112,6 +146,7 @@ impl Default for Settings {
             slack_triage_channel: None,
             slack_post_interval_ms: 1000,
             embed: EmbedSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -245,8 +280,32 @@ impl Settings {
         if let Some(v) = get("TRIAGE_EMBED_MAX_BATCH_TOKENS") {
             self.embed.max_batch_tokens = num("TRIAGE_EMBED_MAX_BATCH_TOKENS", v)?.max(1);
         }
+        let secs = |name: &str, v: String| -> Result<f64, ConfigError> {
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .ok_or_else(|| ConfigError::Env {
+                    name: name.into(),
+                    message: format!("{v:?} is not a positive number of seconds"),
+                })
+        };
+        for (name, field) in [
+            ("TRIAGE_HTTP_REQUEST_TIMEOUT", &mut self.http.request_timeout_secs),
+            ("TRIAGE_HTTP_IDLE_TIMEOUT", &mut self.http.idle_timeout_secs),
+            ("TRIAGE_HTTP_HEADER_READ_TIMEOUT", &mut self.http.header_read_timeout_secs),
+            ("TRIAGE_HTTP_BODY_READ_TIMEOUT", &mut self.http.body_read_timeout_secs),
+            ("TRIAGE_HTTP_DRAIN_TIMEOUT", &mut self.http.drain_timeout_secs),
+        ] {
+            if let Some(v) = get(name) {
+                *field = secs(name, v)?;
+            }
+        }
         if let Some(v) = get("TRIAGE_EMBED_MAX_QUEUED_INPUTS") {
             self.embed.max_queued_inputs = num("TRIAGE_EMBED_MAX_QUEUED_INPUTS", v)?.max(1);
+        }
+        if let Some(v) = get("TRIAGE_EMBED_MAX_QUEUED_BULK_INPUTS") {
+            self.embed.max_queued_bulk_inputs = num("TRIAGE_EMBED_MAX_QUEUED_BULK_INPUTS", v)?.max(1);
         }
         Ok(())
     }
@@ -259,9 +318,33 @@ impl Settings {
         }
     }
 
+    /// The server's time limits (a non-positive or non-finite value in the file is refused).
+    pub fn http_limits(&self) -> Result<[std::time::Duration; 5], ConfigError> {
+        let h = &self.http;
+        let mut out = [std::time::Duration::ZERO; 5];
+        for (slot, (name, v)) in out.iter_mut().zip([
+            ("request_timeout_secs", h.request_timeout_secs),
+            ("idle_timeout_secs", h.idle_timeout_secs),
+            ("header_read_timeout_secs", h.header_read_timeout_secs),
+            ("body_read_timeout_secs", h.body_read_timeout_secs),
+            ("drain_timeout_secs", h.drain_timeout_secs),
+        ]) {
+            *slot = std::time::Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| ConfigError::File {
+                    path: "[http]".into(),
+                    message: format!("{name} must be a positive number of seconds, not {v}"),
+                })?;
+        }
+        Ok(out)
+    }
+
     pub fn queue_config(&self) -> crate::queue::QueueConfig {
         crate::queue::QueueConfig {
             max_queued_inputs: self.embed.max_queued_inputs,
+            max_queued_bulk_inputs: self.embed.max_queued_bulk_inputs.max(1),
+            bulk_batch_tokens: crate::queue::QueueConfig::default().bulk_batch_tokens,
             max_client_batch: self.embed.max_client_batch.max(1),
         }
     }
@@ -320,6 +403,22 @@ mod tests {
             .apply_env(|k| (k == "TRIAGE_EMBED_THREADS").then(|| "many".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("TRIAGE_EMBED_THREADS"));
+        let err = s
+            .apply_env(|k| (k == "TRIAGE_HTTP_DRAIN_TIMEOUT").then(|| "0".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("TRIAGE_HTTP_DRAIN_TIMEOUT"));
+    }
+
+    #[test]
+    fn http_limits_default_to_a_30_s_drain_and_read_the_environment() {
+        let mut s: Settings = toml::from_str("[http]\nidle_timeout_secs = 5\n").unwrap();
+        assert_eq!(s.http_limits().unwrap()[4].as_secs(), 30);
+        assert_eq!(s.http_limits().unwrap()[1].as_secs(), 5);
+        s.apply_env(|k| (k == "TRIAGE_HTTP_DRAIN_TIMEOUT").then(|| "2.5".to_string()))
+            .unwrap();
+        assert_eq!(s.http_limits().unwrap()[4].as_millis(), 2500);
+        s.http.body_read_timeout_secs = -1.0;
+        assert!(s.http_limits().is_err());
     }
 
     #[test]

@@ -4,8 +4,16 @@
 //! their vectors. The model thread drains everything queued, drops work whose caller left, sorts
 //! the rest by length and runs it in token-budgeted batches (dynamic batching).
 //!
+//! Two lanes ([`Lane`]), each with its own budget: **ingest** (messages being stored or grouped,
+//! Slack events, single-text classification) and **bulk** (`/v1/embed`, batch `/v1/classify`).
+//! Ingest work always runs first: bulk work runs one small batch at a time (all compute threads on
+//! it), and the model thread looks for ingest work between batches, so a message waits for at most
+//! one bulk batch however much bulk work is queued; a full bulk budget answers 429 to bulk callers
+//! only.
+//!
 //! No HTTP here: the API and the CLI both use [`EmbedHandle`].
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -19,19 +27,36 @@ use crate::telemetry::EmbedMetrics;
 
 #[derive(Debug, Clone, Copy)]
 pub struct QueueConfig {
-    /// Inputs (texts) that may wait or run at once; beyond that callers are refused.
+    /// Ingest-lane inputs (texts) that may wait or run at once; beyond that callers are refused.
     pub max_queued_inputs: usize,
+    /// The same for the bulk lane (its own budget: bulk work never uses up ingestion's).
+    pub max_queued_bulk_inputs: usize,
     /// Inputs accepted in one call.
     pub max_client_batch: usize,
+    /// Token budget of one bulk batch: bulk work runs one such batch between looks for ingest
+    /// work, so this bounds how long a message can wait behind bulk work.
+    pub bulk_batch_tokens: usize,
 }
 
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             max_queued_inputs: 2048,
+            max_queued_bulk_inputs: 2048,
             max_client_batch: 256,
+            bulk_batch_tokens: 2048,
         }
     }
+}
+
+/// Which work a call is: see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lane {
+    /// Messages being ingested or grouped, Slack events: runs first.
+    #[default]
+    Ingest,
+    /// Bulk embedding and classification: runs when no ingest work waits.
+    Bulk,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +86,7 @@ struct Job {
     ids: Vec<Vec<u32>>,
     /// Which embeddings every input of the job needs.
     want: Want,
+    lane: Lane,
     enqueued: Instant,
     reply: oneshot::Sender<JobResult>,
     _permit: OwnedSemaphorePermit,
@@ -80,16 +106,19 @@ impl EmbedSlot {
     }
 }
 
-/// Cheap to clone; the model thread stops when the last handle is dropped.
+/// Cheap to clone; the model thread stops when the last handle is dropped. Calls go in the
+/// ingest lane unless made through [`EmbedHandle::bulk`].
 #[derive(Clone)]
 pub struct EmbedHandle {
     inner: Arc<Inner>,
+    lane: Lane,
 }
 
 struct Inner {
     tx: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
     embedder: Arc<Embedder>,
     permits: Arc<Semaphore>,
+    bulk_permits: Arc<Semaphore>,
     config: QueueConfig,
     ready: AtomicBool,
     depth: Arc<AtomicI64>,
@@ -107,6 +136,7 @@ impl EmbedHandle {
             tx: std::sync::Mutex::new(Some(tx)),
             embedder: embedder.clone(),
             permits: Arc::new(Semaphore::new(config.max_queued_inputs)),
+            bulk_permits: Arc::new(Semaphore::new(config.max_queued_bulk_inputs)),
             config,
             ready: AtomicBool::new(false),
             depth: Arc::new(AtomicI64::new(0)),
@@ -119,7 +149,22 @@ impl EmbedHandle {
             .spawn(move || model_loop(embedder, rx, metrics, weak))
             .expect("spawning the model thread");
         *inner.thread.lock().expect("fresh mutex") = Some(thread);
-        Self { inner }
+        Self {
+            inner,
+            lane: Lane::Ingest,
+        }
+    }
+
+    /// This handle for bulk work (the bulk lane and its budget).
+    pub fn bulk(&self) -> EmbedHandle {
+        self.in_lane(Lane::Bulk)
+    }
+
+    pub fn in_lane(&self, lane: Lane) -> EmbedHandle {
+        EmbedHandle {
+            inner: self.inner.clone(),
+            lane,
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -169,21 +214,20 @@ impl EmbedHandle {
             return Err(EmbedError::Invalid("no fine-tuned tail is installed".into()).into());
         }
         let n = texts.len();
+        let config = &self.inner.config;
+        let (budget, permits) = match self.lane {
+            Lane::Ingest => (config.max_queued_inputs, &self.inner.permits),
+            Lane::Bulk => (config.max_queued_bulk_inputs, &self.inner.bulk_permits),
+        };
         // More than the queue could ever hold is the request's fault (422), not overload (429).
-        let cap = self
-            .inner
-            .config
-            .max_client_batch
-            .min(self.inner.config.max_queued_inputs);
+        let cap = config.max_client_batch.min(budget);
         if n > cap {
             return Err(QueueError::TooManyInputs(n, cap));
         }
         if n == 0 {
             return Ok((Vec::new(), Timings::default()));
         }
-        let permit = self
-            .inner
-            .permits
+        let permit = permits
             .clone()
             .try_acquire_many_owned(n as u32)
             .map_err(|_| QueueError::Overloaded(self.inner.depth.load(Ordering::Relaxed).max(0) as usize))?;
@@ -208,6 +252,7 @@ impl EmbedHandle {
         let job = Job {
             ids,
             want,
+            lane: self.lane,
             enqueued: Instant::now(),
             reply,
             _permit: permit,
@@ -271,20 +316,144 @@ fn model_loop(
         }
     }
     let depth = inner.upgrade().map(|i| i.depth.clone());
-    // Blocks for the first job, then takes everything else already waiting.
-    while let Ok(first) = rx.recv() {
-        let mut jobs = vec![first];
-        while let Ok(j) = rx.try_recv() {
-            jobs.push(j);
+    let Some(bulk_batch_tokens) = inner.upgrade().map(|i| i.config.bulk_batch_tokens) else {
+        return;
+    };
+    let mut bulk: VecDeque<Job> = VecDeque::new();
+    let mut round: Option<BulkRound> = None;
+    loop {
+        // Block only when no bulk work is left; otherwise just take what has arrived.
+        let mut arrived = Vec::new();
+        if bulk.is_empty() && round.is_none() {
+            match rx.recv() {
+                Ok(job) => arrived.push(job),
+                Err(_) => break,
+            }
         }
-        let waiting: usize = jobs.iter().map(|j| j.ids.len()).sum();
+        while let Ok(j) = rx.try_recv() {
+            arrived.push(j);
+        }
+        let waiting: usize = arrived.iter().map(|j| j.ids.len()).sum();
         if let Some(d) = &depth {
             d.fetch_sub(waiting as i64, Ordering::Relaxed);
             metrics.queue_depth.set(d.load(Ordering::Relaxed));
         }
+        let (ingest, more_bulk): (Vec<Job>, Vec<Job>) = arrived.into_iter().partition(|j| j.lane == Lane::Ingest);
+        bulk.extend(more_bulk);
         // Callers that went away (timeout, closed connection) cost nothing more.
-        jobs.retain(|j| !j.reply.is_closed());
-        run_jobs(&embedder, jobs, &metrics);
+        let ingest: Vec<Job> = ingest.into_iter().filter(|j| !j.reply.is_closed()).collect();
+        if !ingest.is_empty() {
+            run_jobs(&embedder, ingest, &metrics);
+            continue;
+        }
+        if round.as_ref().is_some_and(BulkRound::abandoned) {
+            round = None;
+        }
+        if round.is_none() {
+            let jobs: Vec<Job> = bulk.drain(..).filter(|j| !j.reply.is_closed()).collect();
+            if jobs.is_empty() {
+                continue;
+            }
+            round = Some(BulkRound::new(&embedder, jobs, bulk_batch_tokens, &metrics));
+        }
+        if let Some(r) = round.as_mut() {
+            if r.step(&embedder, &metrics) {
+                if let Some(done) = round.take() {
+                    done.answer();
+                }
+            }
+        }
+    }
+}
+
+/// Bulk jobs being embedded one batch at a time, so ingest work can run in between.
+struct BulkRound {
+    jobs: Vec<Job>,
+    /// (job, position in job) per pooled input.
+    owner: Vec<(usize, usize)>,
+    plan: Vec<Vec<usize>>,
+    next: usize,
+    out: Vec<Embedded>,
+    started: Instant,
+    inference: Duration,
+    failed: Option<EmbedError>,
+}
+
+impl BulkRound {
+    fn new(embedder: &Embedder, jobs: Vec<Job>, batch_tokens: usize, metrics: &EmbedMetrics) -> Self {
+        let started = Instant::now();
+        let mut owner = Vec::new();
+        let mut lengths = Vec::new();
+        for (j, job) in jobs.iter().enumerate() {
+            metrics.queue.observe(started.duration_since(job.enqueued).as_secs_f64());
+            for (k, ids) in job.ids.iter().enumerate() {
+                owner.push((j, k));
+                lengths.push(ids.len());
+            }
+        }
+        let mut limits = embedder.limits();
+        limits.max_batch_tokens = limits.max_batch_tokens.min(batch_tokens.max(1));
+        let plan = plan_batches(&lengths, limits);
+        BulkRound {
+            out: vec![Embedded::default(); owner.len()],
+            jobs,
+            owner,
+            plan,
+            next: 0,
+            started,
+            inference: Duration::ZERO,
+            failed: None,
+        }
+    }
+
+    /// Every caller of the round left.
+    fn abandoned(&self) -> bool {
+        self.jobs.iter().all(|j| j.reply.is_closed())
+    }
+
+    /// Runs the next batch (on every compute thread); true when the round is complete.
+    fn step(&mut self, embedder: &Embedder, metrics: &EmbedMetrics) -> bool {
+        let end = (self.next + 1).min(self.plan.len());
+        let seqs: Vec<&[u32]> = self.owner.iter().map(|&(j, k)| self.jobs[j].ids[k].as_slice()).collect();
+        let wants: Vec<Want> = self.owner.iter().map(|&(j, _)| self.jobs[j].want).collect();
+        let t = Instant::now();
+        let result = embedder.run_plan_with_tail(&seqs, embedder.tail(), &wants, &self.plan[self.next..end], |b| {
+            metrics.inference.observe(b.elapsed.as_secs_f64());
+            metrics.batch_size.observe(b.sequences as f64);
+            metrics.batch_tokens.observe(b.padded_tokens as f64);
+        });
+        self.inference += t.elapsed();
+        match result {
+            Ok(mut vectors) => {
+                for &i in self.plan[self.next..end].iter().flatten() {
+                    self.out[i] = std::mem::take(&mut vectors[i]);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "inference failed");
+                self.failed = Some(e);
+                return true;
+            }
+        }
+        self.next = end;
+        self.next >= self.plan.len()
+    }
+
+    fn answer(self) {
+        let mut per_job: Vec<Vec<Embedded>> = self.jobs.iter().map(|j| Vec::with_capacity(j.ids.len())).collect();
+        if self.failed.is_none() {
+            // `owner` lists inputs job by job, in order, so pushing keeps each job's order.
+            for ((j, _), v) in self.owner.iter().zip(self.out) {
+                per_job[*j].push(v);
+            }
+        }
+        for (job, vecs) in self.jobs.into_iter().zip(per_job) {
+            let reply = match &self.failed {
+                Some(e) => Err(EmbedError::Invalid(format!("batch failed: {e}"))),
+                None => Ok((vecs, self.started.duration_since(job.enqueued), self.inference)),
+            };
+            let _ = job.reply.send(reply);
+        }
     }
 }
 

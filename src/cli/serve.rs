@@ -68,16 +68,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// What the HTTP stack needs from the configuration.
-pub fn http_config(s: &Settings) -> HttpConfig {
+pub fn http_config(s: &Settings) -> anyhow::Result<HttpConfig> {
     let secret = |s: &Secret| (!s.is_empty()).then(|| s.clone());
-    HttpConfig {
+    let [request_timeout, idle_timeout, header_read_timeout, body_read_timeout, drain_timeout] = s.http_limits()?;
+    Ok(HttpConfig {
         api_tokens: ApiTokens::new(s.api_tokens.iter().map(Secret::expose)),
         team_users: s.team_users.iter().cloned().collect(),
         github_webhook_secret: secret(&s.github_webhook_secret),
         linear_webhook_secret: secret(&s.linear_webhook_secret),
         slack_verifier: secret(&s.slack_signing_secret).map(crate::slack::signing::Verifier::system),
+        request_timeout,
+        idle_timeout,
+        header_read_timeout,
+        body_read_timeout,
+        drain_timeout,
         ..Default::default()
-    }
+    })
 }
 
 pub struct Application {
@@ -103,12 +109,8 @@ impl Application {
         let store = crate::store::connect(&settings.database_url)
             .await
             .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
-        let mut state = AppState::serving(Models::default(), store, http_config(&settings));
-        state.slack = crate::slack::Slack::from_settings(
-            &settings,
-            state.pipeline.clone(),
-            state.metrics.slack.clone(),
-        );
+        let mut state = AppState::serving(Models::default(), store, http_config(&settings)?);
+        state.slack = crate::slack::Slack::from_settings(&settings, state.pipeline.clone(), state.metrics.slack.clone());
         if state.slack.is_none() {
             tracing::info!("TRIAGE_SLACK_BOT_TOKEN is not set: no triage cards are posted");
         }

@@ -106,8 +106,14 @@ impl IncomingMessage {
 #[error("not a Slack timestamp: {0}")]
 pub struct BadTs(pub String);
 
+/// The latest second a ts may name: 9999-12-31T23:59:59Z (what both databases and chrono hold).
+pub const MAX_TS_SECONDS: u64 = 253_402_300_799;
+
 /// Normalises a Slack ts (`"1700000000.000100"`, `"1700000000"` or a JSON number) to
-/// `seconds.microseconds` with six digits, so equal instants compare equal as text.
+/// `seconds.microseconds` with six digits, so equal instants compare equal as text. The one ts
+/// parser of every adapter: plain decimal digits only (no sign, no exponent: `"1.7e9"` and
+/// `1e308` are refused), seconds from 1 to [`MAX_TS_SECONDS`] (`"0"` is no message's time);
+/// digits past the microsecond are dropped.
 pub fn normalize_ts(value: &serde_json::Value) -> Result<String, BadTs> {
     let bad = || BadTs(value.to_string());
     let text = match value {
@@ -123,6 +129,9 @@ pub fn normalize_ts(value: &serde_json::Value) -> Result<String, BadTs> {
         return Err(bad());
     }
     let secs: u64 = secs.parse().map_err(|_| bad())?;
+    if !(1..=MAX_TS_SECONDS).contains(&secs) {
+        return Err(bad());
+    }
     let micros: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
     Ok(format!("{secs}.{micros}"))
 }
@@ -152,6 +161,16 @@ mod tests {
             (json!("1.2.3"), None),
             (json!(""), None),
             (json!(null), None),
+            (json!("0"), None),
+            (json!(0), None),
+            (json!("0.5"), None),
+            (json!("1.7e9"), None),
+            (json!(1e308), None),
+            (json!("1e308"), None),
+            (json!("+1700000000"), None),
+            (json!(253_402_300_800u64), None),
+            (json!(253_402_300_799u64), Some("253402300799.000000")),
+            (json!("1"), Some("1.000000")),
         ];
         for (input, want) in table {
             assert_eq!(normalize_ts(&input).ok().as_deref(), want, "{input}");

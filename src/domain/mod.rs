@@ -14,6 +14,7 @@ mod message;
 mod note;
 mod regroup;
 pub mod status;
+pub mod validate;
 
 pub use account::{Account, AccountInput, AccountPatch, AccountRef, TeamMember};
 pub use change::Change;
@@ -25,7 +26,7 @@ pub use edit::{apply_delete, apply_edit, Edited, MessageEdit};
 pub use error::DomainError;
 pub use event::{Actor, Event, EventKind};
 pub use ingest::{plan_ingest, ChannelContext, ContextMessage, IngestPlan, Prediction, CONTEXT_MESSAGES};
-pub use message::{normalize_ts, ts_to_time, BadTs, FileRef, IncomingMessage, Message, Role};
+pub use message::{normalize_ts, ts_to_time, BadTs, FileRef, IncomingMessage, Message, Role, MAX_TS_SECONDS};
 pub use note::{build_note, NewNote, Note, NoteKind, SlackRef, MAX_NOTE_CHARS};
 pub use regroup::{apply_merge, apply_move, check_merge, check_move, split_conversation};
 pub use status::{ReplyLabel, Status};

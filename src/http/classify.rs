@@ -20,9 +20,11 @@ pub async fn classify(State(state): State<AppState>, Json(body): Json<Value>) ->
     let (Some(handle), Some(model)) = (state.models.embed.get(), state.models.status.get()) else {
         return Err(ApiError::unavailable("the models are still loading"));
     };
-    let texts = match &body {
-        Body::One(t) => vec![t.clone()],
-        Body::Many(ts) => ts.clone(),
+    // One text is an adapter classifying a message as it arrives (the ingest lane); a list is
+    // bulk work, behind ingestion with its own budget (see `crate::queue`).
+    let (texts, handle) = match &body {
+        Body::One(t) => (vec![t.clone()], handle.clone()),
+        Body::Many(ts) => (ts.clone(), handle.bulk()),
     };
     // A fine-tuned model reads the embedding through its own top layers (run in the same batches,
     // instead of the shared top layers).

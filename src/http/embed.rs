@@ -17,7 +17,8 @@ pub async fn embed(State(state): State<AppState>, Json(body): Json<Value>) -> Re
         .embed
         .get()
         .ok_or_else(|| ApiError::unavailable("the embedding model is still loading"))?;
-    let (vectors, timings) = handle.embed(texts).await?;
+    // Bulk work: its own queue budget, behind ingestion (see `crate::queue`).
+    let (vectors, timings) = handle.bulk().embed(texts).await?;
     let mut resp = axum::Json(vectors).into_response();
     timing_headers(&mut resp, &timings);
     Ok(resp)

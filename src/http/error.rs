@@ -14,6 +14,12 @@ pub enum ApiError {
     /// Malformed request: unparsable JSON, an unreadable body.
     #[error("{0}")]
     BadRequest(String),
+    /// A malformed parameter (a cursor from another list, say), naming it.
+    #[error("{message}")]
+    BadParameter { field: String, message: String },
+    /// The request body did not arrive in time (408).
+    #[error("{0}")]
+    TimedOut(String),
     /// Missing or invalid credentials (bearer token or webhook signature).
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -61,18 +67,33 @@ impl ApiError {
         ApiError::Internal(anyhow::anyhow!(message.into()))
     }
 
-    /// The input this error is about, if any.
+    /// The input this error is about, if any (`null` in the body when no one input is at fault:
+    /// overload, unavailability, internal errors).
     pub fn field(&self) -> Option<&str> {
         match self {
             ApiError::Invalid { field, .. } => field.as_deref(),
+            ApiError::BadParameter { field, .. } => Some(field),
+            ApiError::BadRequest(_) | ApiError::PayloadTooLarge | ApiError::TimedOut(_) => Some("body"),
+            ApiError::NoRoute(_) => Some("path"),
+            ApiError::MethodNotAllowed(_) => Some("method"),
+            ApiError::Unauthorized(_) => Some("authorization"),
             _ => None,
+        }
+    }
+
+    /// 400 naming a malformed parameter.
+    pub fn bad_parameter(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::BadParameter {
+            field: field.into(),
+            message: message.into(),
         }
     }
 
     /// The one status and code of each failure.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::BadRequest(_) | ApiError::BadParameter { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) | ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -118,6 +139,15 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable("the database is unavailable")
             }
             StoreError::Unexpected(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<crate::domain::validate::Invalid> for ApiError {
+    fn from(e: crate::domain::validate::Invalid) -> Self {
+        ApiError::Invalid {
+            field: Some(e.field),
+            message: e.message,
         }
     }
 }
@@ -195,6 +225,8 @@ mod tests {
     fn one_code_per_status() {
         let all = [
             ApiError::BadRequest(String::new()),
+            ApiError::bad_parameter("cursor", ""),
+            ApiError::TimedOut(String::new()),
             ApiError::Unauthorized(""),
             ApiError::Forbidden(""),
             ApiError::NotFound(""),

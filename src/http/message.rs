@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::domain::{normalize_ts, FileRef, Role};
+use crate::domain::{normalize_ts, validate, FileRef, Role};
 
 /// `{"channel", "ts", "thread_ts"?, "user", "text", "role"?, "files"?, "dry_run"?}`; `ts` is a Slack
 /// ts string or a number of seconds; `files` (`[{"name", "permalink"?}]`) are kept on the message.
@@ -25,7 +25,8 @@ pub struct MessageBody {
     pub dry_run: bool,
 }
 
-/// A checked message: non-empty channel and user, `ts` values as `seconds.micros`.
+/// A checked message: channel and user identifiers, a non-blank text (see [`validate`]), `ts`
+/// values as `seconds.micros`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MessageIn {
     pub channel: String,
@@ -41,16 +42,19 @@ pub struct MessageIn {
 
 impl MessageBody {
     pub fn validate(self) -> Result<MessageIn, ApiError> {
-        for (field, value) in [("channel", &self.channel), ("user", &self.user)] {
-            if value.trim().is_empty() {
-                return Err(ApiError::invalid(field, format!("{field} is required")));
-            }
+        validate::id("channel", &self.channel)?;
+        validate::id("user", &self.user)?;
+        // An attachment-only message (a Slack file share) may have no text; any other must.
+        if self.files.is_empty() {
+            validate::message_text("text", &self.text)?;
+        } else {
+            validate::text("text", &self.text, validate::MAX_TEXT_CHARS, false)?;
         }
-        if let Some(i) = self.files.iter().position(|f| f.name.trim().is_empty()) {
-            return Err(ApiError::invalid(
-                format!("files[{i}].name"),
-                "a file needs a name",
-            ));
+        for (i, f) in self.files.iter().enumerate() {
+            if f.name.trim().is_empty() {
+                return Err(ApiError::invalid(format!("files[{i}].name"), "a file needs a name"));
+            }
+            validate::text(&format!("files[{i}].name"), &f.name, validate::MAX_NAME_CHARS, true)?;
         }
         let ts = slack_ts(&self.ts, "ts")?;
         let thread_ts = match self.thread_ts {
@@ -74,7 +78,9 @@ fn slack_ts(value: &Value, field: &str) -> Result<String, ApiError> {
     normalize_ts(value).map_err(|_| {
         ApiError::invalid(
             field,
-            format!("{field} must be a Slack ts like \"1700000000.000100\" or a number, not {value}"),
+            format!(
+                "{field} must be a Slack ts like \"1700000000.000100\" or a positive number of seconds, not {value}"
+            ),
         )
     })
 }
@@ -99,7 +105,7 @@ mod tests {
         assert_eq!(m.thread_ts.as_deref(), Some("1700000000.000100"));
         assert_eq!(m.role, Some(Role::Agent));
         let m =
-            check(json!({"channel": "C", "ts": "1700000000", "user": "U", "text": "", "thread_ts": null}))
+            check(json!({"channel": "C", "ts": "1700000000", "user": "U", "text": "x", "thread_ts": null}))
                 .unwrap();
         assert_eq!(
             (m.ts.as_str(), m.thread_ts, m.dry_run),
@@ -118,6 +124,11 @@ mod tests {
         };
         assert_eq!(field(with("channel", json!(" "))).as_deref(), Some("channel"));
         assert_eq!(field(with("user", json!(""))).as_deref(), Some("user"));
+        assert_eq!(field(with("text", json!(" \n"))).as_deref(), Some("text"));
+        assert_eq!(field(with("channel", json!("C".repeat(256)))).as_deref(), Some("channel"));
+        assert_eq!(field(with("ts", json!("0"))).as_deref(), Some("ts"));
+        assert_eq!(field(with("ts", json!("1.7e9"))).as_deref(), Some("ts"));
+        assert_eq!(field(with("ts", json!(1e308))).as_deref(), Some("ts"));
         assert_eq!(field(with("ts", json!("yesterday"))).as_deref(), Some("ts"));
         assert_eq!(field(with("ts", json!(-1))).as_deref(), Some("ts"));
         assert_eq!(

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod classify;
+pub mod cursor;
 mod embed;
 pub mod error;
 mod export;
@@ -14,6 +15,7 @@ pub mod extract;
 mod group;
 pub mod message;
 pub mod openapi;
+pub mod server;
 mod tickets;
 mod webhooks;
 
@@ -78,6 +80,14 @@ pub struct HttpConfig {
     pub max_in_flight: usize,
     /// A request taking longer answers 503 (so a stuck request cannot hold shutdown forever).
     pub request_timeout: Duration,
+    /// A connection sending no byte of a request for this long is closed (fresh or keep-alive).
+    pub idle_timeout: Duration,
+    /// A request head must be complete this long after its first byte, or the connection closes.
+    pub header_read_timeout: Duration,
+    /// A request body still unread this long after its head answers 408.
+    pub body_read_timeout: Duration,
+    /// On shutdown, connections still open this long after the listener closed are closed.
+    pub drain_timeout: Duration,
     /// `/readyz` waits for [`Models::are_ready`]; `false` only when the pipeline runs on stand-in
     /// models (the fast test harness), where the database alone decides.
     pub ready_needs_models: bool,
@@ -93,6 +103,10 @@ impl Default for HttpConfig {
             slack_verifier: None,
             max_in_flight: 512,
             request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
             ready_needs_models: true,
         }
     }
@@ -183,21 +197,29 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|req: Request| async move {
             ApiError::MethodNotAllowed(format!("{} {}", req.method(), req.uri().path()))
         })
+        .layer(middleware::from_fn(extract::refuse_nul))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(middleware::from_fn_with_state(state.clone(), record_request))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-/// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then stops accepting, closes idle and half-sent connections,
+/// lets requests in progress finish, and closes what is left at the drain deadline (see
+/// [`server`] for every connection limit).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let c = &state.config;
+    let limits = server::ConnLimits {
+        idle: c.idle_timeout,
+        header_read: c.header_read_timeout,
+        body_read: c.body_read_timeout,
+        drain: c.drain_timeout,
+    };
+    server::serve(listener, router(state), limits, shutdown).await
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {

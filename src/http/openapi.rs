@@ -1,6 +1,7 @@
 //! `GET /openapi.json`: the HTTP API as an OpenAPI 3.1 document, written out by hand next to the
 //! routes (an integration test checks that every documented operation is served).
 
+use crate::domain::validate as limits;
 use serde_json::{json, Value};
 
 fn schema(name: &str) -> Value {
@@ -65,13 +66,22 @@ pub fn document() -> Value {
     let id = || json!([path_param("id")]);
     let status_enum = json!(["new", "on_you", "in_progress", "on_hold", "closed"]);
     let priority_enum = json!(["urgent", "high", "medium", "low", "none"]);
-    let ts = json!({"oneOf": [{"type": "string", "example": "1700000000.000100"}, {"type": "number"}]});
+    let ts = json!({"oneOf": [
+        {"type": "string", "pattern": "^[0-9]+(\\.[0-9]*)?$", "example": "1700000000.000100"},
+        {"type": "number", "minimum": 1, "maximum": crate::domain::MAX_TS_SECONDS}
+    ], "description": "seconds since the epoch, plain decimal (no exponent), from 1 to year 9999"});
+    // The limits of `domain::validate`: NUL is refused in every string; identifiers also refuse
+    // other control characters and surrounding whitespace.
+    let ident = json!({"type": "string", "minLength": 1, "maxLength": limits::MAX_ID_CHARS, "pattern": "^[^\\s\\p{Cc}](.*[^\\s\\p{Cc}])?$"});
+    let opt_ident = json!({"oneOf": [ident, {"type": "null"}]});
+    let title = json!({"type": "string", "maxLength": limits::MAX_TITLE_CHARS});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": limits::MAX_NAME_CHARS});
     let message_in = json!({
         "type": "object",
         "required": ["channel", "ts", "user", "text"],
         "properties": {
-            "channel": {"type": "string"}, "ts": ts, "thread_ts": {"oneOf": [ts, {"type": "null"}]},
-            "user": {"type": "string"}, "text": {"type": "string"},
+            "channel": ident, "ts": ts, "thread_ts": {"oneOf": [ts, {"type": "null"}]},
+            "user": ident, "text": {"type": "string", "minLength": 1, "maxLength": limits::MAX_TEXT_CHARS, "description": "not blank"},
             "role": {"enum": ["customer", "agent"], "description": "default: agent for TRIAGE_TEAM_USERS, else customer"},
             "files": {"type": "array", "items": schema("File"), "description": "kept on the message (/v1/messages); an attachment-only message may have empty text"},
             "dry_run": {"type": "boolean", "default": false}
@@ -101,7 +111,7 @@ pub fn document() -> Value {
                 "get": with(op("List conversations, newest first", "200", json!({"description": "a page", "content": {"application/json": {"schema": list_of("Conversation")}}}), &[401, 422]), "parameters", json!([
                     query_param("status", "one of the statuses"), query_param("owner", "Slack user id"),
                     query_param("account", "account id"), query_param("channel", "Slack channel id"),
-                    query_param("q", "full-text search over message text"), query_param("cursor", "from next_cursor"),
+                    query_param("q", "full-text search over message text (at most 500 characters)"), query_param("cursor", "from next_cursor of the same query (another query's cursor: 400)"),
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
                 ])),
                 "post": with(op("Create a conversation by hand", "201", ok("created", "Conversation"), &[400, 401, 422]), "requestBody", body("NewConversation"))
@@ -143,8 +153,8 @@ pub fn document() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "a token from TRIAGE_API_TOKENS"}},
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
-                    "code": {"enum": ["bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "conflict", "payload_too_large", "invalid_request", "overloaded", "unavailable", "internal"], "description": "one per status: 400 bad_request, 401 unauthorized, 403 forbidden, 404 not_found, 405 method_not_allowed, 409 conflict, 413 payload_too_large, 422 invalid_request, 429 overloaded, 503 unavailable, 500 internal"}, "message": {"type": "string"}, "field": {"type": ["string", "null"]}}}}},
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message", "field"], "properties": {
+                    "code": {"enum": ["bad_request", "unauthorized", "forbidden", "not_found", "method_not_allowed", "timeout", "conflict", "payload_too_large", "invalid_request", "overloaded", "unavailable", "internal"], "description": "one per status: 400 bad_request, 401 unauthorized, 403 forbidden, 404 not_found, 405 method_not_allowed, 408 timeout, 409 conflict, 413 payload_too_large, 422 invalid_request, 429 overloaded, 503 unavailable, 500 internal"}, "message": {"type": "string", "description": "for people: names the input and the rule"}, "field": {"type": ["string", "null"], "description": "the input at fault as a JSON path (`linked_issue.url`, `channels[2]`), a query parameter, `body`, `path` or `authorization`; null when no one input is (overload, unavailability, internal errors)"}}}}},
                 "EmbedRequest": {"type": "object", "required": ["inputs"], "properties": {"inputs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}}},
                 "ClassifyRequest": {"type": "object", "properties": {"text": {"type": "string"}, "role": {"enum": ["agent", "customer"]}, "inputs": {"type": "array", "items": {"type": "string"}}}},
                 "Classification": {"type": "object", "required": ["label", "scores", "model"], "properties": {
@@ -157,7 +167,9 @@ pub fn document() -> Value {
                     "conversation_id": {"type": "string"}, "new": {"type": "boolean"}, "confidence": {"type": "number"},
                     "reasons": {"type": "array", "items": {"type": "object"}}, "candidates": {"type": "array", "items": {"type": "object"}}}},
                 "LinkedIssue": {"type": "object", "required": ["url"], "properties": {
-                    "url": {"type": "string"}, "provider": {"type": ["string", "null"]}, "key": {"type": ["string", "null"]}, "state": {"type": ["string", "null"], "enum": ["open", "closed", null]}}},
+                    "url": {"type": "string", "format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+", "maxLength": limits::MAX_URL_CHARS},
+                    "provider": {"oneOf": [{"enum": limits::ISSUE_PROVIDERS}, {"type": "null"}]}, "key": opt_ident,
+                    "state": {"enum": limits::ISSUE_STATES, "default": "open"}}},
                 "Conversation": {"type": "object", "properties": {
                     "id": {"type": "string"}, "status": {"enum": status_enum}, "priority": {"enum": priority_enum},
                     "owner": {"type": ["string", "null"]}, "account_id": {"type": ["string", "null"]}, "channel": {"type": "string"},
@@ -165,12 +177,12 @@ pub fn document() -> Value {
                     "first_response_at": {"type": ["string", "null"], "format": "date-time"}, "closed_at": {"type": ["string", "null"], "format": "date-time"},
                     "linked_issue": {"oneOf": [schema("LinkedIssue"), {"type": "null"}]}, "message_count": {"type": "integer"}}},
                 "ConversationPatch": {"type": "object", "properties": {
-                    "status": {"enum": status_enum}, "owner": {"type": ["string", "null"]}, "priority": {"enum": priority_enum},
-                    "title": {"type": "string"},
+                    "status": {"enum": status_enum}, "owner": opt_ident, "priority": {"enum": priority_enum},
+                    "title": title,
                     "linked_issue": {"oneOf": [schema("LinkedIssue"), {"type": "null"}]}}},
                 "NewConversation": {"type": "object", "required": ["channel"], "properties": {
-                    "channel": {"type": "string"}, "title": {"type": "string"}, "status": {"enum": status_enum},
-                    "priority": {"enum": priority_enum}, "owner": {"type": ["string", "null"]}, "account_id": {"type": ["string", "null"]},
+                    "channel": ident, "title": title, "status": {"enum": status_enum},
+                    "priority": {"enum": priority_enum}, "owner": opt_ident, "account_id": opt_ident,
                     "linked_issue": {"oneOf": [schema("LinkedIssue"), {"type": "null"}]}}},
                 "Message": {"type": "object", "properties": {
                     "id": {"type": "string"}, "conversation_id": {"type": "string"}, "channel": {"type": "string"}, "ts": {"type": "string"},
@@ -198,7 +210,7 @@ pub fn document() -> Value {
                 "Merged": {"type": "object", "required": ["conversation"], "properties": {"conversation": schema("Conversation")}},
                 "Moved": {"type": "object", "required": ["conversation", "message"], "properties": {"conversation": schema("Conversation"), "message": schema("Message")}},
                 "Account": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "owner": {"type": ["string", "null"]}, "channels": {"type": "array", "items": {"type": "string"}}}},
-                "AccountInput": {"type": "object", "properties": {"name": {"type": "string"}, "owner": {"type": ["string", "null"]}, "channels": {"type": "array", "items": {"type": "string"}}}},
+                "AccountInput": {"type": "object", "properties": {"name": name, "owner": opt_ident, "channels": {"type": "array", "items": ident}}},
                 "TeamMember": {"type": "object", "properties": {"slack_user_id": {"type": "string"}, "name": {"type": "string"}, "triage_channel": {"type": ["string", "null"]}}},
                 "TeamMemberInput": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "triage_channel": {"type": ["string", "null"]}}}
             },

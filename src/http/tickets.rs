@@ -1,12 +1,13 @@
 //! Tickets: conversations, messages, accounts, team, exports and analytics (`/v1/*`).
 
 use super::auth::Acting;
+use super::cursor;
 use super::error::ApiError;
 use super::export;
 use super::extract::{Json, Query};
 use super::message::MessageBody;
 use super::AppState;
-use crate::domain::{Actor, NewNote, Status};
+use crate::domain::{validate, Actor, NewNote, Status};
 use crate::pipeline::{IncomingMessage, Reason};
 use crate::store::{
     AccountInput, AccountPatch, Conversation, ConversationFilter, ConversationPatch, Message,
@@ -57,12 +58,11 @@ struct PageParams {
 }
 
 impl PageParams {
-    fn page(self) -> Result<PageRequest, ApiError> {
+    /// The page asked for in the list `query` describes (its cursor must come from that list).
+    fn page(self, query: &str) -> Result<PageRequest, ApiError> {
+        let cursor = self.cursor.map(|c| cursor::open(&c, query)).transpose()?;
         match self.limit.unwrap_or(DEFAULT_LIMIT) {
-            limit @ 1..=MAX_LIMIT => Ok(PageRequest {
-                cursor: self.cursor,
-                limit,
-            }),
+            limit @ 1..=MAX_LIMIT => Ok(PageRequest { cursor, limit }),
             _ => Err(ApiError::invalid(
                 "limit",
                 format!("limit must be between 1 and {MAX_LIMIT}"),
@@ -92,6 +92,12 @@ async fn list_conversations(
         .map(|s| s.parse::<Status>())
         .transpose()
         .map_err(|e| ApiError::invalid("status", e.to_string()))?;
+    validate::opt_id("owner", params.owner.as_deref())?;
+    validate::opt_id("account", params.account.as_deref())?;
+    validate::opt_id("channel", params.channel.as_deref())?;
+    if let Some(q) = &params.q {
+        validate::search_query("q", q)?;
+    }
     let filter = ConversationFilter {
         status,
         owner: params.owner,
@@ -99,12 +105,14 @@ async fn list_conversations(
         channel: params.channel,
         q: params.q,
     };
+    let query = format!("conversations\n{filter:?}");
     let page = PageParams {
         cursor: params.cursor,
         limit: params.limit,
     }
-    .page()?;
-    Ok(axum::Json(state.store.list_conversations(&filter, page).await?))
+    .page(&query)?;
+    let found = state.store.list_conversations(&filter, page).await?;
+    Ok(axum::Json(cursor::seal_page(found, &query)))
 }
 
 async fn create_conversation(
@@ -112,9 +120,7 @@ async fn create_conversation(
     Acting(actor): Acting,
     Json(new): Json<NewConversation>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if new.channel.is_empty() {
-        return Err(ApiError::invalid("channel", "channel is required"));
-    }
+    new.validate()?;
     let conv = state.pipeline.create_conversation(new, actor).await?;
     Ok((StatusCode::CREATED, axum::Json(conv)))
 }
@@ -132,6 +138,7 @@ async fn update_conversation(
     Acting(actor): Acting,
     Json(patch): Json<ConversationPatch>,
 ) -> Result<impl IntoResponse, ApiError> {
+    patch.validate()?;
     Ok(axum::Json(
         state.pipeline.update_conversation(&id, patch, actor).await?,
     ))
@@ -150,7 +157,9 @@ async fn list_messages(
     Path(id): Path<String>,
     Query(params): Query<PageParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(axum::Json(state.store.list_messages(&id, params.page()?).await?))
+    let query = format!("messages\n{id}");
+    let found = state.store.list_messages(&id, params.page(&query)?).await?;
+    Ok(axum::Json(cursor::seal_page(found, &query)))
 }
 
 async fn list_notes(
@@ -158,7 +167,9 @@ async fn list_notes(
     Path(id): Path<String>,
     Query(params): Query<PageParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(axum::Json(state.store.list_notes(&id, params.page()?).await?))
+    let query = format!("notes\n{id}");
+    let found = state.store.list_notes(&id, params.page(&query)?).await?;
+    Ok(axum::Json(cursor::seal_page(found, &query)))
 }
 
 #[derive(Deserialize)]
@@ -192,7 +203,9 @@ async fn list_events(
     Path(id): Path<String>,
     Query(params): Query<PageParams>,
 ) -> Result<impl IntoResponse, ApiError> {
-    Ok(axum::Json(state.store.list_events(&id, params.page()?).await?))
+    let query = format!("events\n{id}");
+    let found = state.store.list_events(&id, params.page(&query)?).await?;
+    Ok(axum::Json(cursor::seal_page(found, &query)))
 }
 
 #[derive(Deserialize)]
@@ -207,6 +220,7 @@ async fn merge(
     Acting(actor): Acting,
     Json(body): Json<MergeBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    validate::id("into", &body.into)?;
     let conversation = state.pipeline.merge_conversations(&id, &body.into, actor).await?;
     Ok(axum::Json(json!({ "conversation": conversation })))
 }
@@ -224,6 +238,7 @@ async fn move_message(
     Acting(actor): Acting,
     Json(body): Json<MoveBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    validate::opt_id("conversation_id", body.conversation_id.as_deref())?;
     let (message, conversation) = state
         .pipeline
         .move_message(&id, body.conversation_id.as_deref(), actor)
@@ -298,9 +313,7 @@ async fn create_account(
     State(state): State<AppState>,
     Json(input): Json<AccountInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if input.name.trim().is_empty() {
-        return Err(ApiError::invalid("name", "name is required"));
-    }
+    input.validate()?;
     Ok((
         StatusCode::CREATED,
         axum::Json(state.store.create_account(input).await?),
@@ -319,6 +332,7 @@ async fn update_account(
     Path(id): Path<String>,
     Json(patch): Json<AccountPatch>,
 ) -> Result<impl IntoResponse, ApiError> {
+    patch.validate()?;
     Ok(axum::Json(state.store.update_account(&id, patch).await?))
 }
 
@@ -346,6 +360,7 @@ async fn put_team_member(
         name: body.name,
         triage_channel: body.triage_channel,
     };
+    member.validate()?;
     Ok(axum::Json(state.store.put_team_member(member).await?))
 }
 

@@ -173,6 +173,7 @@ impl GenericEvent {
             "open" => false,
             _ => return Err(ApiError::invalid("state", "state must be open or closed")),
         };
+        crate::domain::validate::issue_url("url", &self.url)?;
         Ok(IssueChange {
             url: Some(self.url),
             key: None,

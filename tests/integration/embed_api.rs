@@ -211,7 +211,7 @@ async fn readyz_is_503_until_the_model_answered_its_warm_up() {
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after() {
     let mut s = helpers::settings();
-    s.embed.max_queued_inputs = 4;
+    s.embed.max_queued_bulk_inputs = 4;
     let app = spawn_app_with(s).await;
     // Long inputs keep the model busy while the other requests arrive.
     let long = "the export job failed again with a timeout while writing the parquet files ".repeat(20);

@@ -2,9 +2,10 @@
 mod board;
 mod embed_api;
 mod group;
+mod hardening;
 mod helpers;
 mod model_files;
-mod pipeline;
+pub(crate) mod pipeline;
 mod slack;
 mod status;
 mod support_scenarios;

@@ -226,16 +226,22 @@ async fn partition(client: &reqwest::Client, addrs: &[String]) -> BTreeMap<Strin
 }
 
 /// A `triage serve` process on port 0 over `database_url`; its address is read from its log.
-struct ServerProcess {
-    child: Child,
-    addr: String,
+pub(crate) struct ServerProcess {
+    pub child: Child,
+    pub addr: String,
 }
 
 impl ServerProcess {
     fn start(database_url: &str) -> ServerProcess {
+        Self::start_with(database_url, &[])
+    }
+
+    /// Also with `env` set (`TRIAGE_*` overrides).
+    pub fn start_with(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
         let s = settings();
         let mut child = Command::new(env!("CARGO_BIN_EXE_triage"))
             .arg("serve")
+            .envs(env.iter().copied())
             .env("TRIAGE_BIND", "127.0.0.1:0")
             .env("TRIAGE_DATABASE_URL", database_url)
             .env("TRIAGE_API_TOKENS", TOKEN)
@@ -272,7 +278,7 @@ impl ServerProcess {
         }
     }
 
-    async fn wait_ready(&self, client: &reqwest::Client) {
+    pub async fn wait_ready(&self, client: &reqwest::Client) {
         for _ in 0..600 {
             if let Ok(r) = client.get(format!("{}/readyz", self.addr)).send().await {
                 if r.status() == 200 {

@@ -154,9 +154,11 @@ async fn filters_search_and_pages(backend: Backend) {
         ("status=open", "status"),
         ("limit=0", "limit"),
         ("limit=500", "limit"),
-        ("cursor=abc", "cursor"),
     ] {
         let (code, body) = send(app.get(&format!("/v1/conversations?{query}"))).await;
         assert_eq!(assert_error(code, &body, 422)["field"], field, "{query}");
     }
+    // A cursor not made by this list is a malformed parameter (see tests/integration/hardening).
+    let (code, body) = send(app.get("/v1/conversations?cursor=abc")).await;
+    assert_eq!(assert_error(code, &body, 400)["field"], "cursor");
 }

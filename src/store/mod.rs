@@ -162,6 +162,25 @@ pub trait Store: Send + Sync + 'static {
     /// Every message of each channel that has a human-corrected conversation, in ts order per channel.
     fn export_grouping(&self, since: Option<DateTime<Utc>>) -> StoreFuture<'_, Vec<GroupingRow>>;
     fn analytics(&self) -> StoreFuture<'_, Analytics>;
+
+    /// Creates or updates a background import's row.
+    fn put_import_job<'a>(&'a self, job: &'a ImportJob) -> StoreFuture<'a, ()>;
+    fn get_import_job<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ImportJob>;
+}
+
+/// A background import (`POST /v1/import`) as stored: its progress and, once done, its summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportJob {
+    pub id: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub total: i64,
+    pub done: i64,
+    /// The import's summary (JSON) once done.
+    pub summary: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// One message's ingest inside a [`Store::begin_ingest`] transaction, step by step as the pipeline

@@ -2,6 +2,7 @@
 mod embed_api;
 mod group;
 mod helpers;
+mod import;
 mod model_files;
 mod pipeline;
 mod status;

@@ -3,7 +3,9 @@
 
 A reply goes to dev when sha1("owner/repo") of its source URL falls in the first third of the
 hash range, so every repository's replies stay on one side (no thread leaks between files) and
-new rows land on the same side as earlier rows from that repository.
+new rows land on the same side as earlier rows from that repository. New training rows go to
+real-train-2.jsonl (the second round, kept apart until its labels are read a second time: training
+on it lowered real-dev macro-F1, see BENCHMARKS.md); both training files count as the train side.
 
     python3 scripts/split_real_status.py NEW_ROWS.jsonl     # append rows (deduplicated by text+url)
     python3 scripts/split_real_status.py --check            # verify the split invariant
@@ -14,7 +16,14 @@ import sys
 from pathlib import Path
 
 DIR = Path(__file__).resolve().parent.parent / "training-data" / "status"
-FILES = {"train": DIR / "real-train.jsonl", "dev": DIR / "real-dev.jsonl"}
+FILES = {
+    "train": DIR / "real-train.jsonl",
+    "train-2": DIR / "real-train-2.jsonl",
+    "dev": DIR / "real-dev.jsonl",
+}
+# Which side of the split each file is on; new rows of a side are appended to its first file below.
+SIDE = {"train": "train", "train-2": "train", "dev": "dev"}
+APPEND = {"train": "train-2", "dev": "dev"}
 
 
 def repo(url: str) -> str:
@@ -36,15 +45,16 @@ def load(path: Path):
 def main() -> int:
     existing = {k: load(p) for k, p in FILES.items()}
     if sys.argv[1:] == ["--check"]:
-        bad = [(k, r["url"]) for k, rows in existing.items() for r in rows if side(r["url"]) != k]
+        bad = [(k, r["url"]) for k, rows in existing.items() for r in rows if side(r["url"]) != SIDE[k]]
         for k, u in bad:
             print(f"{u} is in {k} but belongs to {side(u)}", file=sys.stderr)
         repos = {k: {repo(r["url"]) for r in rows} for k, rows in existing.items()}
+        train_repos = repos["train"] | repos["train-2"]
         print(json.dumps({k: {"rows": len(v), "repos": len(repos[k])} for k, v in existing.items()}
-                         | {"misplaced": len(bad), "shared_repos": len(repos["train"] & repos["dev"])}))
+                         | {"misplaced": len(bad), "shared_repos": len(train_repos & repos["dev"])}))
         return 1 if bad else 0
     seen = {(r["text"], r["url"]) for rows in existing.values() for r in rows}
-    added = {"train": 0, "dev": 0}
+    added = {"train-2": 0, "dev": 0}
     for arg in sys.argv[1:]:
         for r in load(Path(arg)):
             for f in ("text", "label", "kind", "url"):
@@ -54,8 +64,8 @@ def main() -> int:
                 continue
             seen.add((r["text"], r["url"]))
             r.setdefault("source", "github")
-            existing[side(r["url"])].append(r)
-            added[side(r["url"])] += 1
+            existing[APPEND[side(r["url"])]].append(r)
+            added[APPEND[side(r["url"])]] += 1
     for k, p in FILES.items():
         p.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in existing[k]))
     print(json.dumps({"added": added} | {k: len(v) for k, v in existing.items()}))

@@ -49,6 +49,17 @@ pub struct Settings {
     pub github_webhook_secret: Secret,
     /// Checks Linear's `Linear-Signature` on `/v1/webhooks/issues` (unset: Linear refused).
     pub linear_webhook_secret: Secret,
+    /// Base URL of Slack's Web API (`TRIAGE_SLACK_API_URL`; tests point it at a local fake).
+    pub slack_api_url: String,
+    /// The bot token (`xoxb-...`) every Web API call carries (`TRIAGE_SLACK_BOT_TOKEN`).
+    pub slack_bot_token: Secret,
+    /// Checks the signature of Slack's requests (`TRIAGE_SLACK_SIGNING_SECRET`).
+    pub slack_signing_secret: Secret,
+    /// Where cards of conversations without an owner (or whose owner has no triage channel) go.
+    pub slack_triage_channel: Option<String>,
+    /// Milliseconds between two `chat.postMessage` calls to one channel
+    /// (`TRIAGE_SLACK_POST_INTERVAL_MS`; Slack allows about one message per second per channel).
+    pub slack_post_interval_ms: u64,
     pub embed: EmbedSettings,
 }
 
@@ -95,6 +106,11 @@ impl Default for Settings {
             team_users: Vec::new(),
             github_webhook_secret: Secret::default(),
             linear_webhook_secret: Secret::default(),
+            slack_api_url: crate::slack::api::DEFAULT_API_URL.into(),
+            slack_bot_token: Secret::default(),
+            slack_signing_secret: Secret::default(),
+            slack_triage_channel: None,
+            slack_post_interval_ms: 1000,
             embed: EmbedSettings::default(),
         }
     }
@@ -201,6 +217,21 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_LINEAR_WEBHOOK_SECRET") {
             self.linear_webhook_secret = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_SLACK_API_URL").filter(|v| !v.is_empty()) {
+            self.slack_api_url = v;
+        }
+        if let Some(v) = get("TRIAGE_SLACK_BOT_TOKEN") {
+            self.slack_bot_token = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_SLACK_SIGNING_SECRET") {
+            self.slack_signing_secret = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_SLACK_TRIAGE_CHANNEL") {
+            self.slack_triage_channel = Some(v).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = get("TRIAGE_SLACK_POST_INTERVAL_MS") {
+            self.slack_post_interval_ms = num("TRIAGE_SLACK_POST_INTERVAL_MS", v)? as u64;
         }
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;

@@ -17,5 +17,6 @@ pub mod import;
 pub mod model_files;
 pub mod pipeline;
 pub mod queue;
+pub mod slack;
 pub mod store;
 pub mod telemetry;

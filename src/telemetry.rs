@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -54,10 +55,42 @@ impl Default for EmbedMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: String,
+}
+
+impl MethodLabels {
+    pub fn of(method: &str) -> Self {
+        MethodLabels {
+            method: method.to_string(),
+        }
+    }
+}
+
+/// The Slack outbox: how much waits, and what sending it cost.
+#[derive(Clone, Default)]
+pub struct SlackMetrics {
+    /// Rows pending or in flight.
+    pub outbox_depth: Gauge<i64, AtomicI64>,
+    /// Calls Slack accepted, per method.
+    pub sent: Family<MethodLabels, Counter>,
+    /// Failed attempts scheduled again (transient errors, 429s), per method.
+    pub retries: Family<MethodLabels, Counter>,
+    /// HTTP 429 answers, per method.
+    pub rate_limited: Family<MethodLabels, Counter>,
+    /// Rows given up (permanent errors, too many attempts), per method.
+    pub failed: Family<MethodLabels, Counter>,
+    /// Card posts that may have reached Slack before a failure or crash and were found in the
+    /// channel's history instead of being posted again.
+    pub cards_recovered: Counter,
+}
+
 /// Everything `/metrics` shows.
 #[derive(Clone)]
 pub struct Metrics {
     pub embed: EmbedMetrics,
+    pub slack: SlackMetrics,
     pub requests: Family<RequestLabels, Histogram, fn() -> Histogram>,
     registry: Arc<Registry>,
 }
@@ -102,8 +135,36 @@ impl Default for Metrics {
             "Inputs waiting for the model thread",
             embed.queue_depth.clone(),
         );
+        let slack = SlackMetrics::default();
+        r.register(
+            "slack_outbox_depth",
+            "Slack Web API writes pending or in flight",
+            slack.outbox_depth.clone(),
+        );
+        r.register("slack_calls", "Slack Web API calls accepted, by method", slack.sent.clone());
+        r.register(
+            "slack_retries",
+            "Slack Web API attempts scheduled again after a transient error or a 429, by method",
+            slack.retries.clone(),
+        );
+        r.register(
+            "slack_rate_limited",
+            "Slack Web API HTTP 429 answers, by method",
+            slack.rate_limited.clone(),
+        );
+        r.register(
+            "slack_failed",
+            "Slack Web API writes given up (permanent error or too many attempts), by method",
+            slack.failed.clone(),
+        );
+        r.register(
+            "slack_cards_recovered",
+            "Card posts found in the channel's history instead of being posted again",
+            slack.cards_recovered.clone(),
+        );
         Self {
             embed,
+            slack,
             requests,
             registry: Arc::new(r),
         }

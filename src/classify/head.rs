@@ -2,7 +2,7 @@
 //! 384-d sentence embedding; probabilities are `softmax(logits / T)`. Stored as safetensors
 //! (`w`, `b` or `w1`, `b1`, `w2`, `b2`, plus the scalar `temperature`).
 //!
-//! A head may also read the keyword rule's cue features ([`keywords::cues`]) appended to the
+//! A head may also read the lexical cue features ([`cues::cues`]) appended to the
 //! embedding; its first weight matrix then has `DIM + N_CUES` rows.
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::keywords::{self, N_CUES};
+use super::cues::{self, N_CUES};
 use super::{Label, Prediction};
 use crate::embed::DIM;
 
@@ -33,7 +33,7 @@ impl std::fmt::Display for HeadKind {
 #[derive(Debug, Clone)]
 pub struct Head {
     pub kind: HeadKind,
-    /// Reads `embedding ++ keywords::cues(text)` rather than the embedding alone.
+    /// Reads `embedding ++ cues::cues(text)` rather than the embedding alone.
     pub cues: bool,
     /// `[(w, b)]` for logistic, `[(w1, b1), (w2, b2)]` for the MLP; `w` is `[in, out]`.
     pub layers: Vec<(Tensor, Tensor)>,
@@ -164,7 +164,7 @@ pub fn features(texts: &[&str], embeddings: &[Vec<f32>], cues: bool) -> Vec<Vec<
         .map(|(e, t)| {
             let mut row = e.clone();
             if cues {
-                row.extend(keywords::cues(t));
+                row.extend(cues::cues(t));
             }
             row
         })

@@ -84,6 +84,9 @@ pub fn cues(text: &str) -> [f32; N_CUES] {
 
 fn evidence(text: &str) -> (bool, bool) {
     let t = text.to_lowercase().replace('’', "'");
+    // "let me know if it isn't" invites a confirmation after a fix: under the labelling rule that
+    // is not ongoing work, unlike "let me check".
+    let t = t.replace("let me know", "tell me").replace("let us know", "tell us");
     (
         CLOSING.iter().any(|k| t.contains(k)),
         OPEN.iter().any(|k| t.contains(k)),
@@ -110,5 +113,7 @@ mod tests {
         assert_eq!(predict("Taking a look"), Label::InProgress);
         assert_eq!(predict("This will be fixed in 2.0"), Label::InProgress);
         assert_eq!(predict("can you send the logs?"), Label::InProgress);
+        assert_eq!(predict("Fixed in 1.4, let me know if it isn't"), Label::Closed);
+        assert_eq!(predict("Let me check with the team"), Label::InProgress);
     }
 }

@@ -14,6 +14,7 @@
 //! set, embedder, data, seed, hyper-parameters, dev metrics, what was tried), and the training
 //! report (`report.md`, `confusion.png`, `pr_curve.png`).
 
+pub mod cues;
 pub mod data;
 pub mod finetune;
 pub mod fit;

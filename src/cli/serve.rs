@@ -71,7 +71,11 @@ impl Application {
         let store = crate::store::connect(&settings.database_url)
             .await
             .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
-        let state = AppState::serving(Models::default(), store, http_config(&settings));
+        let mut state = AppState::serving(Models::default(), store, http_config(&settings));
+        state.slack = crate::slack::Slack::from_settings(&settings, state.pipeline.clone(), state.metrics.slack.clone());
+        if state.slack.is_none() {
+            tracing::info!("TRIAGE_SLACK_BOT_TOKEN is not set: no triage cards are posted");
+        }
         Ok(Self {
             listener,
             state,
@@ -118,6 +122,17 @@ impl Application {
             slot.fill(EmbedHandle::start(embedder, settings.queue_config(), metrics));
             Ok(())
         });
+        // The Slack outbox worker and the card service (subscribed before the first request).
+        let (slack_stop, slack_stopped) = tokio::sync::watch::channel(false);
+        let mut slack_tasks = Vec::new();
+        if let Some(slack) = &state.slack {
+            let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            let cards = slack.cards(state.pipeline.clone());
+            slack_tasks.push(tokio::spawn(cards.run(stopped(slack_stopped.clone()))));
+            slack_tasks.push(tokio::spawn(slack.outbox.clone().run(stopped(slack_stopped.clone()))));
+        }
         tracing::info!(addr = %listener.local_addr()?, "serving");
         let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();
         tokio::spawn(async move {
@@ -142,7 +157,12 @@ impl Application {
             let _ = stop_rx.await;
         })
         .await?;
-        // In-flight requests are done; let the model thread finish and exit.
+        // In-flight requests are done: the Slack calls in flight finish, the rest stays queued.
+        let _ = slack_stop.send(true);
+        for t in slack_tasks {
+            let _ = t.await;
+        }
+        // Let the model thread finish and exit.
         if let Some(h) = state.models.embed.get() {
             let h = h.clone();
             tokio::task::spawn_blocking(move || h.shutdown()).await?;

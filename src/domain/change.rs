@@ -18,6 +18,17 @@ pub enum Change {
         message: Message,
         conversation: Conversation,
     },
+    /// The message's text changed at its source (a team reply's status change follows as
+    /// [`Change::StatusChanged`]).
+    MessageEdited {
+        message: Message,
+        conversation: Conversation,
+    },
+    /// The message was deleted at its source; it is kept as a tombstone.
+    MessageDeleted {
+        message: Message,
+        conversation: Conversation,
+    },
     StatusChanged {
         conversation_id: String,
         from: Status,
@@ -35,6 +46,12 @@ pub enum Change {
         conversation_id: String,
         from: Priority,
         to: Priority,
+        actor: String,
+    },
+    /// A person renamed the conversation (titles record no event; the cards still show them).
+    TitleChanged {
+        conversation_id: String,
+        title: String,
         actor: String,
     },
     /// `from` was folded into `into` and deleted.
@@ -92,12 +109,14 @@ impl Change {
     /// The conversation this change is about (the surviving one for a merge, the new home for a move).
     pub fn conversation_id(&self) -> &str {
         match self {
-            Change::ConversationCreated { conversation } | Change::MessageAdded { conversation, .. } => {
-                &conversation.id
-            }
+            Change::ConversationCreated { conversation }
+            | Change::MessageAdded { conversation, .. }
+            | Change::MessageEdited { conversation, .. }
+            | Change::MessageDeleted { conversation, .. } => &conversation.id,
             Change::StatusChanged { conversation_id, .. }
             | Change::OwnerChanged { conversation_id, .. }
-            | Change::PriorityChanged { conversation_id, .. } => conversation_id,
+            | Change::PriorityChanged { conversation_id, .. }
+            | Change::TitleChanged { conversation_id, .. } => conversation_id,
             Change::Merged { into, .. } => &into.id,
             Change::Moved { to, .. } => &to.id,
             Change::ConversationDeleted { id } => id,

@@ -59,8 +59,8 @@ pub fn plan_ingest(
 ) -> IngestPlan {
     let at = msg.sent_at();
     let new_conversation = target.is_none();
-    let mut conv =
-        target.unwrap_or_else(|| Conversation::open(&msg.channel, title_from(&msg.text), account, at));
+    let mut conv = target
+        .unwrap_or_else(|| Conversation::open(&msg.channel, title_from(&msg.title_source()), account, at));
     let message = Message {
         id: super::new_id(),
         conversation_id: conv.id.clone(),
@@ -70,6 +70,7 @@ pub fn plan_ingest(
         user: msg.user.clone(),
         role: msg.role,
         text: msg.text.clone(),
+        files: msg.files.clone(),
         edited: false,
         deleted: false,
         label: prediction.map(|p| p.label),
@@ -132,6 +133,7 @@ mod tests {
             user: "U1".into(),
             role,
             text: "hello\nsecond line".into(),
+            files: Vec::new(),
             embedding: None,
         }
     }

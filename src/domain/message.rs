@@ -33,6 +33,14 @@ impl FromStr for Role {
     }
 }
 
+/// A file shared with a message (a Slack `file_share`): its name and permalink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub name: String,
+    #[serde(default)]
+    pub permalink: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Message {
     pub id: String,
@@ -43,7 +51,10 @@ pub struct Message {
     pub user: String,
     pub role: Role,
     pub text: String,
+    /// Files shared with it (an attachment-only message has empty `text`).
+    pub files: Vec<FileRef>,
     pub edited: bool,
+    /// A tombstone: deleted in Slack, kept for the history.
     pub deleted: bool,
     pub label: Option<ReplyLabel>,
     pub score: Option<f32>,
@@ -58,6 +69,7 @@ pub struct IncomingMessage {
     pub user: String,
     pub role: Role,
     pub text: String,
+    pub files: Vec<FileRef>,
     /// Its sentence embedding (from inference); stored with the message so any replica can
     /// rebuild the grouper's view of the channel.
     pub embedding: Option<Vec<f32>>,
@@ -76,6 +88,17 @@ impl IncomingMessage {
 
     pub fn sent_at(&self) -> DateTime<Utc> {
         ts_to_time(&self.ts).unwrap_or_else(Utc::now)
+    }
+
+    /// What a new conversation is titled after: the text, or the file names of an
+    /// attachment-only message.
+    pub fn title_source(&self) -> String {
+        if self.text.trim().is_empty() && !self.files.is_empty() {
+            let names: Vec<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
+            names.join(", ")
+        } else {
+            self.text.clone()
+        }
     }
 }
 
@@ -144,6 +167,7 @@ mod tests {
             user: "U1".into(),
             role: Role::Customer,
             text: String::new(),
+            files: Vec::new(),
             embedding: None,
         };
         // (ts, thread_ts, in_thread, thread_key)

@@ -6,6 +6,7 @@
 mod account;
 mod change;
 mod conversation;
+mod edit;
 mod error;
 mod event;
 mod ingest;
@@ -19,10 +20,11 @@ pub use conversation::{
     apply_issue_closed, apply_issue_reopened, apply_patch, build_conversation, human_label, title_from,
     Conversation, ConversationPatch, IssueChange, LinkedIssue, NewConversation, Priority,
 };
+pub use edit::{apply_delete, apply_edit, Edited, MessageEdit};
 pub use error::DomainError;
 pub use event::{Actor, Event, EventKind};
 pub use ingest::{plan_ingest, ChannelContext, ContextMessage, IngestPlan, Prediction, CONTEXT_MESSAGES};
-pub use message::{normalize_ts, ts_to_time, BadTs, IncomingMessage, Message, Role};
+pub use message::{normalize_ts, ts_to_time, BadTs, FileRef, IncomingMessage, Message, Role};
 pub use regroup::{apply_merge, apply_move, check_merge, check_move, split_conversation};
 pub use status::{ReplyLabel, Status};
 

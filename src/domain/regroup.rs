@@ -150,6 +150,7 @@ mod tests {
             user: "U1".into(),
             role: super::super::Role::Customer,
             text: "second question\nmore".into(),
+            files: Vec::new(),
             edited: false,
             deleted: false,
             label: None,

@@ -75,6 +75,7 @@ mod tests {
                 user: "U".into(),
                 role: Role::Customer,
                 text: "t".into(),
+                files: Vec::new(),
                 edited: false,
                 deleted: false,
                 label: None,

@@ -5,10 +5,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use crate::domain::{normalize_ts, Role};
+use crate::domain::{normalize_ts, FileRef, Role};
 
-/// `{"channel", "ts", "thread_ts"?, "user", "text", "role"?, "dry_run"?}`; `ts` is a Slack ts string
-/// or a number of seconds.
+/// `{"channel", "ts", "thread_ts"?, "user", "text", "role"?, "files"?, "dry_run"?}`; `ts` is a Slack
+/// ts string or a number of seconds; `files` (`[{"name", "permalink"?}]`) are kept on the message.
 #[derive(Debug, Deserialize)]
 pub struct MessageBody {
     pub channel: String,
@@ -19,6 +19,8 @@ pub struct MessageBody {
     pub text: String,
     #[serde(default)]
     pub role: Option<Role>,
+    #[serde(default)]
+    pub files: Vec<FileRef>,
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -33,6 +35,7 @@ pub struct MessageIn {
     pub text: String,
     /// As sent; each endpoint picks its default.
     pub role: Option<Role>,
+    pub files: Vec<FileRef>,
     pub dry_run: bool,
 }
 
@@ -42,6 +45,12 @@ impl MessageBody {
             if value.trim().is_empty() {
                 return Err(ApiError::invalid(field, format!("{field} is required")));
             }
+        }
+        if let Some(i) = self.files.iter().position(|f| f.name.trim().is_empty()) {
+            return Err(ApiError::invalid(
+                format!("files[{i}].name"),
+                "a file needs a name",
+            ));
         }
         let ts = slack_ts(&self.ts, "ts")?;
         let thread_ts = match self.thread_ts {
@@ -55,6 +64,7 @@ impl MessageBody {
             user: self.user,
             text: self.text,
             role: self.role,
+            files: self.files,
             dry_run: self.dry_run,
         })
     }
@@ -116,5 +126,9 @@ mod tests {
         );
         assert_eq!(field(with("role", json!("boss"))).as_deref(), Some("role"));
         assert_eq!(field(with("dry_run", json!("yes"))).as_deref(), Some("dry_run"));
+        assert_eq!(
+            field(with("files", json!([{"name": "a.log"}, {"name": " "}]))).as_deref(),
+            Some("files[1].name")
+        );
     }
 }

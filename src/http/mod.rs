@@ -105,6 +105,8 @@ pub struct AppState {
     pub pipeline: Pipeline,
     pub config: Arc<HttpConfig>,
     pub metrics: Metrics,
+    /// The Slack outbox and cards, when a bot token is configured.
+    pub slack: Option<crate::slack::Slack>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -125,6 +127,7 @@ impl AppState {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             config: Arc::new(config),
             metrics: Metrics::default(),
+            slack: None,
         }
     }
 }
@@ -153,6 +156,8 @@ pub fn router(state: AppState) -> Router {
         ))
         // Authenticates itself: a provider's signature or a bearer token.
         .route("/v1/webhooks/issues", post(webhooks::issues))
+        // Authenticated by Slack's request signature.
+        .route("/slack/interactivity", post(crate::slack::interactivity::interactivity))
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
     Router::new()
         .merge(v1)

@@ -73,6 +73,7 @@ pub fn document() -> Value {
             "channel": {"type": "string"}, "ts": ts, "thread_ts": {"oneOf": [ts, {"type": "null"}]},
             "user": {"type": "string"}, "text": {"type": "string"},
             "role": {"enum": ["customer", "agent"], "description": "default: agent for TRIAGE_TEAM_USERS, else customer"},
+            "files": {"type": "array", "items": schema("File"), "description": "kept on the message (/v1/messages); an attachment-only message may have empty text"},
             "dry_run": {"type": "boolean", "default": false}
         }
     });
@@ -142,6 +143,7 @@ pub fn document() -> Value {
             "/v1/team": {"get": op("Team members", "200", json!({"description": "all members", "content": {"application/json": {"schema": list_of("TeamMember")}}}), &[401])},
             "/v1/team/{slack_user_id}": {"put": with(with(op("Add or update a team member", "200", ok("stored", "TeamMember"), &[400, 401, 422]), "parameters", json!([path_param("slack_user_id")])), "requestBody", body("TeamMemberInput"))},
             "/v1/webhooks/issues": {"post": with(public(op("Issue-tracker events: GitHub (X-Hub-Signature-256), Linear (Linear-Signature) or generic {url, state} with a bearer token", "200", json!({"description": "conversations changed"}), &[400, 401, 422])), "requestBody", json!({"required": true, "content": {"application/json": {"schema": {"type": "object"}}}}))},
+            "/slack/interactivity": {"post": with(public(op("Slack block actions on triage cards (signed with X-Slack-Signature): acknowledge and close close, in_progress, set_status, set_owner, set_priority; a refused change is answered ephemerally via response_url", "200", json!({"description": "acknowledged (empty body)"}), &[400, 401, 403])), "requestBody", json!({"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["payload"], "properties": {"payload": {"type": "string", "description": "the interaction payload, JSON"}}}}}}))},
             "/v1/export/labels": {"get": with(op("Labels for retraining as JSONL (application/x-ndjson)", "200", json!({"description": "one JSON object per line", "content": {"application/x-ndjson": {"schema": {"type": "string"}}}}), &[401, 422]), "parameters", json!([
                 {"name": "kind", "in": "query", "required": true, "schema": {"enum": ["status", "grouping"]}},
                 {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}}
@@ -183,8 +185,12 @@ pub fn document() -> Value {
                 "Message": {"type": "object", "properties": {
                     "id": {"type": "string"}, "conversation_id": {"type": "string"}, "channel": {"type": "string"}, "ts": {"type": "string"},
                     "thread_ts": {"type": ["string", "null"]}, "user": {"type": "string"}, "role": {"enum": ["customer", "agent"]},
-                    "text": {"type": "string"}, "edited": {"type": "boolean"}, "deleted": {"type": "boolean"},
+                    "text": {"type": "string"}, "files": {"type": "array", "items": schema("File")},
+                    "edited": {"type": "boolean", "description": "edited at its source (Slack message_changed)"},
+                    "deleted": {"type": "boolean", "description": "a tombstone: deleted at its source, kept for the history"},
                     "label": {"enum": ["in_progress", "closed", null]}, "score": {"type": ["number", "null"]}}},
+                "File": {"type": "object", "required": ["name"], "properties": {
+                    "name": {"type": "string"}, "permalink": {"type": ["string", "null"]}}, "description": "a file shared with the message (Slack file_share)"},
                 "Event": {"type": "object", "properties": {
                     "id": {"type": "string"}, "conversation_id": {"type": "string"}, "kind": {"enum": ["status", "owner", "priority", "grouping"]},
                     "actor": {"type": "string", "example": "human:U123"}, "message_id": {"type": ["string", "null"]},

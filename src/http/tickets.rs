@@ -219,6 +219,7 @@ fn incoming(body: MessageBody, state: &AppState) -> Result<IncomingMessage, ApiE
         user: m.user,
         role,
         text: m.text,
+        files: m.files,
         embedding: None,
     })
 }

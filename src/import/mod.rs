@@ -21,13 +21,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 
 pub use export::{Export, ExportChannel, ExportUser};
 pub use people::{People, TeamSource};
 
 use crate::domain::{normalize_ts, ts_to_time, IncomingMessage, Role};
 use crate::pipeline::{Analysis, Pipeline, PipelineError};
+use crate::slack::message::{interpret, Item, SlackMessage, Team};
 
 /// Messages analysed per batch (one call into the embedder's queue).
 pub const DEFAULT_BATCH: usize = 256;
@@ -137,60 +137,33 @@ pub fn parse_bound(value: &str, until: bool) -> Result<DateTime<Utc>, String> {
         .map_err(|_| format!("`{value}` is not a day (YYYY-MM-DD) or an RFC 3339 instant"))
 }
 
-/// What a message of the export is for the pipeline.
-#[derive(Debug, Clone, PartialEq)]
-enum Kind {
-    Message { deleted: bool },
-    Ignored(String),
+/// What the writer does with one message of the export, in channel order.
+enum Action {
+    /// Ingest it (analysed in its batch).
+    New(IncomingMessage),
+    /// A deleted message (an export's tombstone): stored, then marked deleted.
+    Tombstone(IncomingMessage),
+    /// A stored message now reads `text` (a `message_changed` in the export).
+    Edit { ts: String, text: String },
+    /// A stored message was deleted (`message_deleted`, or a tombstone already stored).
+    Delete { ts: String },
 }
 
-/// The subtypes a support history keeps; everything else (joins, topic and purpose changes, bot
-/// messages, pins, ...) is ignored and counted.
-fn kind(m: &Value) -> Kind {
-    let subtype = m.get("subtype").and_then(Value::as_str);
-    let has_user = m.get("user").and_then(Value::as_str).is_some_and(|u| !u.is_empty());
-    match subtype {
-        Some("tombstone") => Kind::Message { deleted: true },
-        None | Some("file_share") | Some("thread_broadcast") | Some("me_message") if has_user => {
-            if m.get("bot_id").is_some() && m.get("bot_profile").is_some() {
-                Kind::Ignored("bot_message".into())
-            } else {
-                Kind::Message { deleted: false }
-            }
-        }
-        None => Kind::Ignored("bot_message".into()),
-        Some(s) => Kind::Ignored(s.to_owned()),
+impl Action {
+    /// What inference reads: the text, or the shared files' names when it has none.
+    fn analysis_input(&self) -> Option<(String, Role)> {
+        let Action::New(m) = self else { return None };
+        let text = if m.text.trim().is_empty() {
+            m.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join("\n")
+        } else {
+            m.text.clone()
+        };
+        Some((text, m.role))
     }
 }
 
-/// The text the pipeline reads: the message text, or its files' names when it has none.
-fn text_of(m: &Value) -> String {
-    let text = m.get("text").and_then(Value::as_str).unwrap_or("").to_owned();
-    if !text.trim().is_empty() {
-        return text;
-    }
-    let files = m
-        .get("files")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .chain(m.get("file").cloned())
-        .filter_map(|f| {
-            f.get("title")
-                .or_else(|| f.get("name"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
-        .collect::<Vec<_>>();
-    files.join("\n")
-}
-
-/// One message to import, in channel order.
-struct Item {
-    msg: IncomingMessage,
-    deleted: bool,
-}
+/// A batch for the writer: the actions and the analyses of the `New` ones, in order.
+type Batch = (String, Vec<Action>, Vec<Analysis>);
 
 /// Imports `export` through `pipeline`.
 pub async fn import(
@@ -212,156 +185,212 @@ pub async fn import(
     let entries = check.await.map_err(|e| ImportError::Invalid(e.to_string()))??;
     progress.total.store(entries as u64, Ordering::Relaxed);
     let people = People::new(&export.users, &opts.team_users, &opts.configured_team);
-    let mut summary = ImportSummary {
-        team_users: people.team_size() as u64,
-        team_source: people.source(),
-        dry_run: opts.dry_run,
-        ..Default::default()
-    };
     let batch = if opts.batch == 0 { DEFAULT_BATCH } else { opts.batch };
     // Analysis runs ahead of the writes by up to two batches.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<Item>, Vec<Analysis>)>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let producer = {
-        let export = export.clone();
-        let pipeline = pipeline.clone();
-        let opts = opts.clone();
-        let progress = progress.clone();
-        let mut counts = ImportSummary::default();
-        tokio::spawn(async move {
-            let mut placeholders = HashSet::new();
-            for i in channels {
-                let loaded = {
-                    let export = export.clone();
-                    tokio::task::spawn_blocking(move || export.channel_messages(&export.channels[i]))
-                        .await
-                        .map_err(|e| ImportError::Invalid(e.to_string()))??
-                };
-                let channel = &export.channels[i];
-                counts.repeats_merged += loaded.repeats as u64;
-                progress
-                    .total
-                    .fetch_sub((loaded.repeats + loaded.invalid) as u64, Ordering::Relaxed);
-                let mut pending = Vec::new();
-                let mut in_window = false;
-                for (ts, m) in loaded.messages {
-                    let at = ts_to_time(&ts);
-                    if opts.since.is_some_and(|s| at.is_some_and(|t| t < s))
-                        || opts.until.is_some_and(|u| at.is_some_and(|t| t >= u))
-                    {
-                        progress.total.fetch_sub(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    in_window = true;
-                    let deleted = match kind(&m) {
-                        Kind::Ignored(subtype) => {
-                            counts.ignored += 1;
-                            *counts.ignored_subtypes.entry(subtype).or_default() += 1;
-                            progress.done.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        Kind::Message { deleted } => deleted,
-                    };
-                    if pipeline.is_stored(&channel.id, &ts).await? {
-                        counts.duplicates_skipped += 1;
-                        progress.done.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    let user = m.get("user").and_then(Value::as_str).unwrap_or("USLACKBOT").to_owned();
-                    if !people.is_known(&user) && placeholders.insert(user.clone()) {
-                        tracing::debug!(user, placeholder = %people.name(&user), "author not in users.json");
-                    }
-                    let thread_ts = m
-                        .get("thread_ts")
-                        .and_then(|t| normalize_ts(t).ok());
-                    let msg = IncomingMessage {
-                        channel: channel.id.clone(),
-                        role: if people.is_team(&user) { Role::Agent } else { Role::Customer },
-                        user,
-                        text: if deleted { String::new() } else { text_of(&m) },
-                        ts,
-                        thread_ts,
-                        embedding: None,
-                    };
-                    if msg.in_thread() {
-                        counts.thread_replies += 1;
-                    }
-                    if deleted {
-                        counts.deleted += 1;
-                    }
-                    counts.messages_imported += 1;
-                    pending.push(Item { msg, deleted });
-                    if pending.len() == batch {
-                        send(&pipeline, &opts, std::mem::take(&mut pending), &tx, &progress).await?;
-                    }
-                }
-                if in_window {
-                    counts.channels += 1;
-                }
-                send(&pipeline, &opts, pending, &tx, &progress).await?;
-            }
-            counts.placeholder_users = placeholders.len() as u64;
-            Ok::<_, ImportError>(counts)
-        })
+        let (export, pipeline, opts, progress) = (export.clone(), pipeline.clone(), opts.clone(), progress.clone());
+        tokio::spawn(async move { read_channels(&pipeline, &export, &channels, &opts, &people, batch, &tx, &progress).await })
     };
     let mut conversations = HashSet::new();
-    let mut imported = 0u64;
-    let mut raced = 0u64;
-    while let Some((items, analyses)) = rx.recv().await {
-        for (item, analysis) in items.into_iter().zip(analyses) {
-            let msg = IncomingMessage {
-                embedding: analysis.embedding,
-                ..item.msg
-            };
-            let outcome = pipeline
-                .ingest_analysed(&msg, analysis.prediction)
-                .await
-                .map_err(PipelineError::from)?;
-            if outcome.created {
-                imported += 1;
-                conversations.insert(outcome.conversation.id);
-            } else {
-                raced += 1;
+    let (mut imported, mut raced, mut deleted) = (0u64, 0u64, 0u64);
+    while let Some((channel, actions, analyses)) = rx.recv().await {
+        let mut analyses = analyses.into_iter();
+        for action in actions {
+            match action {
+                Action::New(msg) => {
+                    let analysis = analyses.next().unwrap_or_default();
+                    let msg = IncomingMessage {
+                        embedding: analysis.embedding,
+                        ..msg
+                    };
+                    let outcome = pipeline
+                        .ingest_analysed(&msg, analysis.prediction)
+                        .await
+                        .map_err(PipelineError::from)?;
+                    if outcome.created {
+                        imported += 1;
+                        conversations.insert(outcome.conversation.id);
+                    } else {
+                        raced += 1;
+                    }
+                }
+                Action::Tombstone(msg) => {
+                    let outcome = pipeline
+                        .ingest_analysed(&msg, None)
+                        .await
+                        .map_err(PipelineError::from)?;
+                    if outcome.created {
+                        imported += 1;
+                        conversations.insert(outcome.conversation.id);
+                    }
+                    if pipeline.delete_message(&channel, &msg.ts).await?.is_some_and(|e| e.changed) {
+                        deleted += 1;
+                    }
+                }
+                Action::Edit { ts, text } => {
+                    pipeline.edit_message(&channel, &ts, &text).await?;
+                }
+                Action::Delete { ts } => {
+                    if pipeline.delete_message(&channel, &ts).await?.is_some_and(|e| e.changed) {
+                        deleted += 1;
+                    }
+                }
             }
-            let _ = item.deleted;
             progress.done.fetch_add(1, Ordering::Relaxed);
         }
     }
     let counts = producer
         .await
         .map_err(|e| ImportError::Invalid(format!("import task failed: {e}")))??;
-    summary.messages_imported = if opts.dry_run { counts.messages_imported } else { imported };
-    summary.duplicates_skipped = counts.duplicates_skipped + raced;
-    summary.ignored = counts.ignored;
-    summary.ignored_subtypes = counts.ignored_subtypes;
-    summary.repeats_merged = counts.repeats_merged;
-    summary.thread_replies = counts.thread_replies;
-    summary.deleted = counts.deleted;
-    summary.channels = counts.channels;
-    summary.placeholder_users = counts.placeholder_users;
-    summary.conversations = conversations.len() as u64;
-    summary.seconds = started.elapsed().as_secs_f64();
-    Ok(summary)
+    Ok(ImportSummary {
+        messages_imported: if opts.dry_run { counts.messages_imported } else { imported },
+        duplicates_skipped: counts.duplicates_skipped + raced,
+        conversations: conversations.len() as u64,
+        deleted: if opts.dry_run { counts.deleted } else { deleted },
+        seconds: started.elapsed().as_secs_f64(),
+        ..counts
+    })
+}
+
+/// Reads the channels one by one, turns each message into an [`Action`] with
+/// [`slack::message::interpret`] (the live adapter's reading of subtypes), skips what is stored,
+/// and sends analysed batches to the writer. Returns the counts it knows.
+#[allow(clippy::too_many_arguments)]
+async fn read_channels(
+    pipeline: &Pipeline,
+    export: &Arc<Export>,
+    channels: &[usize],
+    opts: &ImportOptions,
+    people: &People,
+    batch: usize,
+    tx: &tokio::sync::mpsc::Sender<Batch>,
+    progress: &Progress,
+) -> Result<ImportSummary, ImportError> {
+    let mut counts = ImportSummary {
+        team_users: people.team_size() as u64,
+        team_source: people.source(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    let team = Team {
+        users: people.team().clone(),
+        bot_user_id: None,
+        bot_id: None,
+    };
+    let home = people.home_team();
+    let mut placeholders = HashSet::new();
+    let skip = |progress: &Progress| progress.done.fetch_add(1, Ordering::Relaxed);
+    for &i in channels {
+        let loaded = {
+            let export = export.clone();
+            tokio::task::spawn_blocking(move || export.channel_messages(&export.channels[i]))
+                .await
+                .map_err(|e| ImportError::Invalid(e.to_string()))??
+        };
+        let channel = &export.channels[i];
+        counts.repeats_merged += loaded.repeats as u64;
+        progress
+            .total
+            .fetch_sub((loaded.repeats + loaded.invalid) as u64, Ordering::Relaxed);
+        let mut pending = Vec::new();
+        let mut in_window = false;
+        for (ts, m) in loaded.messages {
+            let at = ts_to_time(&ts);
+            if opts.since.is_some_and(|s| at.is_some_and(|t| t < s))
+                || opts.until.is_some_and(|u| at.is_some_and(|t| t >= u))
+            {
+                progress.total.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            in_window = true;
+            let parsed: Option<SlackMessage> = serde_json::from_value(m).ok();
+            let item = match &parsed {
+                Some(sm) => interpret(sm, &channel.id, home, &team),
+                None => Item::Ignored {
+                    reason: "malformed".into(),
+                },
+            };
+            let action = match item {
+                Item::Ignored { reason } => {
+                    counts.ignored += 1;
+                    *counts.ignored_subtypes.entry(reason).or_default() += 1;
+                    skip(progress);
+                    continue;
+                }
+                Item::New(msg) => {
+                    if pipeline.is_stored(&channel.id, &msg.ts).await? {
+                        counts.duplicates_skipped += 1;
+                        skip(progress);
+                        continue;
+                    }
+                    if !people.is_known(&msg.user) && placeholders.insert(msg.user.clone()) {
+                        tracing::info!(user = %msg.user, name = %people.name(&msg.user), "author not in users.json: placeholder");
+                    }
+                    counts.messages_imported += 1;
+                    if msg.in_thread() {
+                        counts.thread_replies += 1;
+                    }
+                    Action::New(msg)
+                }
+                Item::Edit { ts, text, .. } => Action::Edit { ts, text },
+                // An export's tombstone: a deleted thread root (its own ts).
+                Item::Delete { ts: deleted, .. } if deleted == ts => {
+                    counts.deleted += 1;
+                    if pipeline.is_stored(&channel.id, &ts).await? {
+                        counts.duplicates_skipped += 1;
+                        Action::Delete { ts }
+                    } else {
+                        let sm = parsed.unwrap_or_default();
+                        counts.messages_imported += 1;
+                        Action::Tombstone(IncomingMessage {
+                            channel: channel.id.clone(),
+                            thread_ts: sm.thread_ts.as_ref().and_then(|t| normalize_ts(t).ok()),
+                            user: sm.user.unwrap_or_else(|| "USLACKBOT".into()),
+                            role: Role::Customer,
+                            text: String::new(),
+                            files: Vec::new(),
+                            embedding: None,
+                            ts,
+                        })
+                    }
+                }
+                Item::Delete { ts, .. } => Action::Delete { ts },
+            };
+            pending.push(action);
+            if pending.len() == batch {
+                send(pipeline, opts, &channel.id, std::mem::take(&mut pending), tx, progress).await?;
+            }
+        }
+        if in_window {
+            counts.channels += 1;
+        }
+        send(pipeline, opts, &channel.id, pending, tx, progress).await?;
+    }
+    counts.placeholder_users = placeholders.len() as u64;
+    Ok(counts)
 }
 
 /// Analyses a batch (unless a dry run) and hands it to the writer.
 async fn send(
     pipeline: &Pipeline,
     opts: &ImportOptions,
-    items: Vec<Item>,
-    tx: &tokio::sync::mpsc::Sender<(Vec<Item>, Vec<Analysis>)>,
+    channel: &str,
+    actions: Vec<Action>,
+    tx: &tokio::sync::mpsc::Sender<Batch>,
     progress: &Progress,
 ) -> Result<(), ImportError> {
-    if items.is_empty() {
+    if actions.is_empty() {
         return Ok(());
     }
     if opts.dry_run {
-        progress.done.fetch_add(items.len() as u64, Ordering::Relaxed);
+        progress.done.fetch_add(actions.len() as u64, Ordering::Relaxed);
         return Ok(());
     }
-    let inputs: Vec<(String, Role)> = items.iter().map(|i| (i.msg.text.clone(), i.msg.role)).collect();
+    let inputs: Vec<(String, Role)> = actions.iter().filter_map(Action::analysis_input).collect();
     let analyses = pipeline.analyse_batch(inputs).await?;
     // The writer has gone only when it failed; its error is the one reported.
-    let _ = tx.send((items, analyses)).await;
+    let _ = tx.send((channel.to_owned(), actions, analyses)).await;
     Ok(())
 }
 
@@ -392,23 +421,9 @@ fn select(export: &Export, wanted: Option<&[String]>) -> Result<Vec<usize>, Impo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
-    fn subtypes() {
-        let table = [
-            (json!({"user": "U1", "text": "hi"}), Kind::Message { deleted: false }),
-            (json!({"user": "U1", "subtype": "file_share"}), Kind::Message { deleted: false }),
-            (json!({"user": "U1", "subtype": "thread_broadcast"}), Kind::Message { deleted: false }),
-            (json!({"subtype": "tombstone", "user": "USLACKBOT"}), Kind::Message { deleted: true }),
-            (json!({"user": "U1", "subtype": "channel_join"}), Kind::Ignored("channel_join".into())),
-            (json!({"subtype": "bot_message", "bot_id": "B1"}), Kind::Ignored("bot_message".into())),
-            (json!({"text": "no author"}), Kind::Ignored("bot_message".into())),
-        ];
-        for (m, want) in table {
-            assert_eq!(kind(&m), want, "{m}");
-        }
-        assert_eq!(text_of(&json!({"text": "", "files": [{"name": "log.txt"}]})), "log.txt");
+    fn bounds() {
         let day = |s: &str, until| parse_bound(s, until).map(|t| t.to_rfc3339());
         assert_eq!(day("2016-01-02", false).unwrap(), "2016-01-02T00:00:00+00:00");
         assert_eq!(day("2016-01-02", true).unwrap(), "2016-01-03T00:00:00+00:00");

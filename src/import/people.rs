@@ -24,6 +24,8 @@ pub enum TeamSource {
 
 pub struct People {
     names: HashMap<String, String>,
+    /// The `team_id` most of users.json shares: the exporting workspace.
+    home: Option<String>,
     team: HashSet<String>,
     source: TeamSource,
 }
@@ -47,11 +49,27 @@ impl People {
                  every message is imported as a customer's"
             );
         }
-        People { names, team, source }
+        People {
+            names,
+            home: home_team(users).map(str::to_owned),
+            team,
+            source,
+        }
     }
 
     pub fn is_team(&self, user: &str) -> bool {
         self.team.contains(user)
+    }
+
+    /// The team's user ids (empty: the message's own workspace decides, see `home_team`).
+    pub fn team(&self) -> &HashSet<String> {
+        &self.team
+    }
+
+    /// The exporting workspace's id, when users.json tells it: a message whose `user_team` is
+    /// another workspace's is a customer's (Slack Connect).
+    pub fn home_team(&self) -> Option<&str> {
+        self.home.as_deref()
     }
 
     pub fn is_known(&self, user: &str) -> bool {
@@ -78,16 +96,11 @@ impl People {
 /// When users.json holds people of more than one workspace (Slack Connect), the members of the
 /// export's own workspace (the `team_id` most of its people share) are the team, bots excluded.
 fn workspace_members(users: &[ExportUser]) -> Option<HashSet<String>> {
-    let mut counts: HashMap<&str, usize> = HashMap::new();
-    for u in users {
-        if let Some(t) = u.team_id.as_deref() {
-            *counts.entry(t).or_default() += 1;
-        }
-    }
-    if counts.len() < 2 {
+    let teams: HashSet<&str> = users.iter().filter_map(|u| u.team_id.as_deref()).collect();
+    if teams.len() < 2 {
         return None;
     }
-    let (home, _) = counts.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))?;
+    let home = home_team(users)?;
     Some(
         users
             .iter()
@@ -95,6 +108,20 @@ fn workspace_members(users: &[ExportUser]) -> Option<HashSet<String>> {
             .map(|u| u.id.clone())
             .collect(),
     )
+}
+
+/// The `team_id` most people of users.json share.
+fn home_team(users: &[ExportUser]) -> Option<&str> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for u in users {
+        if let Some(t) = u.team_id.as_deref() {
+            *counts.entry(t).or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0)))
+        .map(|(t, _)| t)
 }
 
 #[cfg(test)]
@@ -115,7 +142,7 @@ mod tests {
         let users = [user("U1", "T1"), user("U2", "T1"), user("X1", "T2")];
         let none = HashSet::new();
         let p = People::new(&users, &none, &none);
-        assert_eq!(p.source(), TeamSource::Workspace);
+        assert_eq!((p.source(), p.home_team()), (TeamSource::Workspace, Some("T1")));
         assert!(p.is_team("U1") && p.is_team("U2") && !p.is_team("X1"));
         let flag = HashSet::from(["X1".to_owned()]);
         let p = People::new(&users, &flag, &HashSet::from(["U1".to_owned()]));

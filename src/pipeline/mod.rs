@@ -5,10 +5,13 @@
 //! unit of work that holds the channel's lock, loads the channel context, lets the grouper decide
 //! ([`Grouping`]), applies the domain's plan, writes and commits, then publishes what changed on the
 //! [`EventBus`]. The ticket operations people make (patch, merge, move, split) go through here
-//! too, so their changes are published the same way. The store knows nothing of groupers or
-//! plans; the domain knows nothing of either. [`ml`] implements both seams with the real models.
+//! too, so their changes are published the same way, and so do a message's edit and deletion at
+//! its source ([`Pipeline::edit_message`], [`Pipeline::delete_message`]). The store knows nothing
+//! of groupers or plans; the domain knows nothing of either. [`ml`] implements both seams with the
+//! real models.
 
 mod bus;
+mod edits;
 pub mod ml;
 mod tickets;
 
@@ -159,6 +162,11 @@ impl Pipeline {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The Slack outbox (rows the Slack adapter sends) and where each triage card is.
+    pub fn outbox(&self) -> &dyn crate::store::SlackOutbox {
+        self.store.outbox()
     }
 
     /// Stores one message: grouped into a conversation, labelled, the status machine applied.

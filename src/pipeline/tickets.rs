@@ -27,8 +27,16 @@ impl Pipeline {
         patch: ConversationPatch,
         actor: Actor,
     ) -> Result<Conversation, StoreError> {
+        let title = patch.title.clone();
+        let by = actor.to_string();
         let written = self.store.update_conversation(id, patch, actor).await?;
-        self.events.publish(Change::from_events(&written.events));
+        let renamed = title.map(|title| Change::TitleChanged {
+            conversation_id: written.value.id.clone(),
+            title,
+            actor: by,
+        });
+        self.events
+            .publish(Change::from_events(&written.events).into_iter().chain(renamed));
         Ok(written.value)
     }
 

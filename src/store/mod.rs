@@ -14,6 +14,10 @@ mod sql;
 mod queries;
 #[macro_use]
 mod ops;
+#[macro_use]
+mod edits;
+#[macro_use]
+mod outbox;
 mod rows;
 mod tx;
 
@@ -30,10 +34,11 @@ use std::sync::Arc;
 
 // The store's vocabulary is the domain's.
 pub use crate::domain::status::Refusal;
+pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
 pub use crate::domain::{
-    Account, AccountInput, AccountPatch, AccountRef, Actor, Conversation, ConversationPatch, Event,
-    EventKind, IssueChange, LinkedIssue, Message, NewConversation, Priority, ReplyLabel, Role, Status,
-    TeamMember,
+    Account, AccountInput, AccountPatch, AccountRef, Actor, Conversation, ConversationPatch, Edited, Event,
+    EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Priority,
+    ReplyLabel, Role, Status, TeamMember,
 };
 
 /// Boxed so that `Store` stays object-safe: the server holds an `Arc<dyn Store>` chosen at start-up.
@@ -141,6 +146,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, Written<Moved>>;
 
     fn find_message<'a>(&'a self, channel: &'a str, ts: &'a str) -> StoreFuture<'a, Option<Message>>;
+    /// Replaces the text of the message (channel, ts), under the channel's lock; an edited team
+    /// reply may move the status ([`crate::domain::apply_edit`]).
+    fn edit_message<'a>(
+        &'a self,
+        channel: &'a str,
+        ts: &'a str,
+        edit: MessageEdit,
+    ) -> StoreFuture<'a, Written<Edited>>;
+    /// Marks the message (channel, ts) deleted (a tombstone; idempotent).
+    fn delete_message<'a>(&'a self, channel: &'a str, ts: &'a str) -> StoreFuture<'a, Written<Edited>>;
     /// Starts the unit of work that stores one new message of `channel`: a write transaction
     /// holding the channel's lock (across replicas), so grouping decisions in a channel never race.
     /// Dropping the unit without [`IngestUnit::commit`] rolls it back.
@@ -166,6 +181,8 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or updates a background import's row.
     fn put_import_job<'a>(&'a self, job: &'a ImportJob) -> StoreFuture<'a, ()>;
     fn get_import_job<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ImportJob>;
+    /// The Slack outbox and the triage cards' locations.
+    fn outbox(&self) -> &dyn SlackOutbox;
 }
 
 /// A background import (`POST /v1/import`) as stored: its progress and, once done, its summary.
@@ -302,6 +319,11 @@ pub struct Analytics {
     pub time_to_close: DurationStats,
     /// Conversations not closed, per owner (`null` owner under "unassigned").
     pub open_per_owner: BTreeMap<String, i64>,
+}
+
+/// A message's files as stored: a JSON array, NULL when there are none.
+pub fn files_column(files: &[FileRef]) -> Option<sqlx::types::Json<Vec<FileRef>>> {
+    (!files.is_empty()).then(|| sqlx::types::Json(files.to_vec()))
 }
 
 /// An embedding as stored: little-endian f32s.

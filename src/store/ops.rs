@@ -10,6 +10,8 @@
 //!   writer already serialises everything);
 //! - `insert_events`, `load_context`, `write_ingest` (batched statements per dialect);
 //! - `for_update!()` and the analytics queries `FIRST_RESPONSE`, `TIME_TO_CLOSE`.
+//!
+//! Edits and deletions of stored messages are in `edits.rs` (`message_edit_ops!`).
 
 macro_rules! store_ops {
     ($backend:ty) => {
@@ -377,7 +379,7 @@ macro_rules! store_ops {
             ) -> Result<Vec<GroupingRow>, StoreError> {
                 let rows = sqlx::query_as::<_, GroupingSql>(
                     "SELECT m.seq, m.id, m.conversation_id, m.channel, m.ts, m.thread_ts, m.user_id, m.role, \
-                     m.text, m.edited, m.deleted, m.label, m.score, c.human_corrected FROM messages m \
+                     m.text, m.files, m.edited, m.deleted, m.label, m.score, c.human_corrected FROM messages m \
                      JOIN conversations c ON c.id = m.conversation_id \
                      WHERE m.channel IN (SELECT channel FROM conversations WHERE human_corrected) \
                      AND m.sent_at >= $1 ORDER BY m.channel, m.ts",
@@ -499,6 +501,19 @@ macro_rules! store_ops {
                 Box::pin(async move { find_message(&mut *self.pool.acquire().await?, channel, ts).await })
             }
 
+            fn edit_message<'a>(
+                &'a self,
+                channel: &'a str,
+                ts: &'a str,
+                edit: MessageEdit,
+            ) -> StoreFuture<'a, Written<Edited>> {
+                Box::pin(self.edit_inner(channel, ts, edit))
+            }
+
+            fn delete_message<'a>(&'a self, channel: &'a str, ts: &'a str) -> StoreFuture<'a, Written<Edited>> {
+                Box::pin(self.delete_message_inner(channel, ts))
+            }
+
             fn begin_ingest<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Box<dyn IngestUnit<'a> + 'a>> {
                 Box::pin(async move {
                     let tx = self.ingest_tx(channel).await?;
@@ -564,6 +579,10 @@ macro_rules! store_ops {
 
             fn export_grouping(&self, since: Option<DateTime<Utc>>) -> StoreFuture<'_, Vec<GroupingRow>> {
                 Box::pin(self.export_grouping_inner(since))
+            }
+
+            fn outbox(&self) -> &dyn SlackOutbox {
+                self
             }
 
             fn analytics(&self) -> StoreFuture<'_, Analytics> {

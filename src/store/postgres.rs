@@ -9,8 +9,8 @@ use super::rows::{
 };
 use super::*;
 use crate::domain::{
-    apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch, build_conversation,
-    check_merge, check_move, human_label, new_id, split_conversation, CONTEXT_MESSAGES,
+    apply_delete, apply_edit, apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch,
+    build_conversation, check_merge, check_move, human_label, new_id, split_conversation, CONTEXT_MESSAGES,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::Postgres;
@@ -31,6 +31,8 @@ macro_rules! for_update {
 
 shared_queries!();
 store_ops!(PgStore);
+message_edit_ops!(PgStore);
+outbox_ops!(PgStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Postgres>;
 
@@ -225,10 +227,10 @@ async fn write_ingest(conn: &mut Conn, plan: &IngestPlan, msg: &IncomingMessage)
                 "WITH conv AS (",
                 $conversation,
                 "), msg AS (INSERT INTO messages (id, conversation_id, channel, ts, thread_ts, user_id, role, \
-                 text, label, score, sent_at, embedding) \
-                 VALUES ($16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27) \
+                 text, label, score, sent_at, embedding, files) \
+                 VALUES ($16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) \
                  ON CONFLICT (channel, ts) DO NOTHING RETURNING id), ev AS (",
-                events_from_arrays!("$28", "$29", "$30", "$31", "$32", "$33", "$34", "$35", "$36", "$37"),
+                events_from_arrays!("$29", "$30", "$31", "$32", "$33", "$34", "$35", "$36", "$37", "$38"),
                 " WHERE EXISTS (SELECT 1 FROM msg) ORDER BY e.n) SELECT COUNT(*) FROM msg"
             )
         };

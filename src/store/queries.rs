@@ -116,6 +116,22 @@ macro_rules! shared_queries {
                 .transpose()
         }
 
+        /// The conversation's latest status event.
+        async fn latest_status_event(
+            conn: &mut Conn,
+            conversation_id: &str,
+        ) -> Result<Option<Event>, StoreError> {
+            sqlx::query_as::<_, EventRow>(concat!(
+                event_select!(),
+                " WHERE conversation_id = $1 AND kind = 'status' ORDER BY seq DESC LIMIT 1"
+            ))
+            .bind(conversation_id)
+            .fetch_optional(conn)
+            .await?
+            .map(|r| r.into_domain().map(|(_, e)| e))
+            .transpose()
+        }
+
         /// Stores a person's status decision on the conversation's last message when that is a team reply.
         async fn record_human_label(
             conn: &mut Conn,

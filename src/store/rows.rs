@@ -2,7 +2,7 @@
 //! their mapping to the domain.
 
 use super::{embedding_from_bytes, GroupingRow, StatusLabelRow, StoreError};
-use crate::domain::{ContextMessage, Conversation, Event, LinkedIssue, Message, ReplyLabel};
+use crate::domain::{ContextMessage, Conversation, Event, FileRef, LinkedIssue, Message, ReplyLabel};
 use chrono::{DateTime, Utc};
 use std::str::FromStr;
 
@@ -72,6 +72,7 @@ pub struct MessageRow {
     pub user_id: String,
     pub role: String,
     pub text: String,
+    pub files: Option<sqlx::types::Json<Vec<FileRef>>>,
     pub edited: bool,
     pub deleted: bool,
     pub label: Option<String>,
@@ -91,6 +92,7 @@ impl MessageRow {
                 user: self.user_id,
                 role: parse_column(&self.role, "role")?,
                 text: self.text,
+                files: self.files.map(|f| f.0).unwrap_or_default(),
                 edited: self.edited,
                 deleted: self.deleted,
                 label: self

@@ -11,8 +11,8 @@ macro_rules! conversation_select {
 
 macro_rules! message_select {
     () => {
-        "SELECT seq, id, conversation_id, channel, ts, thread_ts, user_id, role, text, edited, deleted, \
-         label, score FROM messages"
+        "SELECT seq, id, conversation_id, channel, ts, thread_ts, user_id, role, text, files, edited, \
+         deleted, label, score FROM messages"
     };
 }
 
@@ -75,8 +75,8 @@ macro_rules! update_conversation_sql {
     };
 }
 
-/// Binds a message's 12 `INSERT INTO messages` columns: id, conversation_id, channel, ts,
-/// thread_ts, user_id, role, text, label, score, sent_at, embedding (any sqlx query type).
+/// Binds a message's 13 `INSERT INTO messages` columns: id, conversation_id, channel, ts,
+/// thread_ts, user_id, role, text, label, score, sent_at, embedding, files (any sqlx query type).
 macro_rules! bind_message {
     ($query:expr, $m:expr, $sent_at:expr, $embedding:expr) => {{
         let m: &Message = $m;
@@ -93,5 +93,6 @@ macro_rules! bind_message {
             .bind(m.score)
             .bind($sent_at)
             .bind($embedding.map(embedding_to_bytes))
+            .bind(files_column(&m.files))
     }};
 }

@@ -11,8 +11,9 @@ use super::rows::{
 };
 use super::*;
 use crate::domain::{
-    apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch, build_conversation,
-    check_merge, check_move, human_label, new_id, split_conversation, ContextMessage, CONTEXT_MESSAGES,
+    apply_delete, apply_edit, apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch,
+    build_conversation, check_merge, check_move, human_label, new_id, split_conversation, ContextMessage,
+    CONTEXT_MESSAGES,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -38,6 +39,8 @@ macro_rules! for_update {
 
 shared_queries!();
 store_ops!(SqliteStore);
+message_edit_ops!(SqliteStore);
+outbox_ops!(SqliteStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Sqlite>;
 
@@ -261,7 +264,7 @@ async fn insert_message(
     let done = bind_message!(
         sqlx::query(
             "INSERT INTO messages (id, conversation_id, channel, ts, thread_ts, user_id, role, text, label, score, \
-         sent_at, embedding) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         sent_at, embedding, files) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
          ON CONFLICT (channel, ts) DO NOTHING",
         ),
         m,

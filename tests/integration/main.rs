@@ -5,6 +5,7 @@ mod helpers;
 mod import;
 mod model_files;
 mod pipeline;
+mod slack;
 mod status;
 mod support_scenarios;
 mod tickets;

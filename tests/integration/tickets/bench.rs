@@ -57,6 +57,7 @@ fn message(i: usize) -> (IncomingMessage, Option<Prediction>) {
         },
         role,
         text,
+        files: Vec::new(),
         embedding: None,
     };
     let label = if pos == PER_CONVERSATION - 1 && conversation.is_multiple_of(3) {

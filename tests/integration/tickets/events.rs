@@ -22,6 +22,7 @@ fn msg(ts: &str, user: &str, role: Role, text: &str, thread_ts: Option<&str>) ->
         user: user.into(),
         role,
         text: text.into(),
+        files: Vec::new(),
         embedding: None,
     }
 }

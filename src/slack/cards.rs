@@ -1,0 +1,251 @@
+//! Triage cards kept current from the pipeline's event bus: each new conversation gets a card
+//! (`chat.postMessage` to its owner's triage channel, else `TRIAGE_SLACK_TRIAGE_CHANNEL`), and
+//! every change of status, owner, priority, title or message count re-renders it as a
+//! `chat.update`. Both go through the [`Outbox`]: the card service only decides what a card
+//! shows; the outbox coalesces a burst of changes into one call and sends it exactly once.
+//!
+//! A card stays in the channel it was first posted to (an owner change shows on it). A merged or
+//! deleted conversation's card loses its controls and says what happened.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::broadcast::{error::RecvError, Receiver};
+
+use super::api::SlackApi;
+use super::card::{render, CardContext};
+use super::outbox::{Outbox, POST_MESSAGE};
+use crate::domain::{Change, Conversation};
+use crate::pipeline::Pipeline;
+use crate::store::{NewOutboxItem, PageRequest, StoreError};
+
+pub struct Cards {
+    pipeline: Pipeline,
+    outbox: Outbox,
+    /// `TRIAGE_SLACK_TRIAGE_CHANNEL`: cards of conversations whose owner has no triage channel.
+    default_channel: Option<String>,
+    /// Slack user id -> display name (`users.info`).
+    names: Mutex<HashMap<String, String>>,
+    /// Conversation id -> permalink of its first message (`chat.getPermalink`).
+    permalinks: Mutex<HashMap<String, String>>,
+    /// Subscribed at construction, so no change published after it is missed.
+    rx: Mutex<Option<Receiver<Change>>>,
+}
+
+impl Cards {
+    pub fn new(pipeline: Pipeline, outbox: Outbox, default_channel: Option<String>) -> Self {
+        Cards {
+            rx: Mutex::new(Some(pipeline.events().subscribe())),
+            pipeline,
+            outbox,
+            default_channel,
+            names: Mutex::default(),
+            permalinks: Mutex::default(),
+        }
+    }
+
+    fn api(&self) -> &SlackApi {
+        self.outbox.api()
+    }
+
+    /// Follows the event bus, from when this was made, until `shutdown`.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let Some(mut rx) = self.rx.lock().unwrap().take() else {
+            return;
+        };
+        tokio::pin!(shutdown);
+        loop {
+            let change = tokio::select! {
+                r = rx.recv() => r,
+                _ = &mut shutdown => return,
+            };
+            match change {
+                Ok(change) => {
+                    if let Err(e) = self.handle(&change).await {
+                        tracing::warn!(error = %e, conversation = change.conversation_id(), "triage card not updated");
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "triage cards fell behind the event bus; some cards may be stale until their next change");
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// The card work one change causes.
+    pub async fn handle(&self, change: &Change) -> Result<(), StoreError> {
+        let store = self.pipeline.store();
+        match change {
+            Change::ConversationCreated { conversation } => self.upsert(conversation).await,
+            // The first message comes with its conversation's creation, which cards it.
+            Change::MessageAdded { conversation, .. } if conversation.message_count <= 1 => Ok(()),
+            Change::MessageAdded { conversation, .. } => self.upsert(conversation).await,
+            Change::Merged { from, into, .. } => {
+                self.upsert(into).await?;
+                self.retire(from, &format!("Merged into “{}”.", into.title)).await
+            }
+            Change::Moved { from, to, .. } => {
+                self.upsert(from).await?;
+                self.upsert(to).await
+            }
+            Change::ConversationDeleted { id } => self.retire(id, "This conversation was deleted.").await,
+            // Status, owner, priority, title (and whatever else changes a conversation): the
+            // card shows its current state.
+            other => match store.get_conversation(other.conversation_id()).await {
+                Ok(c) => self.upsert(&c).await,
+                // Deleted since: its own change retires the card.
+                Err(StoreError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Posts the conversation's card, or updates it when it exists or is about to.
+    async fn upsert(&self, conv: &Conversation) -> Result<(), StoreError> {
+        let outbox = self.pipeline.outbox();
+        let existing = outbox.card(&conv.id).await?;
+        let channel = match &existing {
+            Some(card) => card.channel.clone(),
+            None => match self.channel_for(conv).await? {
+                Some(c) => c,
+                None => {
+                    tracing::debug!(conversation = conv.id, "no triage channel for this conversation's card");
+                    return Ok(());
+                }
+            },
+        };
+        let ctx = self.context(conv).await?;
+        let body = serde_json::to_value(render(conv, &ctx, &channel)).expect("a card serialises");
+        if existing.is_some() || outbox.has_unsent(&conv.id, POST_MESSAGE).await? {
+            self.outbox.enqueue_card_update(&conv.id, body).await?;
+        } else {
+            self.outbox
+                .enqueue(NewOutboxItem {
+                    method: POST_MESSAGE.into(),
+                    channel: Some(channel),
+                    conversation_id: Some(conv.id.clone()),
+                    body,
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A merged or deleted conversation's card, without controls, saying why.
+    async fn retire(&self, id: &str, note: &str) -> Result<(), StoreError> {
+        let outbox = self.pipeline.outbox();
+        let Some(card) = outbox.card(id).await? else {
+            if !outbox.has_unsent(id, POST_MESSAGE).await? {
+                return Ok(());
+            }
+            // Posted soon: the update waits for it.
+            return self.retire_as(id, note, None).await;
+        };
+        self.retire_as(id, note, Some(card.channel)).await
+    }
+
+    async fn retire_as(&self, id: &str, note: &str, channel: Option<String>) -> Result<(), StoreError> {
+        let mut conv = Conversation::open("", "(gone)".into(), None, chrono::Utc::now());
+        conv.id = id.to_string();
+        let ctx = CardContext {
+            closed_note: Some(note.to_string()),
+            ..CardContext::default()
+        };
+        let channel = channel.unwrap_or_default();
+        let mut body = serde_json::to_value(render(&conv, &ctx, &channel)).expect("a card serialises");
+        // Keep what the card showed; only the blocks change.
+        body["text"] = serde_json::json!(note);
+        self.outbox.enqueue_card_update(id, body).await?;
+        Ok(())
+    }
+
+    /// The owner's triage channel, else the default one.
+    async fn channel_for(&self, conv: &Conversation) -> Result<Option<String>, StoreError> {
+        if let Some(owner) = &conv.owner {
+            let team = self.pipeline.store().list_team().await?;
+            if let Some(c) = team
+                .into_iter()
+                .find(|m| &m.slack_user_id == owner)
+                .and_then(|m| m.triage_channel)
+                .filter(|c| !c.is_empty())
+            {
+                return Ok(Some(c));
+            }
+        }
+        Ok(self.default_channel.clone())
+    }
+
+    /// What the card shows besides the conversation: customer, account, first message, link.
+    async fn context(&self, conv: &Conversation) -> Result<CardContext, StoreError> {
+        let store = self.pipeline.store();
+        let first = store
+            .list_messages(
+                &conv.id,
+                PageRequest {
+                    cursor: None,
+                    limit: 1,
+                },
+            )
+            .await?
+            .items
+            .into_iter()
+            .next();
+        let account = match &conv.account_id {
+            Some(id) => match store.get_account(id).await {
+                Ok(a) => Some(a.name),
+                Err(StoreError::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
+        let (customer, permalink) = match &first {
+            Some(m) => (Some(self.name(&m.user).await), self.permalink(&conv.id, &m.channel, &m.ts).await),
+            None => (None, None),
+        };
+        Ok(CardContext {
+            customer,
+            account,
+            first_message: first.map(|m| m.text),
+            permalink,
+            closed_note: None,
+        })
+    }
+
+    /// A user's display name (`users.info`, cached); the id when Slack cannot say.
+    async fn name(&self, user: &str) -> String {
+        if let Some(n) = self.names.lock().unwrap().get(user) {
+            return n.clone();
+        }
+        match self.api().user_info(user).await {
+            Ok(info) => {
+                let name = info.display_name().to_string();
+                self.names.lock().unwrap().insert(user.into(), name.clone());
+                name
+            }
+            Err(e) => {
+                tracing::debug!(user, error = %e, "users.info failed; the card shows the user id");
+                user.to_string()
+            }
+        }
+    }
+
+    async fn permalink(&self, conversation: &str, channel: &str, ts: &str) -> Option<String> {
+        if let Some(p) = self.permalinks.lock().unwrap().get(conversation) {
+            return Some(p.clone());
+        }
+        match self.api().get_permalink(channel, ts).await {
+            Ok(link) => {
+                self.permalinks
+                    .lock()
+                    .unwrap()
+                    .insert(conversation.into(), link.clone());
+                Some(link)
+            }
+            Err(e) => {
+                tracing::debug!(channel, ts, error = %e, "chat.getPermalink failed; the card has no link");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The Slack outbox and card locations: every Slack Web API write is a row here before it is
+//! sent, and each conversation's triage card is remembered once it is posted. The store only
+//! keeps the rows; when and how they are sent is the Slack adapter's (`slack::outbox`).
+//!
+//! `outbox_ops!(Backend)` expands inside `sqlite.rs` and `postgres.rs` (the SQL is the dialect both
+//! share). Claiming is a conditional `UPDATE` (`WHERE state = 'pending'`), so several replicas on
+//! one PostgreSQL database never send one row twice at once; a row left `sending` by a process
+//! that died is claimable again once its lease (`claimed_ms`) is older than the caller's cut-off.
+
+use serde_json::Value;
+
+use super::{StoreError, StoreFuture};
+
+/// A Web API write to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutboxItem {
+    /// `chat.postMessage`, `chat.update`, `response_url`, ...
+    pub method: String,
+    /// The channel the call writes to (its rate-limit lane), if any.
+    pub channel: Option<String>,
+    /// The conversation a card call is about.
+    pub conversation_id: Option<String>,
+    /// The arguments (JSON).
+    pub body: Value,
+}
+
+/// A stored row, as the worker sends it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub method: String,
+    pub channel: Option<String>,
+    pub conversation_id: Option<String>,
+    pub body: Value,
+    /// Attempts made before this one.
+    pub attempts: i32,
+    /// An earlier attempt may have reached Slack: it failed in a way that may have applied, or
+    /// the process died while it was in flight.
+    pub uncertain: bool,
+    pub created_ms: i64,
+    pub last_error: Option<String>,
+}
+
+/// Where a conversation's card is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardRef {
+    pub conversation_id: String,
+    pub channel: String,
+    pub ts: String,
+}
+
+/// Rows per state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub sending: i64,
+    pub done: i64,
+    pub failed: i64,
+}
+
+impl OutboxCounts {
+    /// Rows still to send.
+    pub fn depth(&self) -> i64 {
+        self.pending + self.sending
+    }
+}
+
+/// The outbox's rows and the cards' locations.
+pub trait SlackOutbox: Send + Sync {
+    /// Stores a write to make; returns its id.
+    fn enqueue(&self, item: NewOutboxItem, now_ms: i64) -> StoreFuture<'_, i64>;
+    /// A card's new content: replaces the body of the conversation's card post or card update
+    /// that is still waiting (so a burst of changes costs one call), else enqueues a
+    /// `chat.update`. Returns the id of the row that will carry it.
+    fn enqueue_card_update(&self, conversation_id: &str, body: Value, now_ms: i64) -> StoreFuture<'_, i64>;
+    /// Rows to send now, oldest first: pending and due, or `sending` with a lease older than
+    /// `stale_before_ms` (their process died).
+    fn due(&self, now_ms: i64, stale_before_ms: i64, limit: i64) -> StoreFuture<'_, Vec<OutboxItem>>;
+    /// Takes row `id` for sending; false when another worker has it or it is not due.
+    fn claim(&self, id: i64, now_ms: i64, stale_before_ms: i64) -> StoreFuture<'_, bool>;
+    /// Sent: `result` is Slack's answer; `card`, when a card post, is remembered atomically.
+    fn complete(&self, id: i64, result: Value, card: Option<CardRef>, now_ms: i64) -> StoreFuture<'_, ()>;
+    /// A transient failure: sent again at `next_attempt_ms`.
+    fn retry(&self, id: i64, next_attempt_ms: i64, error: &str, maybe_sent: bool) -> StoreFuture<'_, ()>;
+    /// Not sent and not an attempt (waiting for something else, e.g. the card's post).
+    fn postpone(&self, id: i64, next_attempt_ms: i64) -> StoreFuture<'_, ()>;
+    /// Given up: a permanent error or too many attempts.
+    fn fail(&self, id: i64, error: &str, now_ms: i64) -> StoreFuture<'_, ()>;
+    fn counts(&self) -> StoreFuture<'_, OutboxCounts>;
+    /// Whether a later `chat.update` of the same conversation exists (sent or to send): this
+    /// older one would only put stale content back.
+    fn superseded(&self, id: i64, conversation_id: &str) -> StoreFuture<'_, bool>;
+    /// Whether a `method` row for the conversation is still to be sent.
+    fn has_unsent(&self, conversation_id: &str, method: &str) -> StoreFuture<'_, bool>;
+    fn card(&self, conversation_id: &str) -> StoreFuture<'_, Option<CardRef>>;
+    /// The conversation whose card is the message (channel, ts): replies in its thread are notes.
+    fn card_at(&self, channel: &str, ts: &str) -> StoreFuture<'_, Option<String>>;
+    /// Every row of the conversation, oldest first (tests, diagnostics): (method, state, attempts).
+    fn history_of(&self, conversation_id: &str) -> StoreFuture<'_, Vec<(String, String, i32)>>;
+}
+
+pub(super) type ItemRow = (
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    i32,
+    bool,
+    String,
+    i64,
+    Option<String>,
+);
+
+pub(super) fn item_from_row(r: ItemRow) -> Result<OutboxItem, StoreError> {
+    let (id, method, channel, conversation_id, body, attempts, maybe_sent, state, created_ms, last_error) = r;
+    let body = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Unexpected(anyhow::anyhow!("outbox row {id}: body is not JSON: {e}")))?;
+    Ok(OutboxItem {
+        id,
+        method,
+        channel,
+        conversation_id,
+        body,
+        attempts,
+        uncertain: maybe_sent || state == "sending",
+        created_ms,
+        last_error,
+    })
+}
+
+macro_rules! outbox_ops {
+    ($backend:ty) => {
+        impl $backend {
+            async fn enqueue_inner(&self, item: NewOutboxItem, now_ms: i64) -> Result<i64, StoreError> {
+                let mut tx = self.write_tx().await?;
+                let id = insert_outbox(&mut tx, &item, now_ms).await?;
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            async fn enqueue_card_update_inner(
+                &self,
+                conversation_id: &str,
+                body: serde_json::Value,
+                now_ms: i64,
+            ) -> Result<i64, StoreError> {
+                let mut tx = self.write_tx().await?;
+                let text = body.to_string();
+                let replaced: Option<i64> = sqlx::query_scalar(
+                    "UPDATE slack_outbox SET body = $1 WHERE id = (SELECT id FROM slack_outbox \
+                     WHERE conversation_id = $2 AND state = 'pending' \
+                     AND method IN ('chat.postMessage', 'chat.update') ORDER BY id DESC LIMIT 1) \
+                     RETURNING id",
+                )
+                .bind(&text)
+                .bind(conversation_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let id = match replaced {
+                    Some(id) => id,
+                    None => {
+                        let channel: Option<String> =
+                            sqlx::query_scalar("SELECT channel FROM slack_cards WHERE conversation_id = $1")
+                                .bind(conversation_id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        let item = NewOutboxItem {
+                            method: "chat.update".into(),
+                            channel: channel.or_else(|| body["channel"].as_str().map(String::from)),
+                            conversation_id: Some(conversation_id.into()),
+                            body,
+                        };
+                        insert_outbox(&mut tx, &item, now_ms).await?
+                    }
+                };
+                tx.commit().await?;
+                Ok(id)
+            }
+
+            async fn due_inner(&self, now_ms: i64, stale_before_ms: i64, limit: i64) -> Result<Vec<OutboxItem>, StoreError> {
+                let rows: Vec<super::outbox::ItemRow> = sqlx::query_as(
+                    "SELECT id, method, channel, conversation_id, body, attempts, maybe_sent, state, created_ms, \
+                     last_error FROM slack_outbox WHERE (state = 'pending' AND next_attempt_ms <= $1) \
+                     OR (state = 'sending' AND claimed_ms < $2) ORDER BY id LIMIT $3",
+                )
+                .bind(now_ms)
+                .bind(stale_before_ms)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(super::outbox::item_from_row).collect()
+            }
+
+            async fn claim_inner(&self, id: i64, now_ms: i64, stale_before_ms: i64) -> Result<bool, StoreError> {
+                let mut tx = self.write_tx().await?;
+                let done = sqlx::query(
+                    "UPDATE slack_outbox SET state = 'sending', claimed_ms = $2, attempts = attempts + 1, \
+                     maybe_sent = (maybe_sent OR state = 'sending') WHERE id = $1 \
+                     AND (state = 'pending' OR (state = 'sending' AND claimed_ms < $3))",
+                )
+                .bind(id)
+                .bind(now_ms)
+                .bind(stale_before_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok(done == 1)
+            }
+
+            async fn complete_inner(
+                &self,
+                id: i64,
+                result: serde_json::Value,
+                card: Option<CardRef>,
+                now_ms: i64,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.write_tx().await?;
+                sqlx::query(
+                    "UPDATE slack_outbox SET state = 'done', result = $2, done_ms = $3, last_error = NULL \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(result.to_string())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(card) = card {
+                    sqlx::query(
+                        "INSERT INTO slack_cards (conversation_id, channel, ts) VALUES ($1, $2, $3) \
+                         ON CONFLICT (conversation_id) DO UPDATE SET channel = excluded.channel, ts = excluded.ts",
+                    )
+                    .bind(&card.conversation_id)
+                    .bind(&card.channel)
+                    .bind(&card.ts)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await
+            }
+
+            async fn retry_inner(&self, id: i64, next_ms: i64, error: String, maybe_sent: bool) -> Result<(), StoreError> {
+                let mut tx = self.write_tx().await?;
+                sqlx::query(
+                    "UPDATE slack_outbox SET state = 'pending', next_attempt_ms = $2, last_error = $3, \
+                     maybe_sent = (maybe_sent OR $4) WHERE id = $1",
+                )
+                .bind(id)
+                .bind(next_ms)
+                .bind(error)
+                .bind(maybe_sent)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            }
+
+            async fn postpone_inner(&self, id: i64, next_ms: i64) -> Result<(), StoreError> {
+                let mut tx = self.write_tx().await?;
+                sqlx::query(
+                    "UPDATE slack_outbox SET state = 'pending', next_attempt_ms = $2, attempts = attempts - 1 \
+                     WHERE id = $1",
+                )
+                .bind(id)
+                .bind(next_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            }
+
+            async fn fail_inner(&self, id: i64, error: String, now_ms: i64) -> Result<(), StoreError> {
+                let mut tx = self.write_tx().await?;
+                sqlx::query("UPDATE slack_outbox SET state = 'failed', done_ms = $2, last_error = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(now_ms)
+                    .bind(error)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            }
+
+            async fn counts_inner(&self) -> Result<OutboxCounts, StoreError> {
+                let rows: Vec<(String, i64)> =
+                    sqlx::query_as("SELECT state, COUNT(*) FROM slack_outbox GROUP BY state")
+                        .fetch_all(&self.pool)
+                        .await?;
+                let mut c = OutboxCounts::default();
+                for (state, n) in rows {
+                    match state.as_str() {
+                        "pending" => c.pending = n,
+                        "sending" => c.sending = n,
+                        "done" => c.done = n,
+                        _ => c.failed = n,
+                    }
+                }
+                Ok(c)
+            }
+        }
+
+        async fn insert_outbox(conn: &mut Conn, item: &NewOutboxItem, now_ms: i64) -> Result<i64, StoreError> {
+            Ok(sqlx::query_scalar(
+                "INSERT INTO slack_outbox (method, channel, conversation_id, body, next_attempt_ms, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+            )
+            .bind(&item.method)
+            .bind(&item.channel)
+            .bind(&item.conversation_id)
+            .bind(item.body.to_string())
+            .bind(now_ms)
+            .fetch_one(conn)
+            .await?)
+        }
+
+        impl SlackOutbox for $backend {
+            fn enqueue(&self, item: NewOutboxItem, now_ms: i64) -> StoreFuture<'_, i64> {
+                Box::pin(self.enqueue_inner(item, now_ms))
+            }
+
+            fn enqueue_card_update(&self, conversation_id: &str, body: serde_json::Value, now_ms: i64) -> StoreFuture<'_, i64> {
+                let conversation_id = conversation_id.to_string();
+                Box::pin(async move { self.enqueue_card_update_inner(&conversation_id, body, now_ms).await })
+            }
+
+            fn due(&self, now_ms: i64, stale_before_ms: i64, limit: i64) -> StoreFuture<'_, Vec<OutboxItem>> {
+                Box::pin(self.due_inner(now_ms, stale_before_ms, limit))
+            }
+
+            fn claim(&self, id: i64, now_ms: i64, stale_before_ms: i64) -> StoreFuture<'_, bool> {
+                Box::pin(self.claim_inner(id, now_ms, stale_before_ms))
+            }
+
+            fn complete(&self, id: i64, result: serde_json::Value, card: Option<CardRef>, now_ms: i64) -> StoreFuture<'_, ()> {
+                Box::pin(self.complete_inner(id, result, card, now_ms))
+            }
+
+            fn retry(&self, id: i64, next_attempt_ms: i64, error: &str, maybe_sent: bool) -> StoreFuture<'_, ()> {
+                Box::pin(self.retry_inner(id, next_attempt_ms, error.to_string(), maybe_sent))
+            }
+
+            fn postpone(&self, id: i64, next_attempt_ms: i64) -> StoreFuture<'_, ()> {
+                Box::pin(self.postpone_inner(id, next_attempt_ms))
+            }
+
+            fn fail(&self, id: i64, error: &str, now_ms: i64) -> StoreFuture<'_, ()> {
+                Box::pin(self.fail_inner(id, error.to_string(), now_ms))
+            }
+
+            fn counts(&self) -> StoreFuture<'_, OutboxCounts> {
+                Box::pin(self.counts_inner())
+            }
+
+            fn has_unsent(&self, conversation_id: &str, method: &str) -> StoreFuture<'_, bool> {
+                let (conversation_id, method) = (conversation_id.to_string(), method.to_string());
+                Box::pin(async move {
+                    let found: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM slack_outbox WHERE conversation_id = $1 AND method = $2 \
+                         AND state IN ('pending', 'sending') LIMIT 1",
+                    )
+                    .bind(&conversation_id)
+                    .bind(&method)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(found.is_some())
+                })
+            }
+
+            fn superseded(&self, id: i64, conversation_id: &str) -> StoreFuture<'_, bool> {
+                let conversation_id = conversation_id.to_string();
+                Box::pin(async move {
+                    let found: Option<i64> = sqlx::query_scalar(
+                        "SELECT id FROM slack_outbox WHERE conversation_id = $1 AND method = 'chat.update' \
+                         AND id > $2 AND state <> 'failed' LIMIT 1",
+                    )
+                    .bind(&conversation_id)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(found.is_some())
+                })
+            }
+
+            fn card(&self, conversation_id: &str) -> StoreFuture<'_, Option<CardRef>> {
+                let conversation_id = conversation_id.to_string();
+                Box::pin(async move {
+                    let row: Option<(String, String)> =
+                        sqlx::query_as("SELECT channel, ts FROM slack_cards WHERE conversation_id = $1")
+                            .bind(&conversation_id)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    Ok(row.map(|(channel, ts)| CardRef {
+                        conversation_id,
+                        channel,
+                        ts,
+                    }))
+                })
+            }
+
+            fn card_at(&self, channel: &str, ts: &str) -> StoreFuture<'_, Option<String>> {
+                let (channel, ts) = (channel.to_string(), ts.to_string());
+                Box::pin(async move {
+                    Ok(sqlx::query_scalar(
+                        "SELECT conversation_id FROM slack_cards WHERE channel = $1 AND ts = $2",
+                    )
+                    .bind(&channel)
+                    .bind(&ts)
+                    .fetch_optional(&self.pool)
+                    .await?)
+                })
+            }
+
+            fn history_of(&self, conversation_id: &str) -> StoreFuture<'_, Vec<(String, String, i32)>> {
+                let conversation_id = conversation_id.to_string();
+                Box::pin(async move {
+                    Ok(sqlx::query_as(
+                        "SELECT method, state, attempts FROM slack_outbox WHERE conversation_id = $1 ORDER BY id",
+                    )
+                    .bind(&conversation_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+                })
+            }
+        }
+    };
+}

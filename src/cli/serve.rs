@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// The listen address (overrides TRIAGE_BIND).
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
+    /// Start on a fresh SQLite database seeded, through the real pipeline and models, with the
+    /// demo workspace (examples/demo/workspace.json), then open /board.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 /// Serves until ctrl-c or SIGTERM.
@@ -30,8 +34,32 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         bind: args.bind,
         ..Overrides::default()
     })?;
+    let mut s = s;
+    let demo = if args.demo {
+        let w = crate::board::demo::workspace()?;
+        let dir = std::env::temp_dir().join(format!("triage-demo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let db = dir.join("triage.db");
+        let _ = std::fs::remove_file(&db);
+        s.database_url = format!("sqlite://{}", db.display());
+        s.team_users.extend(crate::board::demo::team_ids(&w));
+        tracing::info!(database = %db.display(), "demo: fresh database");
+        Some(w)
+    } else {
+        None
+    };
     tokio::runtime::Runtime::new()?.block_on(async {
         let app = Application::build(s).await?;
+        if let Some(w) = demo {
+            let state = app.state().clone();
+            let url = format!("http://{}/board", app.local_addr());
+            tokio::spawn(async move {
+                match crate::board::demo::seed(&state, &w).await {
+                    Ok(n) => tracing::info!(messages = n, "demo: seeded; open {url}"),
+                    Err(e) => tracing::error!(error = %e, "demo: seeding failed"),
+                }
+            });
+        }
         app.run_until_stopped(shutdown_signal()).await
     })
 }

@@ -3,6 +3,7 @@
 use super::conversation::{Conversation, Priority};
 use super::event::{Event, EventKind};
 use super::message::Message;
+use super::note::Note;
 use super::status::Status;
 use serde::Serialize;
 
@@ -28,6 +29,10 @@ pub enum Change {
     MessageDeleted {
         message: Message,
         conversation: Conversation,
+    },
+    /// An internal note was added (never a message: cards and the board show it to the team only).
+    NoteAdded {
+        note: Note,
     },
     StatusChanged {
         conversation_id: String,
@@ -117,6 +122,7 @@ impl Change {
             | Change::OwnerChanged { conversation_id, .. }
             | Change::PriorityChanged { conversation_id, .. }
             | Change::TitleChanged { conversation_id, .. } => conversation_id,
+            Change::NoteAdded { note } => &note.conversation_id,
             Change::Merged { into, .. } => &into.id,
             Change::Moved { to, .. } => &to.id,
             Change::ConversationDeleted { id } => id,

@@ -11,6 +11,7 @@ mod error;
 mod event;
 mod ingest;
 mod message;
+mod note;
 mod regroup;
 pub mod status;
 
@@ -25,6 +26,7 @@ pub use error::DomainError;
 pub use event::{Actor, Event, EventKind};
 pub use ingest::{plan_ingest, ChannelContext, ContextMessage, IngestPlan, Prediction, CONTEXT_MESSAGES};
 pub use message::{normalize_ts, ts_to_time, BadTs, FileRef, IncomingMessage, Message, Role};
+pub use note::{build_note, NewNote, Note, NoteKind, SlackRef, MAX_NOTE_CHARS};
 pub use regroup::{apply_merge, apply_move, check_merge, check_move, split_conversation};
 pub use status::{ReplyLabel, Status};
 

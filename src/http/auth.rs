@@ -36,6 +36,17 @@ impl ApiTokens {
         self.0.is_empty()
     }
 
+    /// A secret key for `purpose` derived from the tokens (the board's session cookies): every
+    /// replica with the same tokens derives the same key, and changing the tokens revokes it.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        let mut h = Sha256::new();
+        h.update(purpose.as_bytes());
+        sorted.iter().for_each(|d| h.update(d));
+        h.finalize().into()
+    }
+
     pub fn accepts(&self, token: &str) -> bool {
         let candidate = digest(token);
         self.0

@@ -161,6 +161,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
     Router::new()
         .merge(v1)
+        // The web board: its own session and CSRF checks (src/board/session.rs).
+        .merge(crate::board::routes())
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),

@@ -130,6 +130,11 @@ pub fn document() -> Value {
             },
             "/v1/conversations/{id}/messages": {"get": with(op("Its messages, oldest first", "200", json!({"description": "a page", "content": {"application/json": {"schema": list_of("Message")}}}), &[401, 404, 422]), "parameters", id())},
             "/v1/conversations/{id}/events": {"get": with(op("Its events (status, owner, priority, grouping changes)", "200", json!({"description": "a page", "content": {"application/json": {"schema": list_of("Event")}}}), &[401, 404, 422]), "parameters", id())},
+            "/v1/conversations/{id}/notes": {
+                "parameters": id(),
+                "get": op("Its internal notes, oldest first", "200", json!({"description": "a page", "content": {"application/json": {"schema": list_of("Note")}}}), &[401, 404, 422]),
+                "post": with(op("Add an internal note (author: X-Triage-User); never sent to the customer, never classified", "201", ok("added", "Note"), &[400, 401, 404, 413, 422]), "requestBody", body("NoteInput"))
+            },
             "/v1/conversations/{id}/merge": {"post": with(with(op("Merge this conversation into another", "200", ok("the resulting conversation", "Merged"), &[401, 404, 409, 422]), "parameters", id()), "requestBody", body("MergeRequest"))},
             "/v1/accounts": {
                 "get": op("Accounts", "200", json!({"description": "all accounts", "content": {"application/json": {"schema": list_of("Account")}}}), &[401]),
@@ -189,6 +194,11 @@ pub fn document() -> Value {
                     "edited": {"type": "boolean", "description": "edited at its source (Slack message_changed)"},
                     "deleted": {"type": "boolean", "description": "a tombstone: deleted at its source, kept for the history"},
                     "label": {"enum": ["in_progress", "closed", null]}, "score": {"type": ["number", "null"]}}},
+                "Note": {"type": "object", "required": ["id", "conversation_id", "kind", "author", "text", "created_at"], "properties": {
+                    "id": {"type": "string"}, "conversation_id": {"type": "string"}, "kind": {"const": "note"},
+                    "author": {"type": "string"}, "text": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+                    "slack_channel": {"type": ["string", "null"]}, "slack_ts": {"type": ["string", "null"], "description": "the card-thread reply it came from"}}},
+                "NoteInput": {"type": "object", "required": ["text"], "additionalProperties": false, "properties": {"text": {"type": "string", "maxLength": 40000}}},
                 "File": {"type": "object", "required": ["name"], "properties": {
                     "name": {"type": "string"}, "permalink": {"type": ["string", "null"]}}, "description": "a file shared with the message (Slack file_share)"},
                 "Event": {"type": "object", "properties": {

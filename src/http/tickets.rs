@@ -6,7 +6,7 @@ use super::export;
 use super::extract::{Json, Query};
 use super::message::MessageBody;
 use super::AppState;
-use crate::domain::Status;
+use crate::domain::{Actor, NewNote, Status};
 use crate::pipeline::{IncomingMessage, Reason};
 use crate::store::{
     AccountInput, AccountPatch, Conversation, ConversationFilter, ConversationPatch, Message,
@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/conversations/{id}/messages", get(list_messages))
         .route("/v1/conversations/{id}/events", get(list_events))
+        .route("/v1/conversations/{id}/notes", get(list_notes).post(add_note))
         .route("/v1/conversations/{id}/merge", post(merge))
         .route("/v1/messages", post(ingest))
         .route("/v1/messages/{id}/move", post(move_message))
@@ -150,6 +151,40 @@ async fn list_messages(
     Query(params): Query<PageParams>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(axum::Json(state.store.list_messages(&id, params.page()?).await?))
+}
+
+async fn list_notes(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<PageParams>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(axum::Json(state.store.list_notes(&id, params.page()?).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    text: String,
+}
+
+/// An internal note by the acting user (`X-Triage-User`): never sent to the customer, never classified.
+async fn add_note(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Acting(actor): Acting,
+    Json(body): Json<NoteBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let author = match actor {
+        Actor::Human(user) => user,
+        other => other.to_string(),
+    };
+    let new = NewNote {
+        author,
+        text: body.text,
+        slack: None,
+    };
+    let (note, _) = state.pipeline.add_note(&id, new).await?;
+    Ok((StatusCode::CREATED, axum::Json(note)))
 }
 
 async fn list_events(

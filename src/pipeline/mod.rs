@@ -13,10 +13,11 @@
 mod bus;
 mod edits;
 pub mod ml;
+mod notes;
 mod tickets;
 
 use crate::domain::{self, status, Change, Conversation, Message, Role};
-use crate::store::{Store, StoreError};
+use crate::store::{MessageReasons, Store, StoreError};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -215,6 +216,13 @@ impl Pipeline {
             unit.rollback().await?;
             return self.replayed(msg, "message ingested concurrently").await;
         }
+        // Why it joined, in the same unit of work: the board shows it beside the message.
+        unit.record_reasons(&MessageReasons {
+            message_id: plan.message.id.clone(),
+            confidence: decision.confidence,
+            reasons: serde_json::to_value(&decision.reasons).unwrap_or_default(),
+        })
+        .await?;
         unit.commit().await?;
         let created = plan.new_conversation.then(|| Change::ConversationCreated {
             conversation: plan.conversation.clone(),

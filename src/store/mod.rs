@@ -15,11 +15,19 @@ mod queries;
 #[macro_use]
 mod ops;
 #[macro_use]
+mod board;
+#[macro_use]
 mod edits;
 #[macro_use]
 mod outbox;
+#[macro_use]
+mod notes;
+#[macro_use]
+mod inbox;
 mod rows;
 mod tx;
+
+pub use board::{CardDetail, MessageReasons};
 
 pub mod postgres;
 pub mod sqlite;
@@ -37,7 +45,7 @@ pub use crate::domain::status::Refusal;
 pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
 pub use crate::domain::{
     Account, AccountInput, AccountPatch, AccountRef, Actor, Conversation, ConversationPatch, Edited, Event,
-    EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Priority,
+    EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Note, Priority,
     ReplyLabel, Role, Status, TeamMember,
 };
 
@@ -156,6 +164,26 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, Written<Edited>>;
     /// Marks the message (channel, ts) deleted (a tombstone; idempotent).
     fn delete_message<'a>(&'a self, channel: &'a str, ts: &'a str) -> StoreFuture<'a, Written<Edited>>;
+
+    /// Adds an internal note to its conversation; `false`, with the stored note, when a note from
+    /// the same Slack message (channel, ts) was added before.
+    fn add_note(&self, note: Note) -> StoreFuture<'_, (Note, bool)>;
+    /// A conversation's notes, oldest first.
+    fn list_notes<'a>(&'a self, conversation_id: &'a str, page: PageRequest) -> StoreFuture<'a, Page<Note>>;
+
+    /// Stores an inbound delivery before it is acknowledged; `false` when its `event_id` is
+    /// already stored (a retry: its retry number is remembered, nothing else changes).
+    fn inbox_add(&self, entry: InboxEntry) -> StoreFuture<'_, bool>;
+    /// Deliveries not processed yet, oldest first.
+    fn inbox_pending(&self, limit: u32) -> StoreFuture<'_, Vec<InboxItem>>;
+    /// Marks a delivery processed with what processing did.
+    fn inbox_finish<'a>(&'a self, seq: i64, outcome: &'a str) -> StoreFuture<'a, ()>;
+    /// Records a failed attempt (the delivery stays pending); returns the attempts so far.
+    fn inbox_failed<'a>(&'a self, seq: i64, error: &'a str) -> StoreFuture<'a, u32>;
+    /// Deliveries per outcome (`pending` for those not processed yet).
+    fn inbox_counts(&self) -> StoreFuture<'_, BTreeMap<String, i64>>;
+    /// Forgets deliveries processed before `before`; returns how many.
+    fn inbox_prune(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64>;
     /// Starts the unit of work that stores one new message of `channel`: a write transaction
     /// holding the channel's lock (across replicas), so grouping decisions in a channel never race.
     /// Dropping the unit without [`IngestUnit::commit`] rolls it back.
@@ -181,6 +209,12 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or updates a background import's row.
     fn put_import_job<'a>(&'a self, job: &'a ImportJob) -> StoreFuture<'a, ()>;
     fn get_import_job<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ImportJob>;
+    /// What board cards show beyond the conversations `ids` (any order; unknown ids are skipped).
+    fn card_details<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<CardDetail>>;
+    /// Why each message of a conversation joined it, in message order (messages ingested before
+    /// reasons were stored have none).
+    fn message_reasons<'a>(&'a self, conversation_id: &'a str) -> StoreFuture<'a, Vec<MessageReasons>>;
+
     /// The Slack outbox and the triage cards' locations.
     fn outbox(&self) -> &dyn SlackOutbox;
 }
@@ -211,8 +245,31 @@ pub trait IngestUnit<'a>: Send {
     /// Writes the plan (conversation, message, events); false, with nothing to commit, when
     /// (channel, ts) was stored meanwhile.
     fn write<'b>(&'b mut self, plan: &'b IngestPlan, msg: &'b IncomingMessage) -> StoreFuture<'b, bool>;
+    /// Records why the message just written joined its conversation (after [`IngestUnit::write`]).
+    fn record_reasons<'b>(&'b mut self, reasons: &'b MessageReasons) -> StoreFuture<'b, ()>;
     fn commit(self: Box<Self>) -> StoreFuture<'a, ()>;
     fn rollback(self: Box<Self>) -> StoreFuture<'a, ()>;
+}
+
+/// An inbound delivery (a Slack Events API request body), as stored before it is acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxEntry {
+    pub event_id: String,
+    pub team_id: Option<String>,
+    pub payload: String,
+    pub retry_num: u32,
+    pub received_at: DateTime<Utc>,
+}
+
+/// A stored delivery waiting for the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxItem {
+    pub seq: i64,
+    pub event_id: String,
+    pub team_id: Option<String>,
+    pub payload: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
 }
 
 /// What a write changed: the new state, and the events it recorded for the pipeline to publish.

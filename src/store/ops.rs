@@ -11,7 +11,8 @@
 //! - `insert_events`, `load_context`, `write_ingest` (batched statements per dialect);
 //! - `for_update!()` and the analytics queries `FIRST_RESPONSE`, `TIME_TO_CLOSE`.
 //!
-//! Edits and deletions of stored messages are in `edits.rs` (`message_edit_ops!`).
+//! Edits and deletions of stored messages are in `edits.rs` (`message_edit_ops!`), internal notes
+//! in `notes.rs` (`note_ops!`), the inbound inbox in `inbox.rs` (`inbox_ops!`).
 
 macro_rules! store_ops {
     ($backend:ty) => {
@@ -42,6 +43,10 @@ macro_rules! store_ops {
                 msg: &'b IncomingMessage,
             ) -> StoreFuture<'b, bool> {
                 Box::pin(write_ingest(&mut self.tx, plan, msg))
+            }
+
+            fn record_reasons<'b>(&'b mut self, reasons: &'b MessageReasons) -> StoreFuture<'b, ()> {
+                Box::pin(insert_reasons(&mut self.tx, reasons))
             }
 
             fn commit(self: Box<Self>) -> StoreFuture<'a, ()> {
@@ -124,6 +129,7 @@ macro_rules! store_ops {
                 for statement in [
                     sqlx::query("UPDATE messages SET conversation_id = $1 WHERE conversation_id = $2"),
                     sqlx::query("UPDATE events SET conversation_id = $1 WHERE conversation_id = $2"),
+                    sqlx::query("UPDATE notes SET conversation_id = $1 WHERE conversation_id = $2"),
                 ] {
                     statement.bind(into).bind(from).execute(&mut *tx).await?;
                 }
@@ -514,6 +520,38 @@ macro_rules! store_ops {
                 Box::pin(self.delete_message_inner(channel, ts))
             }
 
+            fn inbox_add(&self, entry: InboxEntry) -> StoreFuture<'_, bool> {
+                Box::pin(self.inbox_add_inner(entry))
+            }
+
+            fn inbox_pending(&self, limit: u32) -> StoreFuture<'_, Vec<InboxItem>> {
+                Box::pin(self.inbox_pending_inner(limit))
+            }
+
+            fn inbox_finish<'a>(&'a self, seq: i64, outcome: &'a str) -> StoreFuture<'a, ()> {
+                Box::pin(self.inbox_finish_inner(seq, outcome))
+            }
+
+            fn inbox_failed<'a>(&'a self, seq: i64, error: &'a str) -> StoreFuture<'a, u32> {
+                Box::pin(self.inbox_failed_inner(seq, error))
+            }
+
+            fn inbox_counts(&self) -> StoreFuture<'_, BTreeMap<String, i64>> {
+                Box::pin(self.inbox_counts_inner())
+            }
+
+            fn inbox_prune(&self, before: DateTime<Utc>) -> StoreFuture<'_, u64> {
+                Box::pin(self.inbox_prune_inner(before))
+            }
+
+            fn add_note(&self, note: Note) -> StoreFuture<'_, (Note, bool)> {
+                Box::pin(self.add_note_inner(note))
+            }
+
+            fn list_notes<'a>(&'a self, conversation_id: &'a str, page: PageRequest) -> StoreFuture<'a, Page<Note>> {
+                Box::pin(self.list_notes_inner(conversation_id, page))
+            }
+
             fn begin_ingest<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Box<dyn IngestUnit<'a> + 'a>> {
                 Box::pin(async move {
                     let tx = self.ingest_tx(channel).await?;
@@ -579,6 +617,14 @@ macro_rules! store_ops {
 
             fn export_grouping(&self, since: Option<DateTime<Utc>>) -> StoreFuture<'_, Vec<GroupingRow>> {
                 Box::pin(self.export_grouping_inner(since))
+            }
+
+            fn card_details<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<CardDetail>> {
+                Box::pin(card_details(&self.pool, ids))
+            }
+
+            fn message_reasons<'a>(&'a self, conversation_id: &'a str) -> StoreFuture<'a, Vec<MessageReasons>> {
+                Box::pin(message_reasons(&self.pool, conversation_id))
             }
 
             fn outbox(&self) -> &dyn SlackOutbox {

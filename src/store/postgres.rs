@@ -5,7 +5,7 @@
 //! insert the same message; human edits lock the rows they change (`FOR UPDATE`).
 
 use super::rows::{
-    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, StatusLabelSql,
+    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, NoteRow, StatusLabelSql,
 };
 use super::*;
 use crate::domain::{
@@ -30,9 +30,12 @@ macro_rules! for_update {
 }
 
 shared_queries!();
+board_queries!();
 store_ops!(PgStore);
 message_edit_ops!(PgStore);
 outbox_ops!(PgStore);
+note_ops!(PgStore);
+inbox_ops!(PgStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Postgres>;
 

@@ -2,7 +2,9 @@
 //! their mapping to the domain.
 
 use super::{embedding_from_bytes, GroupingRow, StatusLabelRow, StoreError};
-use crate::domain::{ContextMessage, Conversation, Event, FileRef, LinkedIssue, Message, ReplyLabel};
+use crate::domain::{
+    ContextMessage, Conversation, Event, FileRef, LinkedIssue, Message, Note, NoteKind, ReplyLabel,
+};
 use chrono::{DateTime, Utc};
 use std::str::FromStr;
 
@@ -103,6 +105,36 @@ impl MessageRow {
                 score: self.score,
             },
         ))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct NoteRow {
+    pub seq: i64,
+    pub id: String,
+    pub conversation_id: String,
+    pub author: String,
+    pub text: String,
+    pub created_at: DateTime<Utc>,
+    pub slack_channel: Option<String>,
+    pub slack_ts: Option<String>,
+}
+
+impl NoteRow {
+    pub fn into_domain(self) -> (i64, Note) {
+        (
+            self.seq,
+            Note {
+                id: self.id,
+                conversation_id: self.conversation_id,
+                kind: NoteKind::Note,
+                author: self.author,
+                text: self.text,
+                created_at: self.created_at,
+                slack_channel: self.slack_channel,
+                slack_ts: self.slack_ts,
+            },
+        )
     }
 }
 

@@ -16,6 +16,12 @@ macro_rules! message_select {
     };
 }
 
+macro_rules! note_select {
+    () => {
+        "SELECT seq, id, conversation_id, author, text, created_at, slack_channel, slack_ts FROM notes"
+    };
+}
+
 macro_rules! event_select {
     () => {
         "SELECT seq, id, conversation_id, kind, actor, message_id, before_value, after_value, model_label, \

@@ -7,7 +7,7 @@
 //! costs far more than the writes themselves; the busy timeout remains for other processes.
 
 use super::rows::{
-    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, StatusLabelSql,
+    parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, NoteRow, StatusLabelSql,
 };
 use super::*;
 use crate::domain::{
@@ -38,9 +38,12 @@ macro_rules! for_update {
 }
 
 shared_queries!();
+board_queries!();
 store_ops!(SqliteStore);
 message_edit_ops!(SqliteStore);
 outbox_ops!(SqliteStore);
+note_ops!(SqliteStore);
+inbox_ops!(SqliteStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Sqlite>;
 

@@ -1,4 +1,5 @@
 //! The one integration-test binary: real model, real HTTP on port 0.
+mod board;
 mod embed_api;
 mod group;
 mod helpers;

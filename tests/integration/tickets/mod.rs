@@ -11,4 +11,5 @@ mod exports;
 mod grouping;
 mod lifecycle;
 mod listing;
+mod notes;
 mod webhooks;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use triage::cli::{bench, classify, embed, group, serve};
+use triage::cli::{bench, classify, embed, group, import, serve};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: bench::BenchCommand,
+    },
+    /// Import history (a Slack export) through the whole pipeline.
+    Import {
+        #[command(subcommand)]
+        what: import::ImportCommand,
     },
     /// The embedding model's files.
     Model {
@@ -89,6 +94,7 @@ fn main() -> ExitCode {
             what: Eval::Status(args),
         } => classify::run_eval(args),
         Command::Bench { what } => bench::run(what),
+        Command::Import { what } => import::run(what),
         Command::Model { what } => embed::model(what),
     };
     match result {

@@ -18,6 +18,8 @@ use crate::model_files::{self, ModelFiles};
 pub enum BenchCommand {
     /// Embedding throughput and single-message latency over a file of messages (one per line).
     Embed(EmbedArgs),
+    /// A Slack import's throughput against the embedder's batch rate, measured in the same run.
+    Import(super::bench_import::ImportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,7 +47,10 @@ pub struct EmbedArgs {
 
 /// `triage bench ...`.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Embed(args) = command;
+    let args = match command {
+        BenchCommand::Embed(args) => args,
+        BenchCommand::Import(args) => return super::bench_import::run(args),
+    };
     let s = args.config.settings(Overrides {
         max_batch_tokens: args.max_batch_tokens,
         max_batch_size: args.max_batch_size,

@@ -2,7 +2,7 @@
 //! `src/main.rs` only assembles the command tree and dispatches. The modules follow the core they
 //! drive: [`serve`] (the server), [`embed`] (`embed`, `model verify|pull`), [`classify`]
 //! (`classify`, `train status`, `eval status`), [`group`] (`train group`, `eval group`), [`bench`]
-//! (`bench embed`); `import` and `export` will sit beside them.
+//! (`bench embed`), [`import`] (`import slack-export`); `export` will sit beside them.
 //!
 //! Configuration has one order everywhere: defaults < `--config FILE` < `TRIAGE_*` environment <
 //! flags, applied by [`ConfigArgs::settings`] through [`Overrides`]. Every command that reports a
@@ -10,9 +10,11 @@
 //! go to stderr.
 
 pub mod bench;
+mod bench_import;
 pub mod classify;
 pub mod embed;
 pub mod group;
+pub mod import;
 pub mod serve;
 
 use std::path::PathBuf;

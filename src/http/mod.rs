@@ -13,6 +13,7 @@ pub mod error;
 mod export;
 pub mod extract;
 mod group;
+pub mod import;
 pub mod message;
 pub mod openapi;
 pub mod server;
@@ -168,6 +169,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/classify", post(classify::classify))
         .route("/v1/group", post(group::group))
         .merge(tickets::routes())
+        .merge(import::routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_bearer,

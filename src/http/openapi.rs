@@ -87,6 +87,22 @@ pub fn document() -> Value {
             "dry_run": {"type": "boolean", "default": false}
         }
     });
+    let import_form = json!({
+        "type": "object", "required": ["file"],
+        "properties": {
+            "file": {"type": "string", "contentMediaType": "application/zip", "description": "the export (channels.json, users.json, <channel>/<YYYY-MM-DD>.json), or slackdump's output"},
+            "channels": {"type": "string", "description": "comma-separated channel names or ids"},
+            "team_users": {"type": "string", "description": "comma-separated Slack user ids (default: TRIAGE_TEAM_USERS, else the export's own workspace members)"},
+            "since": {"type": "string", "description": "YYYY-MM-DD or RFC 3339"},
+            "until": {"type": "string", "description": "YYYY-MM-DD (included) or RFC 3339"},
+            "dry_run": {"type": "boolean"}
+        }
+    });
+    let import_op = with(
+        op("Import a Slack export zip as a background job (same import as `triage import slack-export`)", "202", ok("the job started", "ImportStarted"), &[400, 401, 413, 422, 503]),
+        "requestBody",
+        json!({"required": true, "content": {"multipart/form-data": {"schema": import_form}}}),
+    );
     let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
@@ -217,6 +233,16 @@ pub fn document() -> Value {
             "responses": {}
         }
     });
+    // Added apart: the document above is at the json! macro's recursion limit.
+    doc["paths"]["/v1/import"] = json!({"post": import_op});
+    doc["paths"]["/v1/import/{id}"] = json!({"get": with(op("Progress of an import and, once done, its summary", "200", ok("the job", "ImportJob"), &[401, 404]), "parameters", id())});
+    doc["components"]["schemas"]["ImportStarted"] = json!({"type": "object", "required": ["id", "state", "url"], "properties": {"id": {"type": "string"}, "state": {"const": "running"}, "url": {"type": "string"}}});
+    doc["components"]["schemas"]["ImportJob"] = json!({"type": "object", "required": ["id", "state", "total", "done"], "properties": {
+        "id": {"type": "string"}, "state": {"enum": ["running", "done", "failed"]},
+        "total": {"type": "integer", "description": "messages to go through"}, "done": {"type": "integer"},
+        "summary": {"type": ["object", "null"], "description": "once done: messages_imported, duplicates_skipped, ignored, conversations, channels, seconds, ignored_subtypes, repeats_merged, thread_replies, deleted, placeholder_users, team_users, team_source, dry_run"},
+        "error": {"type": ["string", "null"], "description": "why it failed, e.g. the malformed file and line"},
+        "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"}}});
     for (code, what) in [
         (400, "malformed request (unparsable JSON)"),
         (401, "missing or invalid credentials"),

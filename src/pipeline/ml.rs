@@ -65,24 +65,9 @@ impl Inference for ModelInference {
                 (vectors.pop().ok_or_else(missing)?, None)
             };
             let prediction = match status {
-                Some(model) => {
-                    let p = model
-                        .predict(
-                            &[text],
-                            std::slice::from_ref(tuned.as_ref().unwrap_or(&embedding)),
-                        )
-                        .map_err(|e| InferenceError::Failed(e.to_string()))?
-                        .pop()
-                        .ok_or_else(|| InferenceError::Failed("the status model returned nothing".into()))?;
-                    let label = match p.label {
-                        Label::InProgress => ReplyLabel::InProgress,
-                        Label::Closed => ReplyLabel::Closed,
-                    };
-                    Some(Prediction {
-                        label,
-                        score: p.score(p.label),
-                    })
-                }
+                Some(model) => predict(model, &[text], std::slice::from_ref(tuned.as_ref().unwrap_or(&embedding)))?
+                    .pop()
+                    .ok_or_else(|| InferenceError::Failed("the status model returned nothing".into()))?,
                 None => None,
             };
             Ok(Analysis {
@@ -91,6 +76,91 @@ impl Inference for ModelInference {
             })
         })
     }
+
+    /// One queue call for the customers' messages and one (through the fine-tuned tail, when the
+    /// status model has one) for the team's: the embedder batches them by its token budget.
+    fn analyse_batch<'a>(
+        &'a self,
+        inputs: &'a [(String, Role)],
+    ) -> BoxFuture<'a, Result<Vec<Analysis>, InferenceError>> {
+        Box::pin(async move {
+            let mut out = vec![Analysis::default(); inputs.len()];
+            let pick = |agent: bool| -> Vec<usize> {
+                (0..inputs.len())
+                    .filter(|&i| !inputs[i].0.trim().is_empty() && (inputs[i].1 == Role::Agent) == agent)
+                    .collect()
+            };
+            let (customers, agents) = (pick(false), pick(true));
+            if customers.is_empty() && agents.is_empty() {
+                return Ok(out);
+            }
+            let handle = self.embed.get().ok_or(InferenceError::NotReady)?;
+            let texts = |idx: &[usize]| idx.iter().map(|&i| inputs[i].0.clone()).collect::<Vec<_>>();
+            // Both calls are queued before either is awaited, so they share forward batches.
+            let agent_run = async {
+                if agents.is_empty() {
+                    return Ok::<_, InferenceError>(None);
+                }
+                let model = self.status.get().ok_or(InferenceError::NotReady)?;
+                let (shared, tuned) = if model.needs_tail() {
+                    let (pairs, _) = handle.embed_with_tail(texts(&agents)).await?;
+                    let (shared, tuned): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+                    (shared, Some(tuned))
+                } else {
+                    (handle.embed(texts(&agents)).await?.0, None)
+                };
+                let agent_texts: Vec<&str> = agents.iter().map(|&i| inputs[i].0.as_str()).collect();
+                let labels = predict(model, &agent_texts, tuned.as_ref().unwrap_or(&shared))?;
+                Ok(Some((shared, labels)))
+            };
+            let customer_run = async {
+                if customers.is_empty() {
+                    return Ok::<_, InferenceError>(Vec::new());
+                }
+                Ok(handle.embed(texts(&customers)).await?.0)
+            };
+            let (agent_out, customer_out) = tokio::join!(agent_run, customer_run);
+            if let Some((shared, labels)) = agent_out? {
+                for ((i, e), p) in agents.iter().zip(shared).zip(labels) {
+                    out[*i] = Analysis {
+                        embedding: Some(e),
+                        prediction: p,
+                    };
+                }
+            }
+            for (i, e) in customers.iter().zip(customer_out?) {
+                out[*i].embedding = Some(e);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// The status model's labels for team replies and the embeddings it reads.
+fn predict(
+    model: &crate::classify::StatusModel,
+    texts: &[&str],
+    embeddings: &[Vec<f32>],
+) -> Result<Vec<Option<Prediction>>, InferenceError> {
+    let predictions = model
+        .predict(texts, embeddings)
+        .map_err(|e| InferenceError::Failed(e.to_string()))?;
+    if predictions.len() != texts.len() {
+        return Err(InferenceError::Failed("the status model returned too few labels".into()));
+    }
+    Ok(predictions
+        .into_iter()
+        .map(|p| {
+            let label = match p.label {
+                Label::InProgress => ReplyLabel::InProgress,
+                Label::Closed => ReplyLabel::Closed,
+            };
+            Some(Prediction {
+                label,
+                score: p.score(p.label),
+            })
+        })
+        .collect())
 }
 
 /// The trained grouper over the store's channel context.

@@ -103,6 +103,21 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 /// so it runs before the store's unit of work, never under a lock.
 pub trait Inference: Send + Sync {
     fn analyse<'a>(&'a self, text: &'a str, role: Role) -> BoxFuture<'a, Result<Analysis, InferenceError>>;
+
+    /// Analyses many messages at once (an import): one result per input, in order. The default
+    /// runs [`Inference::analyse`] on each; the real models embed the whole batch in one call.
+    fn analyse_batch<'a>(
+        &'a self,
+        inputs: &'a [(String, Role)],
+    ) -> BoxFuture<'a, Result<Vec<Analysis>, InferenceError>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(inputs.len());
+            for (text, role) in inputs {
+                out.push(self.analyse(text, *role).await?);
+            }
+            Ok(out)
+        })
+    }
 }
 
 /// Why a message could not be ingested.
@@ -229,6 +244,25 @@ impl Pipeline {
             reasons: decision.reasons,
             created: true,
         })
+    }
+
+    /// Analyses a batch of messages (text, role) for [`Pipeline::ingest_analysed`]: the path of
+    /// bulk imports, at the embedder's batch rate rather than its one-message latency.
+    pub async fn analyse_batch(&self, inputs: Vec<(String, Role)>) -> Result<Vec<Analysis>, InferenceError> {
+        let out = self.inference.analyse_batch(&inputs).await?;
+        if out.len() != inputs.len() {
+            return Err(InferenceError::Failed(format!(
+                "{} analyses for {} messages",
+                out.len(),
+                inputs.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Whether (channel, ts) has been ingested.
+    pub async fn is_stored(&self, channel: &str, ts: &str) -> Result<bool, StoreError> {
+        Ok(self.store.find_message(channel, ts).await?.is_some())
     }
 
     /// The stored outcome of a message already ingested, if it was.

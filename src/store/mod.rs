@@ -206,6 +206,9 @@ pub trait Store: Send + Sync + 'static {
     fn export_grouping(&self, since: Option<DateTime<Utc>>) -> StoreFuture<'_, Vec<GroupingRow>>;
     fn analytics(&self) -> StoreFuture<'_, Analytics>;
 
+    /// Creates or updates a background import's row.
+    fn put_import_job<'a>(&'a self, job: &'a ImportJob) -> StoreFuture<'a, ()>;
+    fn get_import_job<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ImportJob>;
     /// What board cards show beyond the conversations `ids` (any order; unknown ids are skipped).
     fn card_details<'a>(&'a self, ids: &'a [String]) -> StoreFuture<'a, Vec<CardDetail>>;
     /// Why each message of a conversation joined it, in message order (messages ingested before
@@ -214,6 +217,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// The Slack outbox and the triage cards' locations.
     fn outbox(&self) -> &dyn SlackOutbox;
+}
+
+/// A background import (`POST /v1/import`) as stored: its progress and, once done, its summary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImportJob {
+    pub id: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub total: i64,
+    pub done: i64,
+    /// The import's summary (JSON) once done.
+    pub summary: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// One message's ingest inside a [`Store::begin_ingest`] transaction, step by step as the pipeline

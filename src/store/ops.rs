@@ -634,6 +634,50 @@ macro_rules! store_ops {
             fn analytics(&self) -> StoreFuture<'_, Analytics> {
                 Box::pin(self.analytics_inner())
             }
+
+            fn put_import_job<'a>(&'a self, job: &'a ImportJob) -> StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    let summary = job.summary.as_ref().map(|s| s.to_string());
+                    sqlx::query(
+                        "INSERT INTO import_jobs (id, state, total, done, summary, error, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, total = excluded.total, \
+                         done = excluded.done, summary = excluded.summary, error = excluded.error, \
+                         updated_at = excluded.updated_at",
+                    )
+                    .bind(&job.id)
+                    .bind(&job.state)
+                    .bind(job.total)
+                    .bind(job.done)
+                    .bind(summary)
+                    .bind(&job.error)
+                    .bind(job.created_at)
+                    .bind(job.updated_at)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                })
+            }
+
+            fn get_import_job<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ImportJob> {
+                Box::pin(async move {
+                    type Row = (String, String, i64, i64, Option<String>, Option<String>, DateTime<Utc>, DateTime<Utc>);
+                    let row: Option<Row> = sqlx::query_as(
+                        "SELECT id, state, total, done, summary, error, created_at, updated_at \
+                         FROM import_jobs WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    let (id, state, total, done, summary, error, created_at, updated_at) =
+                        row.ok_or(StoreError::NotFound("import"))?;
+                    let summary = summary
+                        .map(|s| serde_json::from_str(&s))
+                        .transpose()
+                        .map_err(|e| StoreError::Unexpected(e.into()))?;
+                    Ok(ImportJob { id, state, total, done, summary, error, created_at, updated_at })
+                })
+            }
         }
     };
 }

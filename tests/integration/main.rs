@@ -4,6 +4,7 @@ mod embed_api;
 mod group;
 mod hardening;
 mod helpers;
+mod import;
 mod model_files;
 pub(crate) mod pipeline;
 mod slack;

@@ -14,7 +14,7 @@
 //! guests of the same workspace); otherwise, under Slack Connect, users of the installing
 //! workspace: the message's `user_team` (or `team`) equal to the event's `team_id`.
 
-use crate::domain::{normalize_ts, FileRef, IncomingMessage, Role};
+use crate::domain::{normalize_ts, validate, FileRef, IncomingMessage, Role};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -172,6 +172,39 @@ const MESSAGE_SUBTYPES: [&str; 4] = ["file_share", "thread_broadcast", "reply_br
 /// Turns one message of `channel` (the event's `channel`, or an export's folder) in the workspace
 /// `team_id` (the event's `team_id`, or the exporting workspace) into an [`Item`].
 pub fn interpret(msg: &SlackMessage, channel: &str, team_id: Option<&str>, team: &Team) -> Item {
+    checked(interpret_unchecked(msg, channel, team_id, team))
+}
+
+/// The item if it keeps the input rules every adapter applies ([`validate`]: no NUL, identifier and
+/// text limits), so the live adapter and the import store exactly what the HTTP API would, on
+/// both backends; otherwise ignored as `invalid:<field>` (counted, never retried).
+fn checked(item: Item) -> Item {
+    let rules = |item: &Item| -> Result<(), validate::Invalid> {
+        match item {
+            Item::New(m) => {
+                validate::id("channel", &m.channel)?;
+                validate::id("user", &m.user)?;
+                validate::text("text", &m.text, validate::MAX_TEXT_CHARS, false)?;
+                for (i, f) in m.files.iter().enumerate() {
+                    validate::text(&format!("files[{i}].name"), &f.name, validate::MAX_NAME_CHARS, false)?;
+                }
+                Ok(())
+            }
+            Item::Edit { channel, text, .. } => {
+                validate::id("channel", channel)?;
+                validate::text("text", text, validate::MAX_TEXT_CHARS, false)
+            }
+            Item::Delete { channel, .. } => validate::id("channel", channel),
+            Item::Ignored { .. } => Ok(()),
+        }
+    };
+    match rules(&item) {
+        Ok(()) => item,
+        Err(e) => Item::ignored(format!("invalid:{}", e.field)),
+    }
+}
+
+fn interpret_unchecked(msg: &SlackMessage, channel: &str, team_id: Option<&str>, team: &Team) -> Item {
     let channel = msg.channel.as_deref().unwrap_or(channel).to_owned();
     match msg.subtype.as_deref() {
         Some("message_changed") => {
@@ -273,6 +306,23 @@ mod tests {
             Item::New(m) => m,
             other => panic!("not a new message: {other:?}"),
         }
+    }
+
+    #[test]
+    fn messages_breaking_the_input_rules_are_ignored_as_invalid() {
+        let t = team();
+        let interpret_json = |v: Value| interpret(&parse(v), "C1", Some("TUS"), &t);
+        let nul = interpret_json(json!({"type": "message", "user": "U1", "text": "a\u{0}b", "ts": "1700000000.0001"}));
+        assert_eq!(nul, Item::ignored("invalid:text"));
+        let long = interpret_json(json!({"type": "message", "channel": "C".repeat(100_000), "user": "U1",
+                                          "text": "hi", "ts": "1700000000.0001"}));
+        assert_eq!(long, Item::ignored("invalid:channel"));
+        let edit = interpret_json(json!({"type": "message", "subtype": "message_changed", "ts": "1700000001.0",
+            "message": {"type": "message", "user": "U1", "text": "x\u{0}", "ts": "1700000000.0001"}}));
+        assert_eq!(edit, Item::ignored("invalid:text"));
+        // Tabs and newlines are text, not a broken rule.
+        let ok = interpret_json(json!({"type": "message", "user": "U1", "text": "a\tb\nc", "ts": "1700000000.0001"}));
+        assert!(matches!(ok, Item::New(_)));
     }
 
     #[test]

@@ -293,8 +293,14 @@ impl Settings {
         for (name, field) in [
             ("TRIAGE_HTTP_REQUEST_TIMEOUT", &mut self.http.request_timeout_secs),
             ("TRIAGE_HTTP_IDLE_TIMEOUT", &mut self.http.idle_timeout_secs),
-            ("TRIAGE_HTTP_HEADER_READ_TIMEOUT", &mut self.http.header_read_timeout_secs),
-            ("TRIAGE_HTTP_BODY_READ_TIMEOUT", &mut self.http.body_read_timeout_secs),
+            (
+                "TRIAGE_HTTP_HEADER_READ_TIMEOUT",
+                &mut self.http.header_read_timeout_secs,
+            ),
+            (
+                "TRIAGE_HTTP_BODY_READ_TIMEOUT",
+                &mut self.http.body_read_timeout_secs,
+            ),
             ("TRIAGE_HTTP_DRAIN_TIMEOUT", &mut self.http.drain_timeout_secs),
         ] {
             if let Some(v) = get(name) {

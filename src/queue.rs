@@ -338,7 +338,8 @@ fn model_loop(
             d.fetch_sub(waiting as i64, Ordering::Relaxed);
             metrics.queue_depth.set(d.load(Ordering::Relaxed));
         }
-        let (ingest, more_bulk): (Vec<Job>, Vec<Job>) = arrived.into_iter().partition(|j| j.lane == Lane::Ingest);
+        let (ingest, more_bulk): (Vec<Job>, Vec<Job>) =
+            arrived.into_iter().partition(|j| j.lane == Lane::Ingest);
         bulk.extend(more_bulk);
         // Callers that went away (timeout, closed connection) cost nothing more.
         let ingest: Vec<Job> = ingest.into_iter().filter(|j| !j.reply.is_closed()).collect();
@@ -385,7 +386,9 @@ impl BulkRound {
         let mut owner = Vec::new();
         let mut lengths = Vec::new();
         for (j, job) in jobs.iter().enumerate() {
-            metrics.queue.observe(started.duration_since(job.enqueued).as_secs_f64());
+            metrics
+                .queue
+                .observe(started.duration_since(job.enqueued).as_secs_f64());
             for (k, ids) in job.ids.iter().enumerate() {
                 owner.push((j, k));
                 lengths.push(ids.len());
@@ -414,14 +417,19 @@ impl BulkRound {
     /// Runs the next batch (on every compute thread); true when the round is complete.
     fn step(&mut self, embedder: &Embedder, metrics: &EmbedMetrics) -> bool {
         let end = (self.next + 1).min(self.plan.len());
-        let seqs: Vec<&[u32]> = self.owner.iter().map(|&(j, k)| self.jobs[j].ids[k].as_slice()).collect();
+        let seqs: Vec<&[u32]> = self
+            .owner
+            .iter()
+            .map(|&(j, k)| self.jobs[j].ids[k].as_slice())
+            .collect();
         let wants: Vec<Want> = self.owner.iter().map(|&(j, _)| self.jobs[j].want).collect();
         let t = Instant::now();
-        let result = embedder.run_plan_with_tail(&seqs, embedder.tail(), &wants, &self.plan[self.next..end], |b| {
-            metrics.inference.observe(b.elapsed.as_secs_f64());
-            metrics.batch_size.observe(b.sequences as f64);
-            metrics.batch_tokens.observe(b.padded_tokens as f64);
-        });
+        let result =
+            embedder.run_plan_with_tail(&seqs, embedder.tail(), &wants, &self.plan[self.next..end], |b| {
+                metrics.inference.observe(b.elapsed.as_secs_f64());
+                metrics.batch_size.observe(b.sequences as f64);
+                metrics.batch_tokens.observe(b.padded_tokens as f64);
+            });
         self.inference += t.elapsed();
         match result {
             Ok(mut vectors) => {
@@ -440,7 +448,11 @@ impl BulkRound {
     }
 
     fn answer(self) {
-        let mut per_job: Vec<Vec<Embedded>> = self.jobs.iter().map(|j| Vec::with_capacity(j.ids.len())).collect();
+        let mut per_job: Vec<Vec<Embedded>> = self
+            .jobs
+            .iter()
+            .map(|j| Vec::with_capacity(j.ids.len()))
+            .collect();
         if self.failed.is_none() {
             // `owner` lists inputs job by job, in order, so pushing keeps each job's order.
             for ((j, _), v) in self.owner.iter().zip(self.out) {

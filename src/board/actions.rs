@@ -5,9 +5,9 @@
 
 use super::session::Editor;
 use crate::domain::{AccountPatch, ConversationPatch, NewNote};
-use crate::store::Actor;
 use crate::http::extract::Json;
 use crate::http::{ApiError, AppState};
+use crate::store::Actor;
 use axum::extract::{Path, State};
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -23,7 +23,9 @@ pub async fn update(
     if patch.title.as_deref().is_some_and(|t| t.trim().is_empty()) {
         return Err(ApiError::invalid("title", "a title cannot be empty"));
     }
-    Ok(axum::Json(state.pipeline.update_conversation(&id, patch, actor).await?))
+    Ok(axum::Json(
+        state.pipeline.update_conversation(&id, patch, actor).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -57,7 +59,9 @@ pub async fn move_message(
 ) -> Result<impl IntoResponse, ApiError> {
     let to = body.conversation_id.as_deref().filter(|c| !c.is_empty());
     let (message, conversation) = state.pipeline.move_message(&id, to, actor).await?;
-    Ok(axum::Json(json!({ "message": message, "conversation": conversation })))
+    Ok(axum::Json(
+        json!({ "message": message, "conversation": conversation }),
+    ))
 }
 
 /// An account's owner (what `PATCH /v1/accounts/{id}` does; accounts carry no actor or events).
@@ -89,7 +93,14 @@ pub async fn add_note(
     };
     let (note, _) = state
         .pipeline
-        .add_note(&id, NewNote { author, text: body.text, slack: None })
+        .add_note(
+            &id,
+            NewNote {
+                author,
+                text: body.text,
+                slack: None,
+            },
+        )
         .await?;
     Ok((axum::http::StatusCode::CREATED, axum::Json(note)))
 }

@@ -27,17 +27,30 @@ pub async fn page(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let conv = state.store.get_conversation(&id).await?;
-    let all = PageRequest { cursor: None, limit: SHOWN };
-    let same_channel = ConversationFilter { channel: Some(conv.channel.clone()), ..Default::default() };
+    let all = PageRequest {
+        cursor: None,
+        limit: SHOWN,
+    };
+    let same_channel = ConversationFilter {
+        channel: Some(conv.channel.clone()),
+        ..Default::default()
+    };
     let (messages, events, notes, reasons, others, team) = tokio::try_join!(
         state.store.list_messages(&id, all.clone()),
         state.store.list_events(&id, all.clone()),
         state.store.list_notes(&id, all),
         state.store.message_reasons(&id),
-        state.store.list_conversations(&same_channel, PageRequest { cursor: None, limit: CANDIDATES }),
+        state.store.list_conversations(
+            &same_channel,
+            PageRequest {
+                cursor: None,
+                limit: CANDIDATES
+            }
+        ),
         state.store.list_team(),
     )?;
-    let reasons: HashMap<&str, &MessageReasons> = reasons.iter().map(|r| (r.message_id.as_str(), r)).collect();
+    let reasons: HashMap<&str, &MessageReasons> =
+        reasons.iter().map(|r| (r.message_id.as_str(), r)).collect();
     let others: Vec<&Conversation> = others.items.iter().filter(|c| c.id != id).collect();
     let truncated = messages.next_cursor.is_some();
     // Messages and internal notes in one timeline, by time.
@@ -52,7 +65,11 @@ pub async fn page(
         .collect();
     timeline.sort_by_key(|(at, _)| *at);
     let now = Utc::now();
-    let title = if conv.title.trim().is_empty() { "(no text)".to_owned() } else { trimmed(&conv.title, 120) };
+    let title = if conv.title.trim().is_empty() {
+        "(no text)".to_owned()
+    } else {
+        trimmed(&conv.title, 120)
+    };
     let body = html! {
         nav class="crumbs" aria-label="Breadcrumb" { a href="/board" { "Board" } " › " span { (trimmed(&title, 60)) } }
         h1 { (title) }
@@ -87,7 +104,10 @@ pub async fn page(
         }
     };
     let live = format!("conversation:{id}");
-    Ok(view::html_response(StatusCode::OK, view::page(&title, Some(&user), Nav::Other, Some(&live), body)))
+    Ok(view::html_response(
+        StatusCode::OK,
+        view::page(&title, Some(&user), Nav::Other, Some(&live), body),
+    ))
 }
 
 fn role_name(m: &Message) -> &'static str {
@@ -102,7 +122,11 @@ fn message(m: &Message, why: Option<&MessageReasons>, others: &[&Conversation]) 
         "msg {}{}{}",
         role_name(m),
         if m.deleted { " deleted" } else { "" },
-        if m.thread_ts.as_deref().is_some_and(|t| t != m.ts) { " reply" } else { "" }
+        if m.thread_ts.as_deref().is_some_and(|t| t != m.ts) {
+            " reply"
+        } else {
+            ""
+        }
     );
     let at = crate::domain::ts_to_time(&m.ts);
     html! {
@@ -166,7 +190,11 @@ fn reason_summary(r: &MessageReasons) -> String {
         .flatten()
         .filter_map(|x| x["signal"].as_str())
         .collect();
-    if signals.is_empty() { "no signal recorded".into() } else { signals.join(", ") }
+    if signals.is_empty() {
+        "no signal recorded".into()
+    } else {
+        signals.join(", ")
+    }
 }
 
 fn event(e: &Event) -> Markup {

@@ -74,7 +74,10 @@ pub fn parse_ago(text: &str) -> anyhow::Result<Duration> {
             _ => anyhow::bail!("bad unit `{ch}` in `{text}` (d, h, m)"),
         };
     }
-    anyhow::ensure!(digits.is_empty(), "bad duration `{text}`: a number without a unit");
+    anyhow::ensure!(
+        digits.is_empty(),
+        "bad duration `{text}`: a number without a unit"
+    );
     Ok(total)
 }
 
@@ -116,10 +119,19 @@ pub async fn seed(state: &AppState, w: &Workspace) -> anyhow::Result<usize> {
     for (at, m) in &dated {
         let ts = format!("{}.{:06}", at.timestamp(), at.timestamp_subsec_micros());
         let thread_ts = match &m.thread {
-            Some(key) => Some(ts_of.get(key.as_str()).cloned().with_context(|| format!("unknown thread `{key}`"))?),
+            Some(key) => Some(
+                ts_of
+                    .get(key.as_str())
+                    .cloned()
+                    .with_context(|| format!("unknown thread `{key}`"))?,
+            ),
             None => None,
         };
-        let role = if team.contains(&m.user) { Role::Agent } else { Role::Customer };
+        let role = if team.contains(&m.user) {
+            Role::Agent
+        } else {
+            Role::Customer
+        };
         let outcome = state
             .pipeline
             .ingest(IncomingMessage {
@@ -152,7 +164,10 @@ pub async fn seed(state: &AppState, w: &Workspace) -> anyhow::Result<usize> {
             })),
             ..Default::default()
         };
-        state.pipeline.update_conversation(conv, patch, Actor::Human(issue.by.clone())).await?;
+        state
+            .pipeline
+            .update_conversation(conv, patch, Actor::Human(issue.by.clone()))
+            .await?;
     }
     Ok(dated.len())
 }
@@ -180,7 +195,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_ago("3d4h20m").unwrap(), Duration::minutes(3 * 1440 + 4 * 60 + 20));
+        assert_eq!(
+            parse_ago("3d4h20m").unwrap(),
+            Duration::minutes(3 * 1440 + 4 * 60 + 20)
+        );
         assert_eq!(parse_ago("50m").unwrap(), Duration::minutes(50));
         assert!(parse_ago("5").is_err() && parse_ago("5x").is_err());
     }

@@ -22,30 +22,46 @@ pub const STREAM_SECONDS: u64 = 25;
 pub fn summary(change: &Change) -> serde_json::Value {
     let (kind, ids, extra) = match change {
         Change::ConversationCreated { conversation } => ("created", vec![conversation.id.clone()], json!({})),
-        Change::MessageAdded { message, conversation } => (
+        Change::MessageAdded {
+            message,
+            conversation,
+        } => (
             "message",
             vec![conversation.id.clone()],
             json!({ "message_id": message.id }),
         ),
-        Change::MessageEdited { message, conversation } => (
+        Change::MessageEdited {
+            message,
+            conversation,
+        } => (
             "edited",
             vec![conversation.id.clone()],
             json!({ "message_id": message.id }),
         ),
-        Change::MessageDeleted { message, conversation } => (
+        Change::MessageDeleted {
+            message,
+            conversation,
+        } => (
             "deleted_message",
             vec![conversation.id.clone()],
             json!({ "message_id": message.id }),
         ),
         Change::NoteAdded { note } => ("note", vec![note.conversation_id.clone()], json!({})),
         Change::TitleChanged { conversation_id, .. } => ("title", vec![conversation_id.clone()], json!({})),
-        Change::StatusChanged { conversation_id, to, actor, .. } => (
+        Change::StatusChanged {
+            conversation_id,
+            to,
+            actor,
+            ..
+        } => (
             "status",
             vec![conversation_id.clone()],
             json!({ "to": to, "actor": actor }),
         ),
         Change::OwnerChanged { conversation_id, .. } => ("owner", vec![conversation_id.clone()], json!({})),
-        Change::PriorityChanged { conversation_id, .. } => ("priority", vec![conversation_id.clone()], json!({})),
+        Change::PriorityChanged { conversation_id, .. } => {
+            ("priority", vec![conversation_id.clone()], json!({}))
+        }
         Change::Merged { from, into, .. } => (
             "merged",
             vec![into.id.clone(), from.clone()],
@@ -67,14 +83,19 @@ pub async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = state.pipeline.events().subscribe();
     let until = Instant::now() + Duration::from_secs(STREAM_SECONDS);
-    let hello = Event::default().event("hello").retry(Duration::from_millis(500)).data("{}");
+    let hello = Event::default()
+        .event("hello")
+        .retry(Duration::from_millis(500))
+        .data("{}");
     let changes = stream::unfold((rx, false), move |(mut rx, done)| async move {
         if done {
             return None;
         }
         let event = match tokio::time::timeout_at(until, rx.recv()).await {
             Err(_) | Ok(Err(RecvError::Closed)) => return None,
-            Ok(Ok(change)) => Event::default().event("change").data(summary(&change).to_string()),
+            Ok(Ok(change)) => Event::default()
+                .event("change")
+                .data(summary(&change).to_string()),
             Ok(Err(RecvError::Lagged(_))) => Event::default().event("reload").data("{}"),
         };
         Some((Ok(event), (rx, false)))

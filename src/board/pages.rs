@@ -38,7 +38,10 @@ pub struct BoardParams {
 
 /// A filter value from the form: an empty field means no filter.
 fn given(v: &Option<String>) -> Option<String> {
-    v.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+    v.as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 pub async fn board(
@@ -72,20 +75,40 @@ pub async fn board(
     let mut next_cursor = None;
     match only {
         Some(status) => {
-            let f = ConversationFilter { status: Some(status), ..filter.clone() };
+            let f = ConversationFilter {
+                status: Some(status),
+                ..filter.clone()
+            };
             let page = state
                 .store
-                .list_conversations(&f, PageRequest { cursor: given(&p.cursor), limit: LIST_PAGE })
+                .list_conversations(
+                    &f,
+                    PageRequest {
+                        cursor: given(&p.cursor),
+                        limit: LIST_PAGE,
+                    },
+                )
                 .await?;
             next_cursor = page.next_cursor;
             columns.push((status, page.items, false));
         }
         None => {
             let read = |status: Status| {
-                let f = ConversationFilter { status: Some(status), ..filter.clone() };
-                let limit = if status == Status::Closed { CLOSED_READ } else { OPEN_LIMIT };
+                let f = ConversationFilter {
+                    status: Some(status),
+                    ..filter.clone()
+                };
+                let limit = if status == Status::Closed {
+                    CLOSED_READ
+                } else {
+                    OPEN_LIMIT
+                };
                 let store = state.store.clone();
-                async move { store.list_conversations(&f, PageRequest { cursor: None, limit }).await }
+                async move {
+                    store
+                        .list_conversations(&f, PageRequest { cursor: None, limit })
+                        .await
+                }
             };
             let (a, b, c, d, e) = tokio::try_join!(
                 read(Status::New),
@@ -111,7 +134,10 @@ pub async fn board(
     for (_, items, _) in &mut columns {
         items.retain(|c| priority.is_none_or(|p| c.priority == p));
     }
-    let ids: Vec<String> = columns.iter().flat_map(|(_, items, _)| items.iter().map(|c| c.id.clone())).collect();
+    let ids: Vec<String> = columns
+        .iter()
+        .flat_map(|(_, items, _)| items.iter().map(|c| c.id.clone()))
+        .collect();
     let details: HashMap<String, CardDetail> = state
         .store
         .card_details(&ids)
@@ -119,21 +145,44 @@ pub async fn board(
         .into_iter()
         .map(|d| (d.conversation_id.clone(), d))
         .collect();
-    let names: HashMap<&str, &str> = accounts.iter().map(|a| (a.id.as_str(), a.name.as_str())).collect();
+    let names: HashMap<&str, &str> = accounts
+        .iter()
+        .map(|a| (a.id.as_str(), a.name.as_str()))
+        .collect();
     let owners: BTreeSet<String> = team
         .iter()
         .map(|m| m.slack_user_id.clone())
         .chain(accounts.iter().filter_map(|a| a.owner.clone()))
-        .chain(columns.iter().flat_map(|(_, items, _)| items.iter().filter_map(|c| c.owner.clone())))
+        .chain(
+            columns
+                .iter()
+                .flat_map(|(_, items, _)| items.iter().filter_map(|c| c.owner.clone())),
+        )
         .collect();
     let channels: BTreeSet<String> = accounts
         .iter()
         .flat_map(|a| a.channels.iter().cloned())
-        .chain(columns.iter().flat_map(|(_, items, _)| items.iter().map(|c| c.channel.clone())))
+        .chain(
+            columns
+                .iter()
+                .flat_map(|(_, items, _)| items.iter().map(|c| c.channel.clone())),
+        )
         .collect();
-    let count = |s: Status| columns.iter().find(|(st, _, _)| *st == s).map(|(_, items, more)| (items.len(), *more));
+    let count = |s: Status| {
+        columns
+            .iter()
+            .find(|(st, _, _)| *st == s)
+            .map(|(_, items, more)| (items.len(), *more))
+    };
     let now = Utc::now();
-    let card = |c: &Conversation| render_card(c, details.get(&c.id), names.get(c.account_id.as_deref().unwrap_or("")).copied(), now);
+    let card = |c: &Conversation| {
+        render_card(
+            c,
+            details.get(&c.id),
+            names.get(c.account_id.as_deref().unwrap_or("")).copied(),
+            now,
+        )
+    };
     let query_without_status = filter_query(&p);
     let body = html! {
         h1 class="sr-only" { "Board" }
@@ -199,10 +248,16 @@ pub async fn board(
 
 /// The filters of a board URL (for links that keep them), as `&k=v` pairs.
 fn filter_query(p: &BoardParams) -> String {
-    [("owner", &p.owner), ("account", &p.account), ("priority", &p.priority), ("channel", &p.channel), ("q", &p.q)]
-        .iter()
-        .filter_map(|(k, v)| given(v).map(|v| format!("&{k}={}", urlencode(&v))))
-        .collect()
+    [
+        ("owner", &p.owner),
+        ("account", &p.account),
+        ("priority", &p.priority),
+        ("channel", &p.channel),
+        ("q", &p.q),
+    ]
+    .iter()
+    .filter_map(|(k, v)| given(v).map(|v| format!("&{k}={}", urlencode(&v))))
+    .collect()
 }
 
 fn urlencode(v: &str) -> String {
@@ -214,7 +269,12 @@ fn urlencode(v: &str) -> String {
         .collect()
 }
 
-fn select(name: &str, label: &str, current: &Option<String>, options: impl Iterator<Item = (String, String)>) -> Markup {
+fn select(
+    name: &str,
+    label: &str,
+    current: &Option<String>,
+    options: impl Iterator<Item = (String, String)>,
+) -> Markup {
     html! {
         label {
             span { (label) }
@@ -228,8 +288,17 @@ fn select(name: &str, label: &str, current: &Option<String>, options: impl Itera
     }
 }
 
-fn render_card(c: &Conversation, d: Option<&CardDetail>, account: Option<&str>, now: chrono::DateTime<Utc>) -> Markup {
-    let title = if c.title.trim().is_empty() { "(no text)" } else { c.title.as_str() };
+fn render_card(
+    c: &Conversation,
+    d: Option<&CardDetail>,
+    account: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> Markup {
+    let title = if c.title.trim().is_empty() {
+        "(no text)"
+    } else {
+        c.title.as_str()
+    };
     let source = source_of(d.and_then(|d| d.status_actor.as_deref()));
     html! {
         li class={"card prio-" (c.priority.as_str())} data-id=(c.id) data-status=(c.status.as_str()) {
@@ -274,16 +343,32 @@ pub fn sign_in_page(status: StatusCode, error: Option<&str>) -> Response {
 
 /// A valid token sets the session cookie and redirects to the board; an invalid one shows the form.
 fn sign_in_with(state: &AppState, headers: &HeaderMap, token: &str, user: Option<&str>) -> Response {
-    let user = user.map(str::trim).filter(|u| !u.is_empty()).unwrap_or(session::DEFAULT_USER);
+    let user = user
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .unwrap_or(session::DEFAULT_USER);
     if !session::valid_user(user) {
-        return sign_in_page(StatusCode::UNPROCESSABLE_ENTITY, Some("A name may use letters, digits and _ . @ - (at most 64)."));
+        return sign_in_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("A name may use letters, digits and _ . @ - (at most 64)."),
+        );
     }
     let open = state.config.api_tokens.is_empty();
     if !open && !state.config.api_tokens.accepts(token) {
-        return sign_in_page(StatusCode::UNAUTHORIZED, Some("That token is not one of this server's API tokens."));
+        return sign_in_page(
+            StatusCode::UNAUTHORIZED,
+            Some("That token is not one of this server's API tokens."),
+        );
     }
     let cookie = session::set_cookie(state, user, session::is_https(headers));
-    (StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, "/board".to_owned())]).into_response()
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, cookie),
+            (header::LOCATION, "/board".to_owned()),
+        ],
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -293,23 +378,49 @@ pub struct SignInForm {
     user: Option<String>,
 }
 
-pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(f): Form<SignInForm>) -> Response {
+pub async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<SignInForm>,
+) -> Response {
     if !session::same_origin(&headers) {
-        return sign_in_page(StatusCode::FORBIDDEN, Some("Sign in from this server's own page."));
+        return sign_in_page(
+            StatusCode::FORBIDDEN,
+            Some("Sign in from this server's own page."),
+        );
     }
     sign_in_with(&state, &headers, &f.token, f.user.as_deref())
 }
 
 pub async fn sign_out() -> Response {
-    (StatusCode::SEE_OTHER, [(header::SET_COOKIE, session::clear_cookie()), (header::LOCATION, "/board".to_owned())]).into_response()
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, session::clear_cookie()),
+            (header::LOCATION, "/board".to_owned()),
+        ],
+    )
+        .into_response()
 }
 
 pub async fn accounts(State(state): State<AppState>, Viewer(user): Viewer) -> Result<Response, ApiError> {
     let (accounts, team) = tokio::try_join!(state.store.list_accounts(), state.store.list_team())?;
     let mut open: HashMap<String, usize> = HashMap::new();
     for status in [Status::New, Status::OnYou, Status::InProgress, Status::OnHold] {
-        let f = ConversationFilter { status: Some(status), ..Default::default() };
-        let page = state.store.list_conversations(&f, PageRequest { cursor: None, limit: OPEN_LIMIT }).await?;
+        let f = ConversationFilter {
+            status: Some(status),
+            ..Default::default()
+        };
+        let page = state
+            .store
+            .list_conversations(
+                &f,
+                PageRequest {
+                    cursor: None,
+                    limit: OPEN_LIMIT,
+                },
+            )
+            .await?;
         for c in page.items {
             if let Some(a) = c.account_id {
                 *open.entry(a).or_default() += 1;
@@ -326,7 +437,10 @@ pub async fn accounts(State(state): State<AppState>, Viewer(user): Viewer) -> Re
             @for a in &accounts { (account_row(a, open.get(&a.id).copied().unwrap_or(0))) }
         }
     };
-    Ok(view::html_response(StatusCode::OK, page("Accounts", Some(&user), Nav::Accounts, None, body)))
+    Ok(view::html_response(
+        StatusCode::OK,
+        page("Accounts", Some(&user), Nav::Accounts, None, body),
+    ))
 }
 
 fn account_row(a: &Account, open: usize) -> Markup {

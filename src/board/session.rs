@@ -190,13 +190,22 @@ mod tests {
             h
         };
         let host = (header::HOST, "127.0.0.1:8080");
-        assert!(same_origin(&headers(&[host.clone(), (header::ORIGIN, "http://127.0.0.1:8080")])));
+        assert!(same_origin(&headers(&[
+            host.clone(),
+            (header::ORIGIN, "http://127.0.0.1:8080")
+        ])));
         assert!(same_origin(&headers(&[
             host.clone(),
             (header::REFERER, "http://127.0.0.1:8080/board/c/x?y=1")
         ])));
-        assert!(!same_origin(&headers(&[host.clone(), (header::ORIGIN, "http://evil.example")])));
-        assert!(!same_origin(&headers(&[host.clone(), (header::ORIGIN, "http://127.0.0.1:8081")])));
+        assert!(!same_origin(&headers(&[
+            host.clone(),
+            (header::ORIGIN, "http://evil.example")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host.clone(),
+            (header::ORIGIN, "http://127.0.0.1:8081")
+        ])));
         assert!(!same_origin(&headers(&[host.clone(), (header::ORIGIN, "null")])));
         assert!(!same_origin(&headers(&[host])), "neither Origin nor Referer");
     }

@@ -8,13 +8,7 @@ use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 
 pub fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::New => "New",
-        Status::OnYou => "On You",
-        Status::InProgress => "In Progress",
-        Status::OnHold => "On Hold",
-        Status::Closed => "Closed",
-    }
+    s.display_name()
 }
 
 pub const PRIORITIES: [Priority; 5] = [

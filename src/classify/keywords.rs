@@ -86,7 +86,9 @@ fn evidence(text: &str) -> (bool, bool) {
     let t = text.to_lowercase().replace('’', "'");
     // "let me know if it isn't" invites a confirmation after a fix: under the labelling rule that
     // is not ongoing work, unlike "let me check".
-    let t = t.replace("let me know", "tell me").replace("let us know", "tell us");
+    let t = t
+        .replace("let me know", "tell me")
+        .replace("let us know", "tell us");
     (
         CLOSING.iter().any(|k| t.contains(k)),
         OPEN.iter().any(|k| t.contains(k)),

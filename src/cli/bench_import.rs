@@ -144,10 +144,16 @@ fn generate(
     for (i, v) in rows.iter().enumerate() {
         let nick = v["user"].as_str().unwrap_or("someone").to_owned();
         let next = ids.len();
-        let user = ids.entry(nick.clone()).or_insert_with(|| format!("U{next:08}")).clone();
+        let user = ids
+            .entry(nick.clone())
+            .or_insert_with(|| format!("U{next:08}"))
+            .clone();
         let source = v["channel"].as_str().unwrap_or("c").to_owned();
         let k = channels.len();
-        let folder = channels.entry(source).or_insert_with(|| format!("chan-{k:04}")).clone();
+        let folder = channels
+            .entry(source)
+            .or_insert_with(|| format!("chan-{k:04}"))
+            .clone();
         let secs = v["ts"].as_f64().unwrap_or(0.0) as i64;
         // Minute-resolution source times: the row number keeps every ts distinct.
         let ts = format!("{secs}.{:06}", i % 1_000_000);
@@ -188,7 +194,10 @@ fn generate(
     for (folder, by_day) in days {
         std::fs::create_dir_all(out.join(&folder))?;
         for (day, msgs) in by_day {
-            std::fs::write(out.join(&folder).join(format!("{day}.json")), serde_json::to_vec(&msgs)?)?;
+            std::fs::write(
+                out.join(&folder).join(format!("{day}.json")),
+                serde_json::to_vec(&msgs)?,
+            )?;
         }
     }
     Ok((texts, team))

@@ -135,7 +135,11 @@ pub fn load_models(s: &Settings) -> anyhow::Result<Models> {
         crate::group::GroupModel::load(&grouping)
             .with_context(|| format!("loading the grouping model {}", grouping.display()))?,
     );
-    models.embed.fill(EmbedHandle::start(embedder, s.queue_config(), EmbedMetrics::default()));
+    models.embed.fill(EmbedHandle::start(
+        embedder,
+        s.queue_config(),
+        EmbedMetrics::default(),
+    ));
     Ok(models)
 }
 

@@ -70,7 +70,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// What the HTTP stack needs from the configuration.
 pub fn http_config(s: &Settings) -> anyhow::Result<HttpConfig> {
     let secret = |s: &Secret| (!s.is_empty()).then(|| s.clone());
-    let [request_timeout, idle_timeout, header_read_timeout, body_read_timeout, drain_timeout] = s.http_limits()?;
+    let [request_timeout, idle_timeout, header_read_timeout, body_read_timeout, drain_timeout] =
+        s.http_limits()?;
     Ok(HttpConfig {
         api_tokens: ApiTokens::new(s.api_tokens.iter().map(Secret::expose)),
         team_users: s.team_users.iter().cloned().collect(),
@@ -110,7 +111,11 @@ impl Application {
             .await
             .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
         let mut state = AppState::serving(Models::default(), store, http_config(&settings)?);
-        state.slack = crate::slack::Slack::from_settings(&settings, state.pipeline.clone(), state.metrics.slack.clone());
+        state.slack = crate::slack::Slack::from_settings(
+            &settings,
+            state.pipeline.clone(),
+            state.metrics.slack.clone(),
+        );
         if state.slack.is_none() {
             tracing::info!("TRIAGE_SLACK_BOT_TOKEN is not set: no triage cards are posted");
         }
@@ -177,7 +182,9 @@ impl Application {
                 }
                 cards.run(until).await
             }));
-            slack_tasks.push(tokio::spawn(slack.outbox.clone().run(stopped(slack_stopped.clone()))));
+            slack_tasks.push(tokio::spawn(
+                slack.outbox.clone().run(stopped(slack_stopped.clone())),
+            ));
         }
         tracing::info!(addr = %listener.local_addr()?, "serving");
         // Slack deliveries: replays what was acknowledged but not processed, then follows the inbox.

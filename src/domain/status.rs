@@ -33,6 +33,17 @@ impl Status {
             Status::Closed => "closed",
         }
     }
+
+    /// The name people read (board columns, Slack cards): "On You", "In Progress", ...
+    pub fn display_name(self) -> &'static str {
+        match self {
+            Status::New => "New",
+            Status::OnYou => "On You",
+            Status::InProgress => "In Progress",
+            Status::OnHold => "On Hold",
+            Status::Closed => "Closed",
+        }
+    }
 }
 
 impl fmt::Display for Status {

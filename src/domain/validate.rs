@@ -14,8 +14,8 @@
 //!
 //! Lengths count Unicode scalar values (what a user sees as characters, roughly).
 
-use super::conversation::{ConversationPatch, LinkedIssue, NewConversation};
 use super::account::{AccountInput, AccountPatch, TeamMember};
+use super::conversation::{ConversationPatch, LinkedIssue, NewConversation};
 
 pub const MAX_ID_CHARS: usize = 255;
 pub const MAX_NAME_CHARS: usize = 255;
@@ -56,7 +56,10 @@ fn length(field: &str, value: &str, max: usize) -> Result<(), Invalid> {
 
 fn no_nul(field: &str, value: &str) -> Result<(), Invalid> {
     if value.contains('\0') {
-        return Err(invalid(field, format!("{field} must not contain NUL characters (U+0000)")));
+        return Err(invalid(
+            field,
+            format!("{field} must not contain NUL characters (U+0000)"),
+        ));
     }
     Ok(())
 }
@@ -68,7 +71,10 @@ pub fn id(field: &str, value: &str) -> Result<(), Invalid> {
     }
     no_nul(field, value)?;
     if value.chars().any(char::is_control) {
-        return Err(invalid(field, format!("{field} must not contain control characters")));
+        return Err(invalid(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
     }
     if value.trim() != value {
         return Err(invalid(
@@ -214,7 +220,9 @@ mod tests {
         assert!(field("C\u{7}").unwrap().contains("control"));
         assert!(field(" C").unwrap().contains("whitespace"));
         assert!(id("channel", &"x".repeat(MAX_ID_CHARS)).is_ok());
-        assert!(field(&"x".repeat(MAX_ID_CHARS + 1)).unwrap().contains("at most 255"));
+        assert!(field(&"x".repeat(MAX_ID_CHARS + 1))
+            .unwrap()
+            .contains("at most 255"));
         // Characters, not bytes.
         assert!(id("channel", &"é".repeat(MAX_ID_CHARS)).is_ok());
     }
@@ -238,15 +246,30 @@ mod tests {
             state: state.into(),
         };
         let field = |i: LinkedIssue| linked_issue("linked_issue", &i).err().map(|e| e.field);
-        assert_eq!(field(issue("https://github.com/o/r/issues/1", Some("github"), "open")), None);
+        assert_eq!(
+            field(issue("https://github.com/o/r/issues/1", Some("github"), "open")),
+            None
+        );
         assert_eq!(field(issue("HTTP://tracker.local:8080/x", None, "closed")), None);
-        assert_eq!(field(issue("not a url", Some("github"), "open")).as_deref(), Some("linked_issue.url"));
-        assert_eq!(field(issue("ftp://x/1", None, "open")).as_deref(), Some("linked_issue.url"));
-        assert_eq!(field(issue("https:///1", None, "open")).as_deref(), Some("linked_issue.url"));
+        assert_eq!(
+            field(issue("not a url", Some("github"), "open")).as_deref(),
+            Some("linked_issue.url")
+        );
+        assert_eq!(
+            field(issue("ftp://x/1", None, "open")).as_deref(),
+            Some("linked_issue.url")
+        );
+        assert_eq!(
+            field(issue("https:///1", None, "open")).as_deref(),
+            Some("linked_issue.url")
+        );
         assert_eq!(
             field(issue("https://x/1", Some("bogus"), "open")).as_deref(),
             Some("linked_issue.provider")
         );
-        assert_eq!(field(issue("https://x/1", None, "done")).as_deref(), Some("linked_issue.state"));
+        assert_eq!(
+            field(issue("https://x/1", None, "done")).as_deref(),
+            Some("linked_issue.state")
+        );
     }
 }

@@ -92,7 +92,9 @@ impl ApiError {
     /// The one status and code of each failure.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::BadRequest(_) | ApiError::BadParameter { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::BadRequest(_) | ApiError::BadParameter { .. } => {
+                (StatusCode::BAD_REQUEST, "bad_request")
+            }
             ApiError::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, "timeout"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),

@@ -41,7 +41,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if has_nul_escape(bytes) {
         if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
             if let Some(field) = nul_path(&value, String::new()) {
-                let field = if field.is_empty() { "body".to_owned() } else { field };
+                let field = if field.is_empty() {
+                    "body".to_owned()
+                } else {
+                    field
+                };
                 return Err(ApiError::invalid(
                     field.clone(),
                     format!("{field} must not contain NUL characters (U+0000)"),
@@ -93,7 +97,13 @@ fn has_nul_escape(bytes: &[u8]) -> bool {
 /// The JSON path (`a.b[2]`) of the first key or string holding a NUL.
 fn nul_path(value: &serde_json::Value, here: String) -> Option<String> {
     use serde_json::Value;
-    let join = |key: &str| if here.is_empty() { key.to_owned() } else { format!("{here}.{key}") };
+    let join = |key: &str| {
+        if here.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{here}.{key}")
+        }
+    };
     match value {
         Value::String(s) => s.contains('\0').then_some(here),
         Value::Array(items) => items
@@ -165,7 +175,10 @@ pub fn for_users(message: &str) -> String {
 
 /// Refuses a request whose path or query holds an encoded NUL (`%00`): 422 naming the query
 /// parameter (or `path`), the same answer on both backends for every route.
-pub async fn refuse_nul(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+pub async fn refuse_nul(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let has = |s: &str| s.contains("%00");
     let uri = req.uri();
@@ -205,7 +218,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
             .map_err(|r| {
                 // "Failed to deserialize query string: limit: invalid digit found in string"
                 let text = r.body_text();
-                let detail = text.split_once("query string: ").map_or(text.as_str(), |(_, d)| d);
+                let detail = text
+                    .split_once("query string: ")
+                    .map_or(text.as_str(), |(_, d)| d);
                 let (field, message) = match detail.split_once(": ") {
                     Some((f, m)) if !f.is_empty() && f.chars().all(|c| c.is_alphanumeric() || c == '_') => {
                         (f.to_owned(), format!("{f}: {}", for_users(m)))
@@ -257,9 +272,15 @@ mod tests {
         assert_eq!((e.status_and_code().0.as_u16(), e.field()), (422, Some("body")));
         assert_eq!(e.to_string(), "invalid type: string \"text\", expected an object");
         let e = parse_json::<Inner>(br#"{}"#).unwrap_err();
-        assert_eq!((e.field(), e.to_string().as_str()), (Some("n"), "missing field `n`"));
+        assert_eq!(
+            (e.field(), e.to_string().as_str()),
+            (Some("n"), "missing field `n`")
+        );
         let e = parse_json::<Body>(br#"{"inner": {"n": "x"}}"#).unwrap_err();
-        assert_eq!(e.to_string(), "invalid type: string \"x\", expected a non-negative integer");
+        assert_eq!(
+            e.to_string(),
+            "invalid type: string \"x\", expected a non-negative integer"
+        );
     }
 
     #[test]

@@ -60,7 +60,8 @@ async fn start(
     State(state): State<AppState>,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut multipart = multipart.map_err(|e| ApiError::BadRequest(format!("expected multipart/form-data: {}", e.body_text())))?;
+    let mut multipart = multipart
+        .map_err(|e| ApiError::BadRequest(format!("expected multipart/form-data: {}", e.body_text())))?;
     let id = crate::domain::new_id();
     let mut opts = ImportOptions {
         configured_team: state.config.team_users.clone(),
@@ -97,13 +98,20 @@ async fn start(
                 opts.dry_run = match value.trim() {
                     "true" | "1" => true,
                     "false" | "0" | "" => false,
-                    other => return Err(ApiError::invalid("dry_run", format!("dry_run must be true or false, not `{other}`"))),
+                    other => {
+                        return Err(ApiError::invalid(
+                            "dry_run",
+                            format!("dry_run must be true or false, not `{other}`"),
+                        ))
+                    }
                 }
             }
             other => return Err(ApiError::invalid(other, format!("unknown field `{other}`"))),
         }
     }
-    let upload = upload.ok_or_else(|| ApiError::invalid("file", "a multipart field `file` with the export zip is required"))?;
+    let upload = upload.ok_or_else(|| {
+        ApiError::invalid("file", "a multipart field `file` with the export zip is required")
+    })?;
     let path = upload.0.clone();
     let export = tokio::task::spawn_blocking(move || Export::open(&path))
         .await
@@ -112,7 +120,10 @@ async fn start(
     if let Some(wanted) = &opts.channels {
         for w in wanted {
             if !export.channels.iter().any(|c| &c.name == w || &c.id == w) {
-                return Err(ApiError::invalid("channels", format!("no channel `{w}` in the export")));
+                return Err(ApiError::invalid(
+                    "channels",
+                    format!("no channel `{w}` in the export"),
+                ));
             }
         }
     }

@@ -52,9 +52,17 @@ impl MessageBody {
         }
         for (i, f) in self.files.iter().enumerate() {
             if f.name.trim().is_empty() {
-                return Err(ApiError::invalid(format!("files[{i}].name"), "a file needs a name"));
+                return Err(ApiError::invalid(
+                    format!("files[{i}].name"),
+                    "a file needs a name",
+                ));
             }
-            validate::text(&format!("files[{i}].name"), &f.name, validate::MAX_NAME_CHARS, true)?;
+            validate::text(
+                &format!("files[{i}].name"),
+                &f.name,
+                validate::MAX_NAME_CHARS,
+                true,
+            )?;
         }
         let ts = slack_ts(&self.ts, "ts")?;
         let thread_ts = match self.thread_ts {
@@ -125,7 +133,10 @@ mod tests {
         assert_eq!(field(with("channel", json!(" "))).as_deref(), Some("channel"));
         assert_eq!(field(with("user", json!(""))).as_deref(), Some("user"));
         assert_eq!(field(with("text", json!(" \n"))).as_deref(), Some("text"));
-        assert_eq!(field(with("channel", json!("C".repeat(256)))).as_deref(), Some("channel"));
+        assert_eq!(
+            field(with("channel", json!("C".repeat(256)))).as_deref(),
+            Some("channel")
+        );
         assert_eq!(field(with("ts", json!("0"))).as_deref(), Some("ts"));
         assert_eq!(field(with("ts", json!("1.7e9"))).as_deref(), Some("ts"));
         assert_eq!(field(with("ts", json!(1e308))).as_deref(), Some("ts"));

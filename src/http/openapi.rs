@@ -99,7 +99,12 @@ pub fn document() -> Value {
         }
     });
     let import_op = with(
-        op("Import a Slack export zip as a background job (same import as `triage import slack-export`)", "202", ok("the job started", "ImportStarted"), &[400, 401, 413, 422, 503]),
+        op(
+            "Import a Slack export zip as a background job (same import as `triage import slack-export`)",
+            "202",
+            ok("the job started", "ImportStarted"),
+            &[400, 401, 413, 422, 503],
+        ),
         "requestBody",
         json!({"required": true, "content": {"multipart/form-data": {"schema": import_form}}}),
     );

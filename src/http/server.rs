@@ -79,10 +79,8 @@ pub async fn serve(
         deadline_s = limits.drain.as_secs_f64(),
         "draining connections"
     );
-    let drained = tokio::time::timeout(limits.drain, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(limits.drain, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(
             connections = conns.len(),
@@ -120,7 +118,8 @@ async fn connection(stream: TcpStream, router: Router, limits: ConnLimits, mut s
     builder.timer(TokioTimer::new()).header_read_timeout(None);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
-    let tick = (limits.idle.min(limits.header_read) / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+    let tick =
+        (limits.idle.min(limits.header_read) / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
     let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = *stop.borrow();
@@ -245,7 +244,11 @@ struct WatchedIo {
 }
 
 impl AsyncRead for WatchedIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
@@ -256,7 +259,11 @@ impl AsyncRead for WatchedIo {
 }
 
 impl AsyncWrite for WatchedIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = result {
             if n > 0 {
@@ -332,7 +339,10 @@ impl http_body::Body for TimedBody {
     type Data = Bytes;
     type Error = Box<dyn StdError + Send + Sync>;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         if let Poll::Ready(frame) = self.inner.as_mut().poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }

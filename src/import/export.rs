@@ -141,7 +141,11 @@ impl Export {
             found_list = true;
             let entries: Vec<ChannelEntry> = export.read_json(list)?;
             for c in entries {
-                let folder = c.name.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| c.id.clone());
+                let folder = c
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| c.id.clone());
                 let mut files = by_folder.remove(folder.as_str()).unwrap_or_default();
                 files.sort();
                 export.channels.push(ExportChannel {
@@ -308,7 +312,9 @@ fn ts_key(ts: &str) -> (u64, u32) {
 }
 
 fn is_list(name: &str) -> bool {
-    LISTS.iter().any(|l| name == *l || name.ends_with(&format!("/{l}")))
+    LISTS
+        .iter()
+        .any(|l| name == *l || name.ends_with(&format!("/{l}")))
 }
 
 impl From<UserEntry> for ExportUser {
@@ -375,7 +381,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         write(d, "channels.json", &json!([{"id": "C1", "name": "support"}]));
-        write(d, "users.json", &json!([{"id": "U1", "name": "ann", "real_name": "Ann Lee"}]));
+        write(
+            d,
+            "users.json",
+            &json!([{"id": "U1", "name": "ann", "real_name": "Ann Lee"}]),
+        );
         write(
             d,
             "support/2024-01-01.json",
@@ -411,7 +421,11 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            [("10.000100", "new"), ("12.000000", "root"), ("13.000000", "reply")]
+            [
+                ("10.000100", "new"),
+                ("12.000000", "root"),
+                ("13.000000", "reply")
+            ]
         );
         assert_eq!((m.repeats, m.invalid), (2, 1));
     }
@@ -422,7 +436,11 @@ mod tests {
         let d = dir.path();
         write(d, "channels.json", &json!([{"id": "C1", "name": "support"}]));
         std::fs::create_dir_all(d.join("support")).unwrap();
-        std::fs::write(d.join("support/2024-01-01.json"), "[\n{\"ts\": \"1.0\",\n \"text\": }\n]").unwrap();
+        std::fs::write(
+            d.join("support/2024-01-01.json"),
+            "[\n{\"ts\": \"1.0\",\n \"text\": }\n]",
+        )
+        .unwrap();
         let export = Export::open(d).unwrap();
         let err = export.validate(&[&export.channels[0]]).unwrap_err();
         match &err {
@@ -431,7 +449,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(err.to_string().contains("support/2024-01-01.json line 3"), "{err}");
+        assert!(
+            err.to_string().contains("support/2024-01-01.json line 3"),
+            "{err}"
+        );
         assert!(matches!(
             Export::open(&d.join("support")),
             Err(ImportError::NotAnExport(_))
@@ -447,7 +468,10 @@ mod tests {
         let opts = zip::write::SimpleFileOptions::default();
         for (name, v) in [
             ("ws/channels.json", json!([{"id": "C1", "name": "general"}])),
-            ("ws/general/2024-01-01.json", json!([{"type": "message", "ts": "5.0", "user": "U1", "text": "hi"}])),
+            (
+                "ws/general/2024-01-01.json",
+                json!([{"type": "message", "ts": "5.0", "user": "U1", "text": "hi"}]),
+            ),
         ] {
             zip.start_file(name, opts).unwrap();
             zip.write_all(v.to_string().as_bytes()).unwrap();

@@ -154,7 +154,11 @@ impl Action {
     fn analysis_input(&self) -> Option<(String, Role)> {
         let Action::New(m) = self else { return None };
         let text = if m.text.trim().is_empty() {
-            m.files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join("\n")
+            m.files
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
         } else {
             m.text.clone()
         };
@@ -185,12 +189,22 @@ pub async fn import(
     let entries = check.await.map_err(|e| ImportError::Invalid(e.to_string()))??;
     progress.total.store(entries as u64, Ordering::Relaxed);
     let people = People::new(&export.users, &opts.team_users, &opts.configured_team);
-    let batch = if opts.batch == 0 { DEFAULT_BATCH } else { opts.batch };
+    let batch = if opts.batch == 0 {
+        DEFAULT_BATCH
+    } else {
+        opts.batch
+    };
     // Analysis runs ahead of the writes by up to two batches.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let producer = {
-        let (export, pipeline, opts, progress) = (export.clone(), pipeline.clone(), opts.clone(), progress.clone());
-        tokio::spawn(async move { read_channels(&pipeline, &export, &channels, &opts, &people, batch, &tx, &progress).await })
+        let (export, pipeline, opts, progress) =
+            (export.clone(), pipeline.clone(), opts.clone(), progress.clone());
+        tokio::spawn(async move {
+            read_channels(
+                &pipeline, &export, &channels, &opts, &people, batch, &tx, &progress,
+            )
+            .await
+        })
     };
     let mut conversations = HashSet::new();
     let (mut imported, mut raced, mut deleted) = (0u64, 0u64, 0u64);
@@ -224,7 +238,11 @@ pub async fn import(
                         imported += 1;
                         conversations.insert(outcome.conversation.id);
                     }
-                    if pipeline.delete_message(&channel, &msg.ts).await?.is_some_and(|e| e.changed) {
+                    if pipeline
+                        .delete_message(&channel, &msg.ts)
+                        .await?
+                        .is_some_and(|e| e.changed)
+                    {
                         deleted += 1;
                     }
                 }
@@ -232,7 +250,11 @@ pub async fn import(
                     pipeline.edit_message(&channel, &ts, &text).await?;
                 }
                 Action::Delete { ts } => {
-                    if pipeline.delete_message(&channel, &ts).await?.is_some_and(|e| e.changed) {
+                    if pipeline
+                        .delete_message(&channel, &ts)
+                        .await?
+                        .is_some_and(|e| e.changed)
+                    {
                         deleted += 1;
                     }
                 }
@@ -244,7 +266,11 @@ pub async fn import(
         .await
         .map_err(|e| ImportError::Invalid(format!("import task failed: {e}")))??;
     Ok(ImportSummary {
-        messages_imported: if opts.dry_run { counts.messages_imported } else { imported },
+        messages_imported: if opts.dry_run {
+            counts.messages_imported
+        } else {
+            imported
+        },
         duplicates_skipped: counts.duplicates_skipped + raced,
         conversations: conversations.len() as u64,
         deleted: if opts.dry_run { counts.deleted } else { deleted },
@@ -359,7 +385,15 @@ async fn read_channels(
             };
             pending.push(action);
             if pending.len() == batch {
-                send(pipeline, opts, &channel.id, std::mem::take(&mut pending), tx, progress).await?;
+                send(
+                    pipeline,
+                    opts,
+                    &channel.id,
+                    std::mem::take(&mut pending),
+                    tx,
+                    progress,
+                )
+                .await?;
             }
         }
         if in_window {
@@ -427,7 +461,10 @@ mod tests {
         let day = |s: &str, until| parse_bound(s, until).map(|t| t.to_rfc3339());
         assert_eq!(day("2016-01-02", false).unwrap(), "2016-01-02T00:00:00+00:00");
         assert_eq!(day("2016-01-02", true).unwrap(), "2016-01-03T00:00:00+00:00");
-        assert_eq!(day("2016-01-02T10:00:00Z", true).unwrap(), "2016-01-02T10:00:00+00:00");
+        assert_eq!(
+            day("2016-01-02T10:00:00Z", true).unwrap(),
+            "2016-01-02T10:00:00+00:00"
+        );
         assert!(day("yesterday", false).is_err());
     }
 }

@@ -146,7 +146,10 @@ mod tests {
         assert!(p.is_team("U1") && p.is_team("U2") && !p.is_team("X1"));
         let flag = HashSet::from(["X1".to_owned()]);
         let p = People::new(&users, &flag, &HashSet::from(["U1".to_owned()]));
-        assert_eq!((p.source(), p.is_team("X1"), p.is_team("U1")), (TeamSource::Flag, true, false));
+        assert_eq!(
+            (p.source(), p.is_team("X1"), p.is_team("U1")),
+            (TeamSource::Flag, true, false)
+        );
         let p = People::new(&users[..2], &none, &none);
         assert_eq!((p.source(), p.team_size()), (TeamSource::None, 0));
         assert_eq!(p.name("U1"), "name of U1");

@@ -65,9 +65,13 @@ impl Inference for ModelInference {
                 (vectors.pop().ok_or_else(missing)?, None)
             };
             let prediction = match status {
-                Some(model) => predict(model, &[text], std::slice::from_ref(tuned.as_ref().unwrap_or(&embedding)))?
-                    .pop()
-                    .ok_or_else(|| InferenceError::Failed("the status model returned nothing".into()))?,
+                Some(model) => predict(
+                    model,
+                    &[text],
+                    std::slice::from_ref(tuned.as_ref().unwrap_or(&embedding)),
+                )?
+                .pop()
+                .ok_or_else(|| InferenceError::Failed("the status model returned nothing".into()))?,
                 None => None,
             };
             Ok(Analysis {
@@ -146,7 +150,9 @@ fn predict(
         .predict(texts, embeddings)
         .map_err(|e| InferenceError::Failed(e.to_string()))?;
     if predictions.len() != texts.len() {
-        return Err(InferenceError::Failed("the status model returned too few labels".into()));
+        return Err(InferenceError::Failed(
+            "the status model returned too few labels".into(),
+        ));
     }
     Ok(predictions
         .into_iter()

@@ -47,7 +47,11 @@ pub enum SlackError {
     RateLimited { method: String, retry_after: Duration },
     /// Any other HTTP status than 200 (a 5xx is transient).
     #[error("{method}: HTTP {status}: {body}")]
-    Http { method: String, status: u16, body: String },
+    Http {
+        method: String,
+        status: u16,
+        body: String,
+    },
     /// The request did not complete (connection refused, reset, timed out): transient.
     #[error("{method}: {message}")]
     Transport { method: String, message: String },

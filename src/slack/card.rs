@@ -30,13 +30,7 @@ pub struct CardContext {
 }
 
 pub fn status_label(s: Status) -> &'static str {
-    match s {
-        Status::New => "New",
-        Status::OnYou => "On You",
-        Status::InProgress => "In Progress",
-        Status::OnHold => "On Hold",
-        Status::Closed => "Closed",
-    }
+    s.display_name()
 }
 
 pub fn priority_label(p: Priority) -> &'static str {
@@ -70,7 +64,9 @@ pub fn trim(text: &str, max: usize) -> String {
 
 /// Slack's mrkdwn control characters escaped (user text must not become links or mentions).
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn option(text: &str, value: &str) -> Value {
@@ -87,7 +83,14 @@ pub fn render(conv: &Conversation, ctx: &CardContext, channel: &str) -> PostMess
         .as_deref()
         .map(|u| format!("<@{u}>"))
         .unwrap_or_else(|| "Unassigned".into());
-    let title = trim(if conv.title.is_empty() { "(untitled)" } else { &conv.title }, 150);
+    let title = trim(
+        if conv.title.is_empty() {
+            "(untitled)"
+        } else {
+            &conv.title
+        },
+        150,
+    );
     let mut blocks = vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": title}}),
         json!({"type": "section", "fields": [
@@ -113,7 +116,9 @@ pub fn render(conv: &Conversation, ctx: &CardContext, channel: &str) -> PostMess
     context.push(format!("`{id}`"));
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context.join(" · ")}]}));
     match &ctx.closed_note {
-        Some(note) => blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(note)}]})),
+        Some(note) => {
+            blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(note)}]}))
+        }
         None => blocks.extend(controls(conv)),
     }
     let text = format!(
@@ -204,11 +209,21 @@ mod tests {
         };
         let msg = render(&c, &ctx, "CTRIAGE");
         assert_eq!(msg.channel, "CTRIAGE");
-        assert_eq!(msg.metadata.as_ref().unwrap().card_conversation(), Some(c.id.as_str()));
+        assert_eq!(
+            msg.metadata.as_ref().unwrap().card_conversation(),
+            Some(c.id.as_str())
+        );
         let blocks = msg.blocks.clone().unwrap();
         let text = blocks.to_string();
-        for want in ["Wile E. Coyote", "Acme", "*Status*\\nNew", "<@UOWNER>", "*Messages*\\n3",
-                     "View the customer's message", "&lt;!channel&gt;"] {
+        for want in [
+            "Wile E. Coyote",
+            "Acme",
+            "*Status*\\nNew",
+            "<@UOWNER>",
+            "*Messages*\\n3",
+            "View the customer's message",
+            "&lt;!channel&gt;",
+        ] {
             assert!(text.contains(want), "{want} missing in {text}");
         }
         // Plain text is shown as is; mrkdwn (the excerpt, the fallback text) is escaped.
@@ -216,7 +231,10 @@ mod tests {
         assert!(!text.contains("<!channel>"));
         assert!(msg.text.contains("&lt;script&gt;"), "{}", msg.text);
         let excerpt = blocks[2]["text"]["text"].as_str().unwrap();
-        let shown = excerpt.trim_start_matches('>').replace("&lt;", "<").replace("&gt;", ">");
+        let shown = excerpt
+            .trim_start_matches('>')
+            .replace("&lt;", "<")
+            .replace("&gt;", ">");
         assert_eq!(shown.chars().count(), EXCERPT_CHARS, "{excerpt}");
         assert!(excerpt.ends_with('…'), "{excerpt}");
         let actions: Vec<&str> = blocks
@@ -224,11 +242,35 @@ mod tests {
             .unwrap()
             .iter()
             .filter(|b| b["type"] == "actions")
-            .flat_map(|b| b["elements"].as_array().unwrap().iter().map(|e| e["action_id"].as_str().unwrap()))
+            .flat_map(|b| {
+                b["elements"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| e["action_id"].as_str().unwrap())
+            })
             .collect();
-        assert_eq!(actions, ["acknowledge", "in_progress", "close", "set_status", "set_owner", "set_priority"]);
-        for b in blocks.as_array().unwrap().iter().filter(|b| b["type"] == "actions") {
-            assert_eq!(conversation_of_block(b["block_id"].as_str().unwrap()), Some(c.id.as_str()));
+        assert_eq!(
+            actions,
+            [
+                "acknowledge",
+                "in_progress",
+                "close",
+                "set_status",
+                "set_owner",
+                "set_priority"
+            ]
+        );
+        for b in blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["type"] == "actions")
+        {
+            assert_eq!(
+                conversation_of_block(b["block_id"].as_str().unwrap()),
+                Some(c.id.as_str())
+            );
         }
     }
 

@@ -79,10 +79,15 @@ impl Cards {
     /// Returns the conversations looked at.
     pub async fn reconcile(&self, limit: usize) -> Result<usize, StoreError> {
         let store = self.pipeline.store();
-        let mut page = PageRequest { cursor: None, limit: 200 };
+        let mut page = PageRequest {
+            cursor: None,
+            limit: 200,
+        };
         let mut seen = 0;
         while seen < limit {
-            let batch = store.list_conversations(&ConversationFilter::default(), page.clone()).await?;
+            let batch = store
+                .list_conversations(&ConversationFilter::default(), page.clone())
+                .await?;
             for c in &batch.items {
                 self.upsert(c).await?;
             }
@@ -135,7 +140,10 @@ impl Cards {
             None => match self.channel_for(conv).await? {
                 Some(c) => c,
                 None => {
-                    tracing::debug!(conversation = conv.id, "no triage channel for this conversation's card");
+                    tracing::debug!(
+                        conversation = conv.id,
+                        "no triage channel for this conversation's card"
+                    );
                     return Ok(());
                 }
             },
@@ -230,7 +238,10 @@ impl Cards {
             None => None,
         };
         let (customer, permalink) = match &first {
-            Some(m) => (Some(self.name(&m.user).await), self.permalink(&conv.id, &m.channel, &m.ts).await),
+            Some(m) => (
+                Some(self.name(&m.user).await),
+                self.permalink(&conv.id, &m.channel, &m.ts).await,
+            ),
             None => (None, None),
         };
         Ok(CardContext {

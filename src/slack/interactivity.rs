@@ -69,15 +69,17 @@ struct SelectedOption {
     value: String,
 }
 
-pub async fn interactivity(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
-    let slack = state
-        .slack
-        .as_ref()
-        .ok_or(ApiError::Forbidden("Slack is not configured (TRIAGE_SLACK_BOT_TOKEN)"))?;
-    let verifier = slack
-        .verifier
-        .as_ref()
-        .ok_or(ApiError::Unauthorized("Slack requests are not configured (TRIAGE_SLACK_SIGNING_SECRET is unset)"))?;
+pub async fn interactivity(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let slack = state.slack.as_ref().ok_or(ApiError::Forbidden(
+        "Slack is not configured (TRIAGE_SLACK_BOT_TOKEN)",
+    ))?;
+    let verifier = slack.verifier.as_ref().ok_or(ApiError::Unauthorized(
+        "Slack requests are not configured (TRIAGE_SLACK_SIGNING_SECRET is unset)",
+    ))?;
     verifier
         .verify_request(&headers, &body)
         .map_err(|e| ApiError::Unauthorized(e.message()))?;
@@ -127,13 +129,23 @@ pub async fn interactivity(State(state): State<AppState>, headers: HeaderMap, bo
             .update_conversation(conversation, patch, Actor::Human(user.clone()))
             .await
         {
-            Ok(_) => tracing::info!(conversation, user, action = action.action_id, "card action applied"),
+            Ok(_) => tracing::info!(
+                conversation,
+                user,
+                action = action.action_id,
+                "card action applied"
+            ),
             Err(e @ (StoreError::Refused(_) | StoreError::Invalid { .. } | StoreError::NotFound(_))) => {
                 let why = match e {
                     StoreError::NotFound(_) => "this conversation no longer exists".to_string(),
                     other => other.to_string(),
                 };
-                respond(&state, payload.response_url.as_deref(), &format!("Could not {what}: {why}.")).await;
+                respond(
+                    &state,
+                    payload.response_url.as_deref(),
+                    &format!("Could not {what}: {why}."),
+                )
+                .await;
             }
             Err(e) => return Err(e.into()),
         }
@@ -144,7 +156,12 @@ pub async fn interactivity(State(state): State<AppState>, headers: HeaderMap, bo
 /// The change an action asks for; `None` for actions that are not ours.
 fn patch_for(action: &Action) -> Result<Option<ConversationPatch>, String> {
     let selected = || action.selected_option.as_ref().map(|o| o.value.as_str());
-    let status = |s: Status| Ok(Some(ConversationPatch { status: Some(s), ..ConversationPatch::default() }));
+    let status = |s: Status| {
+        Ok(Some(ConversationPatch {
+            status: Some(s),
+            ..ConversationPatch::default()
+        }))
+    };
     match action.action_id.as_str() {
         "acknowledge" | "close" => status(Status::Closed),
         "in_progress" => status(Status::InProgress),
@@ -159,11 +176,20 @@ fn patch_for(action: &Action) -> Result<Option<ConversationPatch>, String> {
         "set_priority" => {
             let v = selected().ok_or("the priority select sent no option")?;
             let p: Priority = v.parse().map_err(|_| format!("`{v}` is not a priority"))?;
-            Ok(Some(ConversationPatch { priority: Some(p), ..ConversationPatch::default() }))
+            Ok(Some(ConversationPatch {
+                priority: Some(p),
+                ..ConversationPatch::default()
+            }))
         }
         "set_owner" => {
-            let u = action.selected_user.clone().ok_or("the owner picker sent no user")?;
-            Ok(Some(ConversationPatch { owner: Some(Some(u)), ..ConversationPatch::default() }))
+            let u = action
+                .selected_user
+                .clone()
+                .ok_or("the owner picker sent no user")?;
+            Ok(Some(ConversationPatch {
+                owner: Some(Some(u)),
+                ..ConversationPatch::default()
+            }))
         }
         _ => Ok(None),
     }

@@ -186,7 +186,12 @@ fn checked(item: Item) -> Item {
                 validate::id("user", &m.user)?;
                 validate::text("text", &m.text, validate::MAX_TEXT_CHARS, false)?;
                 for (i, f) in m.files.iter().enumerate() {
-                    validate::text(&format!("files[{i}].name"), &f.name, validate::MAX_NAME_CHARS, false)?;
+                    validate::text(
+                        &format!("files[{i}].name"),
+                        &f.name,
+                        validate::MAX_NAME_CHARS,
+                        false,
+                    )?;
                 }
                 Ok(())
             }
@@ -312,16 +317,24 @@ mod tests {
     fn messages_breaking_the_input_rules_are_ignored_as_invalid() {
         let t = team();
         let interpret_json = |v: Value| interpret(&parse(v), "C1", Some("TUS"), &t);
-        let nul = interpret_json(json!({"type": "message", "user": "U1", "text": "a\u{0}b", "ts": "1700000000.0001"}));
+        let nul = interpret_json(
+            json!({"type": "message", "user": "U1", "text": "a\u{0}b", "ts": "1700000000.0001"}),
+        );
         assert_eq!(nul, Item::ignored("invalid:text"));
-        let long = interpret_json(json!({"type": "message", "channel": "C".repeat(100_000), "user": "U1",
-                                          "text": "hi", "ts": "1700000000.0001"}));
+        let long = interpret_json(
+            json!({"type": "message", "channel": "C".repeat(100_000), "user": "U1",
+                                          "text": "hi", "ts": "1700000000.0001"}),
+        );
         assert_eq!(long, Item::ignored("invalid:channel"));
-        let edit = interpret_json(json!({"type": "message", "subtype": "message_changed", "ts": "1700000001.0",
-            "message": {"type": "message", "user": "U1", "text": "x\u{0}", "ts": "1700000000.0001"}}));
+        let edit = interpret_json(
+            json!({"type": "message", "subtype": "message_changed", "ts": "1700000001.0",
+            "message": {"type": "message", "user": "U1", "text": "x\u{0}", "ts": "1700000000.0001"}}),
+        );
         assert_eq!(edit, Item::ignored("invalid:text"));
         // Tabs and newlines are text, not a broken rule.
-        let ok = interpret_json(json!({"type": "message", "user": "U1", "text": "a\tb\nc", "ts": "1700000000.0001"}));
+        let ok = interpret_json(
+            json!({"type": "message", "user": "U1", "text": "a\tb\nc", "ts": "1700000000.0001"}),
+        );
         assert!(matches!(ok, Item::New(_)));
     }
 

@@ -53,7 +53,11 @@ impl Slack {
         if s.slack_bot_token.is_empty() {
             return None;
         }
-        let api = api::SlackApi::new(&s.slack_api_url, Some(s.slack_bot_token.clone()), api::DEFAULT_TIMEOUT);
+        let api = api::SlackApi::new(
+            &s.slack_api_url,
+            Some(s.slack_bot_token.clone()),
+            api::DEFAULT_TIMEOUT,
+        );
         let config = outbox::OutboxConfig {
             post_interval: Duration::from_millis(s.slack_post_interval_ms),
             ..outbox::OutboxConfig::default()

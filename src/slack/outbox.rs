@@ -83,9 +83,15 @@ pub struct Outbox {
 
 /// What sending one row came to, short of a Slack error.
 enum Outcome {
-    Done { result: Value, card: Option<CardRef> },
+    Done {
+        result: Value,
+        card: Option<CardRef>,
+    },
     /// A card post found in the channel's history: recorded, then brought up to date.
-    Recovered { card: CardRef, body: Value },
+    Recovered {
+        card: CardRef,
+        body: Value,
+    },
     /// Not an attempt: try again after this long (a card update waiting for its post).
     Postponed(Duration),
     /// Dropped without a call, with the reason.
@@ -230,7 +236,9 @@ impl Outbox {
     fn lane_wait(&self, lane: &str) -> Option<Duration> {
         let lanes = self.lanes.lock().unwrap();
         let until = *lanes.get(lane)?;
-        until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
     }
 
     fn close_lane(&self, lane: &str, for_: Duration) {
@@ -264,10 +272,11 @@ impl Outbox {
     }
 
     async fn post(&self, item: &OutboxItem) -> Result<Outcome, SlackError> {
-        let mut msg: PostMessage = serde_json::from_value(item.body.clone()).map_err(|e| SlackError::Decode {
-            method: POST_MESSAGE.into(),
-            message: format!("outbox row {}: {e}", item.id),
-        })?;
+        let mut msg: PostMessage =
+            serde_json::from_value(item.body.clone()).map_err(|e| SlackError::Decode {
+                method: POST_MESSAGE.into(),
+                message: format!("outbox row {}: {e}", item.id),
+            })?;
         // The row's channel wins: a card's later content may have replaced the body.
         if let Some(channel) = &item.channel {
             msg.channel = channel.clone();
@@ -275,8 +284,17 @@ impl Outbox {
         if let (true, Some(conversation)) = (item.uncertain, &item.conversation_id) {
             // Slack may have posted it: look before posting again. A minute of slack for clocks.
             let oldest = format!("{}.000000", (item.created_ms / 1000 - 60).max(0));
-            if let Some(ts) = self.api.find_card(&msg.channel, conversation, Some(&oldest)).await? {
-                tracing::info!(id = item.id, conversation, ts, "card found in the channel's history; not posted again");
+            if let Some(ts) = self
+                .api
+                .find_card(&msg.channel, conversation, Some(&oldest))
+                .await?
+            {
+                tracing::info!(
+                    id = item.id,
+                    conversation,
+                    ts,
+                    "card found in the channel's history; not posted again"
+                );
                 return Ok(Outcome::Recovered {
                     card: CardRef {
                         conversation_id: conversation.clone(),
@@ -312,7 +330,11 @@ impl Outbox {
             return Ok(Outcome::Dropped("superseded by a later update of the card"));
         }
         let Some(card) = outbox.card(conversation).await.map_err(store)? else {
-            if outbox.has_unsent(conversation, POST_MESSAGE).await.map_err(store)? {
+            if outbox
+                .has_unsent(conversation, POST_MESSAGE)
+                .await
+                .map_err(store)?
+            {
                 return Ok(Outcome::Postponed(Duration::from_secs(1)));
             }
             return Ok(Outcome::Dropped("the conversation has no card"));
@@ -362,7 +384,12 @@ impl Outbox {
             }
             Ok(Outcome::Postponed(after)) => outbox.postpone(item.id, now + after.as_millis() as i64).await,
             Ok(Outcome::Dropped(why)) => {
-                tracing::debug!(id = item.id, method = item.method, why, "Slack outbox row dropped");
+                tracing::debug!(
+                    id = item.id,
+                    method = item.method,
+                    why,
+                    "Slack outbox row dropped"
+                );
                 outbox.complete(item.id, json!({"dropped": why}), None, now).await
             }
             Err(e) => {
@@ -378,7 +405,12 @@ impl Outbox {
                         error = %e, "Slack call failed; retrying");
                     self.metrics.retries.get_or_create(&labels).inc();
                     outbox
-                        .retry(item.id, now + delay.as_millis() as i64, &code, e.may_have_applied())
+                        .retry(
+                            item.id,
+                            now + delay.as_millis() as i64,
+                            &code,
+                            e.may_have_applied(),
+                        )
                         .await
                 } else {
                     tracing::error!(id = item.id, method = item.method, code, attempt, error = %e,

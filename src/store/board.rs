@@ -72,10 +72,7 @@ macro_rules! board_queries {
             Ok(out)
         }
 
-        async fn insert_reasons(
-            conn: &mut Conn,
-            r: &super::board::MessageReasons,
-        ) -> Result<(), StoreError> {
+        async fn insert_reasons(conn: &mut Conn, r: &super::board::MessageReasons) -> Result<(), StoreError> {
             sqlx::query("INSERT INTO message_reasons (message_id, confidence, reasons) VALUES ($1, $2, $3)")
                 .bind(&r.message_id)
                 .bind(r.confidence)

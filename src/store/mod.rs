@@ -42,12 +42,12 @@ use std::sync::Arc;
 
 // The store's vocabulary is the domain's.
 pub use crate::domain::status::Refusal;
-pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
 pub use crate::domain::{
     Account, AccountInput, AccountPatch, AccountRef, Actor, Conversation, ConversationPatch, Edited, Event,
     EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Note, Priority,
     ReplyLabel, Role, Status, TeamMember,
 };
+pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
 
 /// Boxed so that `Store` stays object-safe: the server holds an `Arc<dyn Store>` chosen at start-up.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

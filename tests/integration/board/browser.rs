@@ -26,7 +26,9 @@ fn browser_available() -> Option<String> {
         }
         None => {
             eprintln!("\n\n*** SKIPPING the board's browser test: no chromedriver on this machine. ***");
-            eprintln!("*** Install it with `apt-get install -y chromium chromium-driver` (.ci/run does). ***\n");
+            eprintln!(
+                "*** Install it with `apt-get install -y chromium chromium-driver` (.ci/run does). ***\n"
+            );
             None
         }
     }
@@ -34,16 +36,40 @@ fn browser_available() -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_board_in_a_real_browser() {
-    let Some(driver_path) = browser_available() else { return };
-    let Some(app) = spawn_app(Backend::Sqlite).await else { return };
-    let (s, _) = send(app.post("/v1/accounts", &json!({"name": "Northwind", "owner": "UMAYA", "channels": ["C1"]}))).await;
+    let Some(driver_path) = browser_available() else {
+        return;
+    };
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    let (s, _) = send(app.post(
+        "/v1/accounts",
+        &json!({"name": "Northwind", "owner": "UMAYA", "channels": ["C1"]}),
+    ))
+    .await;
     assert_eq!(s, 201);
     let t0 = 1_700_000_000;
     let dragged = customer(&app, "C1", "UOLA", t0, None, "The nightly export file is empty").await;
     customer(&app, "C1", "UOLA", t0 + 100, Some(t0), "Job id exp-20931").await;
-    let keyed = customer(&app, "C1", "UBEN", t0 + 1000, None, "SSO login fails for new hires").await;
+    let keyed = customer(
+        &app,
+        "C1",
+        "UBEN",
+        t0 + 1000,
+        None,
+        "SSO login fails for new hires",
+    )
+    .await;
     let merged_away = customer(&app, "C1", "USAM", t0 + 2000, None, "Search is slow this morning").await;
-    let survivor = customer(&app, "C1", "URIA", t0 + 3000, None, "Appointment search takes ten seconds").await;
+    let survivor = customer(
+        &app,
+        "C1",
+        "URIA",
+        t0 + 3000,
+        None,
+        "Appointment search takes ten seconds",
+    )
+    .await;
 
     let driver = Driver::start(&driver_path).await;
     let b = driver.session().await;
@@ -53,10 +79,19 @@ async fn the_board_in_a_real_browser() {
     b.wait_for("form.sign-in").await;
     assert!(!b.page_text().await.contains("nightly export"));
     // With the token: a cookie, and the board.
-    b.goto(&format!("{}/board?token={TOKEN}&user=alice", app.address)).await;
+    b.goto(&format!("{}/board?token={TOKEN}&user=alice", app.address))
+        .await;
     b.wait_for(&format!(".card[data-id='{dragged}']")).await;
-    assert!(!b.url().await.contains("token"), "the token leaves the address bar");
-    b.wait_until("return document.body.dataset.ready === 'true'", json!([]), "script").await;
+    assert!(
+        !b.url().await.contains("token"),
+        "the token leaves the address bar"
+    );
+    b.wait_until(
+        "return document.body.dataset.ready === 'true'",
+        json!([]),
+        "script",
+    )
+    .await;
     let new_count = b.text(&b.find("[data-count=new]").await).await;
     assert_eq!(new_count, "4");
 
@@ -64,30 +99,56 @@ async fn the_board_in_a_real_browser() {
     let card = b.find(&format!(".card[data-id='{dragged}'] .title")).await;
     let closed = b.find("#col-closed h2").await;
     b.drag(&card, &closed).await;
-    b.wait_for(&format!("#col-closed .card[data-id='{dragged}']")).await;
+    b.wait_for(&format!("#col-closed .card[data-id='{dragged}']"))
+        .await;
     let e = last_status_event(&app, &dragged).await;
-    assert_eq!((e["actor"].as_str(), e["after"].as_str()), (Some("human:alice"), Some("closed")), "{e}");
+    assert_eq!(
+        (e["actor"].as_str(), e["after"].as_str()),
+        (Some("human:alice"), Some("closed")),
+        "{e}"
+    );
 
     // The keyboard menu: Enter on Move, Enter on "Move to Closed" (after the live re-read the
     // drag caused, which replaces the cards).
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     let button = b.find(&format!(".card[data-id='{keyed}'] .move")).await;
     b.send_keys(&button, ENTER).await;
-    let item = b.wait_for("#move-menu:not([hidden]) button[data-status=closed]").await;
-    let focused = b.execute("return document.activeElement.dataset.status || ''", json!([])).await;
-    assert_eq!(focused, "on_you", "the menu takes focus (first choice other than New)");
+    let item = b
+        .wait_for("#move-menu:not([hidden]) button[data-status=closed]")
+        .await;
+    let focused = b
+        .execute("return document.activeElement.dataset.status || ''", json!([]))
+        .await;
+    assert_eq!(
+        focused, "on_you",
+        "the menu takes focus (first choice other than New)"
+    );
     b.send_keys(&item, ENTER).await;
     b.wait_for(&format!("#col-closed .card[data-id='{keyed}']")).await;
     let e = last_status_event(&app, &keyed).await;
-    assert_eq!((e["actor"].as_str(), e["after"].as_str()), (Some("human:alice"), Some("closed")), "{e}");
+    assert_eq!(
+        (e["actor"].as_str(), e["after"].as_str()),
+        (Some("human:alice"), Some("closed")),
+        "{e}"
+    );
     b.screenshot(&artifacts().join("board.png")).await;
 
     // A conversation: its messages and why each joined.
     b.goto(&format!("{}/board/c/{dragged}", app.address)).await;
     b.wait_for("ol.messages").await;
-    b.execute("document.querySelectorAll('details.why').forEach(d => d.open = true)", json!([])).await;
+    b.execute(
+        "document.querySelectorAll('details.why').forEach(d => d.open = true)",
+        json!([]),
+    )
+    .await;
     let text = b.page_text().await;
-    for want in ["The nightly export file is empty", "Job id exp-20931", "Why it joined", "same thread", "human:alice"] {
+    for want in [
+        "The nightly export file is empty",
+        "Job id exp-20931",
+        "Why it joined",
+        "same thread",
+        "human:alice",
+    ] {
         assert!(text.contains(want), "conversation view lacks {want:?}:\n{text}");
     }
     b.screenshot(&artifacts().join("conversation.png")).await;
@@ -102,8 +163,18 @@ async fn the_board_in_a_real_browser() {
     .await;
     let merge = b.find("form[data-kind=merge] button[type=submit]").await;
     b.click(&merge).await;
-    b.wait_until("return location.pathname.endsWith(arguments[0])", json!([survivor]), "the survivor's page").await;
-    b.wait_until("return document.body.innerText.includes('Search is slow this morning')", json!([]), "merged messages").await;
+    b.wait_until(
+        "return location.pathname.endsWith(arguments[0])",
+        json!([survivor]),
+        "the survivor's page",
+    )
+    .await;
+    b.wait_until(
+        "return document.body.innerText.includes('Search is slow this morning')",
+        json!([]),
+        "merged messages",
+    )
+    .await;
     let (s, _) = send(app.get(&format!("/v1/conversations/{merged_away}"))).await;
     assert_eq!(s, 404, "the merged conversation is gone");
     let (_, v) = send(app.get(&format!("/v1/conversations/{survivor}"))).await;
@@ -111,33 +182,65 @@ async fn the_board_in_a_real_browser() {
 
     // Live: a message sent through the API appears on the open board without a reload.
     b.goto(&format!("{}/board", app.address)).await;
-    b.wait_until("return document.body.dataset.connected === 'true'", json!([]), "the event stream").await;
+    b.wait_until(
+        "return document.body.dataset.connected === 'true'",
+        json!([]),
+        "the event stream",
+    )
+    .await;
     b.execute("window.__notReloaded = true", json!([])).await;
-    let live = customer(&app, "C1", "ULEO", t0 + 9000, None, "Webhooks stopped arriving at 02:00").await;
+    let live = customer(
+        &app,
+        "C1",
+        "ULEO",
+        t0 + 9000,
+        None,
+        "Webhooks stopped arriving at 02:00",
+    )
+    .await;
     b.wait_for(&format!("#col-new .card[data-id='{live}']")).await;
-    assert_eq!(b.execute("return window.__notReloaded === true", json!([])).await, true);
+    assert_eq!(
+        b.execute("return window.__notReloaded === true", json!([])).await,
+        true
+    );
     b.quit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_open_conversations_render_within_a_second() {
-    let Some(driver_path) = browser_available() else { return };
-    let Some(app) = spawn_app(Backend::Sqlite).await else { return };
+    let Some(driver_path) = browser_available() else {
+        return;
+    };
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
     let n = 2000u64;
     let t0 = 1_700_000_000u64;
     let seed = Instant::now();
     for i in 0..n {
         // One user per conversation, an hour apart: the grouper keeps them apart.
-        let text = format!("Customer {i}: the report for region {} is missing rows since the last update", i % 37);
+        let text = format!(
+            "Customer {i}: the report for region {} is missing rows since the last update",
+            i % 37
+        );
         customer(&app, "C1", &format!("U{i}"), t0 + i * 3600, None, &text).await;
     }
-    eprintln!("seeded {n} conversations through the API in {:.1} s", seed.elapsed().as_secs_f64());
+    eprintln!(
+        "seeded {n} conversations through the API in {:.1} s",
+        seed.elapsed().as_secs_f64()
+    );
     let cookie = sign_in(&app, "alice").await;
     // Server time alone, measured by a plain client: median of 5.
     let mut server = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let r = app.client.get(format!("{}/board", app.address)).header("cookie", &cookie).send().await.unwrap();
+        let r = app
+            .client
+            .get(format!("{}/board", app.address))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
         let body = r.text().await.unwrap();
         server.push(t.elapsed().as_secs_f64() * 1000.0);
         assert_eq!(body.matches("class=\"card ").count(), n as usize);
@@ -146,11 +249,17 @@ async fn two_thousand_open_conversations_render_within_a_second() {
 
     let driver = Driver::start(&driver_path).await;
     let b = driver.session().await;
-    b.goto(&format!("{}/board?token={TOKEN}&user=alice", app.address)).await;
+    b.goto(&format!("{}/board?token={TOKEN}&user=alice", app.address))
+        .await;
     let mut loads = Vec::new();
     for _ in 0..5 {
         b.goto(&format!("{}/board", app.address)).await;
-        b.wait_until("return performance.getEntriesByType('navigation')[0].loadEventEnd > 0", json!([]), "load").await;
+        b.wait_until(
+            "return performance.getEntriesByType('navigation')[0].loadEventEnd > 0",
+            json!([]),
+            "load",
+        )
+        .await;
         let t = b
             .execute(
                 "const n = performance.getEntriesByType('navigation')[0]; \
@@ -170,5 +279,8 @@ async fn two_thousand_open_conversations_render_within_a_second() {
          time to first byte {ttfb:.0} ms, navigation start to load event end {total:.0} ms (all loads: {loads:?})",
         server[2]
     );
-    assert!(total < 1000.0, "the board with {n} open conversations took {total:.0} ms to load in the browser");
+    assert!(
+        total < 1000.0,
+        "the board with {n} open conversations took {total:.0} ms to load in the browser"
+    );
 }

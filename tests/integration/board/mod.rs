@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 
 /// A client that shows redirects instead of following them (to read `Set-Cookie`).
 pub fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder().redirect(Policy::none()).build().unwrap()
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
 }
 
 /// Signs in as `user` with the API token; returns the `Cookie` header value.
@@ -28,7 +31,14 @@ pub async fn sign_in(app: &TestApp, user: &str) -> String {
 
 /// A customer message in `channel` at second `t` (optionally in `thread`); returns its
 /// conversation id.
-pub async fn customer(app: &TestApp, channel: &str, user: &str, t: u64, thread: Option<u64>, text: &str) -> String {
+pub async fn customer(
+    app: &TestApp,
+    channel: &str,
+    user: &str,
+    t: u64,
+    thread: Option<u64>,
+    text: &str,
+) -> String {
     let mut body = json!({"channel": channel, "ts": format!("{t}.000100"), "user": user, "text": text});
     if let Some(root) = thread {
         body["thread_ts"] = json!(format!("{root}.000100"));
@@ -40,7 +50,8 @@ pub async fn customer(app: &TestApp, channel: &str, user: &str, t: u64, thread: 
 
 /// The last status event of a conversation, through the API.
 pub async fn last_status_event(app: &TestApp, id: &str) -> Value {
-    let (status, v) = crate::tickets::helpers::send(app.get(&format!("/v1/conversations/{id}/events?limit=200"))).await;
+    let (status, v) =
+        crate::tickets::helpers::send(app.get(&format!("/v1/conversations/{id}/events?limit=200"))).await;
     assert_eq!(status, 200, "{v}");
     v["items"]
         .as_array()

@@ -15,7 +15,10 @@ pub fn chromedriver() -> Option<String> {
         Some("/usr/bin/chromedriver".into()),
         Some("/usr/lib/chromium/chromedriver".into()),
     ];
-    candidates.into_iter().flatten().find(|p| std::path::Path::new(p).exists())
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| std::path::Path::new(p).exists())
 }
 
 pub struct Driver {
@@ -26,14 +29,22 @@ pub struct Driver {
 
 impl Driver {
     pub async fn start(binary: &str) -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let child = Command::new(binary)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let driver = Driver { child, base: format!("http://127.0.0.1:{port}"), http: reqwest::Client::new() };
+        let driver = Driver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = driver.http.get(format!("{}/status", driver.base)).send().await;
@@ -60,9 +71,21 @@ impl Driver {
             options["binary"] = json!(b);
         }
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}});
-        let v = call(&self.http, reqwest::Method::POST, &format!("{}/session", self.base), Some(caps)).await;
-        let id = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {v}")).to_owned();
-        Browser { base: format!("{}/session/{id}", self.base), http: self.http.clone() }
+        let v = call(
+            &self.http,
+            reqwest::Method::POST,
+            &format!("{}/session", self.base),
+            Some(caps),
+        )
+        .await;
+        let id = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_owned();
+        Browser {
+            base: format!("{}/session/{id}", self.base),
+            http: self.http.clone(),
+        }
     }
 }
 
@@ -94,11 +117,23 @@ pub type Element = String;
 
 impl Browser {
     async fn post(&self, path: &str, body: Value) -> Value {
-        call(&self.http, reqwest::Method::POST, &format!("{}{path}", self.base), Some(body)).await
+        call(
+            &self.http,
+            reqwest::Method::POST,
+            &format!("{}{path}", self.base),
+            Some(body),
+        )
+        .await
     }
 
     async fn get(&self, path: &str) -> Value {
-        call(&self.http, reqwest::Method::GET, &format!("{}{path}", self.base), None).await
+        call(
+            &self.http,
+            reqwest::Method::GET,
+            &format!("{}{path}", self.base),
+            None,
+        )
+        .await
     }
 
     pub async fn goto(&self, url: &str) {
@@ -110,14 +145,20 @@ impl Browser {
     }
 
     pub async fn find(&self, css: &str) -> Element {
-        let v = self.post("/element", json!({"using": "css selector", "value": css})).await;
-        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_owned()
+        let v = self
+            .post("/element", json!({"using": "css selector", "value": css}))
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
     }
 
     /// Waits up to 10 s for `css` to match.
     pub async fn wait_for(&self, css: &str) -> Element {
         let script = "return document.querySelector(arguments[0]) !== null";
-        self.wait_until(script, json!([css]), &format!("element {css}")).await;
+        self.wait_until(script, json!([css]), &format!("element {css}"))
+            .await;
         self.find(css).await
     }
 
@@ -138,19 +179,29 @@ impl Browser {
     }
 
     pub async fn send_keys(&self, el: &Element, text: &str) {
-        self.post(&format!("/element/{el}/value"), json!({ "text": text })).await;
+        self.post(&format!("/element/{el}/value"), json!({ "text": text }))
+            .await;
     }
 
     pub async fn text(&self, el: &Element) -> String {
-        self.get(&format!("/element/{el}/text")).await.as_str().unwrap_or_default().to_owned()
+        self.get(&format!("/element/{el}/text"))
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub async fn execute(&self, script: &str, args: Value) -> Value {
-        self.post("/execute/sync", json!({ "script": script, "args": args })).await
+        self.post("/execute/sync", json!({ "script": script, "args": args }))
+            .await
     }
 
     pub async fn page_text(&self) -> String {
-        self.execute("return document.body.innerText", json!([])).await.as_str().unwrap_or_default().to_owned()
+        self.execute("return document.body.innerText", json!([]))
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Presses the mouse on `from`, moves in steps onto `to`, releases: real pointer events.
@@ -167,7 +218,13 @@ impl Browser {
             ]
         }]});
         self.post("/actions", actions).await;
-        call(&self.http, reqwest::Method::DELETE, &format!("{}/actions", self.base), None).await;
+        call(
+            &self.http,
+            reqwest::Method::DELETE,
+            &format!("{}/actions", self.base),
+            None,
+        )
+        .await;
     }
 
     pub async fn screenshot(&self, path: &std::path::Path) {

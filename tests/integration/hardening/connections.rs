@@ -31,16 +31,30 @@ async fn idle_and_half_sent_heads_are_closed() {
     // A keep-alive connection that was served once, then left idle.
     let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut kept = open(&server.addr, get.as_bytes()).await;
-    for (name, conn) in [("idle", &mut idle), ("half-sent head", &mut half), ("keep-alive", &mut kept)] {
+    for (name, conn) in [
+        ("idle", &mut idle),
+        ("half-sent head", &mut half),
+        ("keep-alive", &mut kept),
+    ] {
         let closed = read_until_closed(conn, Duration::from_secs(5)).await;
         let (response, _) = closed.unwrap_or_else(|| panic!("{name} connection still open after 5 s"));
         let after = t.elapsed();
-        assert!(after >= Duration::from_millis(700), "{name} closed too early: {after:?}");
-        assert_eq!(response.starts_with("HTTP/1.1 200"), name == "keep-alive", "{name}: {response}");
+        assert!(
+            after >= Duration::from_millis(700),
+            "{name} closed too early: {after:?}"
+        );
+        assert_eq!(
+            response.starts_with("HTTP/1.1 200"),
+            name == "keep-alive",
+            "{name}: {response}"
+        );
     }
-    let (response, _) = read_until_closed(&mut open(&server.addr, get.as_bytes()).await, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let (response, _) = read_until_closed(
+        &mut open(&server.addr, get.as_bytes()).await,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
@@ -100,10 +114,15 @@ async fn shutdown_closes_idle_and_half_sent_connections_and_finishes_busy_ones()
         assert!(after < Duration::from_secs(1), "{name} closed after {after:?}");
     }
     // The busy request is answered (its body never completed: 408), not dropped.
-    let (response, _) = read_until_closed(&mut busy, Duration::from_secs(5)).await.expect("answered");
+    let (response, _) = read_until_closed(&mut busy, Duration::from_secs(5))
+        .await
+        .expect("answered");
     assert!(response.starts_with("HTTP/1.1 408"), "{response}");
     let ended = tokio::time::timeout(Duration::from_secs(5), &mut server.task).await;
-    assert!(ended.is_ok(), "the server still runs 5 s after shutdown (drain deadline 2 s)");
+    assert!(
+        ended.is_ok(),
+        "the server still runs 5 s after shutdown (drain deadline 2 s)"
+    );
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
 

@@ -59,7 +59,10 @@ async fn ingestion_keeps_flowing_under_bulk_embedding() {
     // Messages one after another while the bulk work runs (bounded: at most 60 s, 200 messages).
     while !bulk.iter().all(|b| b.is_finished()) && started.elapsed() < Duration::from_secs(60) && i < 210 {
         let (status, took) = ingest(i).await;
-        assert!((200..300).contains(&status), "message {i} answered {status} under bulk load");
+        assert!(
+            (200..300).contains(&status),
+            "message {i} answered {status} under bulk load"
+        );
         loaded.push(took);
         i += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -75,7 +78,10 @@ async fn ingestion_keeps_flowing_under_bulk_embedding() {
         }
     }
     loaded.sort();
-    assert!(loaded.len() >= 5, "the bulk work finished before ingestion was measured");
+    assert!(
+        loaded.len() >= 5,
+        "the bulk work finished before ingestion was measured"
+    );
     let p99 = percentile(&loaded, 0.99);
     eprintln!(
         "ingestion alone: p50 {:?}, p99 {:?} (n={}); under 8x256-input /v1/embed: p50 {:?}, p99 {:?} (n={}), \
@@ -93,6 +99,9 @@ async fn ingestion_keeps_flowing_under_bulk_embedding() {
     // longer per batch, so the bound there is relative to the same run: a message must not wait
     // for the bulk backlog, at most a tenth of the time the bulk work took.
     let bound = Duration::from_secs(1).max(Duration::from_secs_f64(bulk_secs / 10.0));
-    assert!(p99 < bound, "ingestion p99 {p99:?} under bulk load (bound {bound:?})");
+    assert!(
+        p99 < bound,
+        "ingestion p99 {p99:?} under bulk load (bound {bound:?})"
+    );
     app.stop().await.unwrap();
 }

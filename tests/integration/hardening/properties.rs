@@ -74,7 +74,11 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let channel = prop_oneof![Just("CDIFF".to_owned()), Just("CDIFF2".to_owned()), nasty_string()];
+    let channel = prop_oneof![
+        Just("CDIFF".to_owned()),
+        Just("CDIFF2".to_owned()),
+        nasty_string()
+    ];
     let message = (channel, odd_ts(), nasty_string(), nasty_string(), any::<bool>()).prop_map(
         |(channel, ts, user, text, agent)| {
             Op::Ingest(json!({"channel": channel, "ts": ts, "user": user, "text": text,
@@ -103,8 +107,16 @@ fn encode(s: &str) -> String {
 async fn answer(app: &TestApp, op: &Op) -> u16 {
     match op {
         Op::Ingest(body) => send(app.post("/v1/messages", body)).await.0,
-        Op::Search(q) => send(app.get(&format!("/v1/conversations?q={}", encode(q)))).await.0,
-        Op::OwnerFilter(o) => send(app.get(&format!("/v1/conversations?owner={}", encode(o)))).await.0,
+        Op::Search(q) => {
+            send(app.get(&format!("/v1/conversations?q={}", encode(q))))
+                .await
+                .0
+        }
+        Op::OwnerFilter(o) => {
+            send(app.get(&format!("/v1/conversations?owner={}", encode(o))))
+                .await
+                .0
+        }
     }
 }
 
@@ -128,9 +140,28 @@ async fn stored(app: &TestApp) -> BTreeSet<String> {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|m| json!([m["channel"], m["ts"], m["thread_ts"], m["user"], m["role"], m["text"], m["label"]]))
+                .map(|m| {
+                    json!([
+                        m["channel"],
+                        m["ts"],
+                        m["thread_ts"],
+                        m["user"],
+                        m["role"],
+                        m["text"],
+                        m["label"]
+                    ])
+                })
                 .collect();
-            out.insert(json!([conv["channel"], conv["status"], conv["title"], conv["message_count"], texts]).to_string());
+            out.insert(
+                json!([
+                    conv["channel"],
+                    conv["status"],
+                    conv["title"],
+                    conv["message_count"],
+                    texts
+                ])
+                .to_string(),
+            );
         }
         cursor = page["next_cursor"].as_str().map(str::to_owned);
         if cursor.is_none() {
@@ -178,7 +209,9 @@ fn any_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         nasty_string().prop_map(Value::from),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
@@ -193,7 +226,10 @@ fn any_json() -> impl Strategy<Value = Value> {
 /// A valid body of `route` with one field replaced by anything (or removed, or the whole body
 /// replaced).
 fn mutated(valid: Value) -> impl Strategy<Value = Value> {
-    let keys: Vec<String> = valid.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let keys: Vec<String> = valid
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     let n = keys.len().max(1);
     (0..n + 2, any_json()).prop_map(move |(k, replacement)| {
         let mut body = valid.clone();
@@ -232,7 +268,8 @@ fn fuzzed_bodies_never_get_a_5xx() {
     s.github_webhook_secret = triage::config::Secret::new(GITHUB_SECRET);
     s.linear_webhook_secret = triage::config::Secret::new(LINEAR_SECRET);
     let app = rt.block_on(crate::helpers::spawn_app_with(s));
-    let message = json!({"channel": "CFUZZ", "ts": "1700000000.000100", "user": "U1", "text": "the export fails"});
+    let message =
+        json!({"channel": "CFUZZ", "ts": "1700000000.000100", "user": "U1", "text": "the export fails"});
     let github = json!({"action": "closed", "issue": {"html_url": "https://github.com/o/r/issues/1", "number": 1},
                         "repository": {"full_name": "o/r"}});
     let linear = json!({"type": "Issue", "data": {"identifier": "ENG-1", "url": "https://linear.app/o/issue/ENG-1",
@@ -268,9 +305,10 @@ fn fuzzed_bodies_never_get_a_5xx() {
                     .header("content-type", "application/json");
                 let req = match route {
                     Route::Messages | Route::Group | Route::GenericWebhook => base.bearer_auth(TOKEN),
-                    Route::GithubWebhook => base
-                        .header("x-github-event", "issues")
-                        .header("x-hub-signature-256", format!("sha256={}", sign(GITHUB_SECRET, &bytes))),
+                    Route::GithubWebhook => base.header("x-github-event", "issues").header(
+                        "x-hub-signature-256",
+                        format!("sha256={}", sign(GITHUB_SECRET, &bytes)),
+                    ),
                     Route::LinearWebhook => base.header("linear-signature", sign(LINEAR_SECRET, &bytes)),
                 };
                 let response = req.body(bytes.clone()).send().await.expect("the server answers");

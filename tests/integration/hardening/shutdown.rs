@@ -49,7 +49,9 @@ async fn sigterm_with_half_open_idle_and_busy_connections_exits_within_the_deadl
         let client = client.clone();
         let base = server.addr.clone();
         tokio::spawn(async move {
-            let inputs: Vec<String> = (0..128).map(|i| format!("bulk input number {i} about invoices")).collect();
+            let inputs: Vec<String> = (0..128)
+                .map(|i| format!("bulk input number {i} about invoices"))
+                .collect();
             client
                 .post(format!("{base}/v1/embed"))
                 .bearer_auth(TOKEN)
@@ -63,7 +65,10 @@ async fn sigterm_with_half_open_idle_and_busy_connections_exits_within_the_deadl
 
     let t = Instant::now();
     let pid = server.child.id().to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let exit = loop {
         if let Some(status) = server.child.try_wait().unwrap() {
@@ -80,7 +85,10 @@ async fn sigterm_with_half_open_idle_and_busy_connections_exits_within_the_deadl
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "{exit:?}");
-    eprintln!("exited {:?} after SIGTERM (drain deadline {DRAIN_SECS} s)", t.elapsed());
+    eprintln!(
+        "exited {:?} after SIGTERM (drain deadline {DRAIN_SECS} s)",
+        t.elapsed()
+    );
 
     for (name, conn) in [("half-open", &mut half), ("idle", &mut idle)] {
         let (response, _) = read_until_closed(conn, Duration::from_secs(1))
@@ -93,7 +101,10 @@ async fn sigterm_with_half_open_idle_and_busy_connections_exits_within_the_deadl
         let (ts, result) = task.await.unwrap();
         match result {
             Ok(code) => {
-                assert!((200..300).contains(&code) || code == 503, "ingestion answered {code}");
+                assert!(
+                    (200..300).contains(&code) || code == 503,
+                    "ingestion answered {code}"
+                );
                 if code < 300 {
                     answered.push(ts);
                 }
@@ -115,5 +126,9 @@ async fn sigterm_with_half_open_idle_and_busy_connections_exits_within_the_deadl
             .unwrap();
         assert_eq!(n, 1, "message {ts} was answered 2xx but is not stored");
     }
-    eprintln!("{} of 6 ingested before the shutdown, in {:?}", answered.len(), t.elapsed());
+    eprintln!(
+        "{} of 6 ingested before the shutdown, in {:?}",
+        answered.len(),
+        t.elapsed()
+    );
 }

@@ -24,11 +24,16 @@ fn refused(code: u16, body: &Value, field: &str) {
     let err = assert_error(code, body, 422);
     assert_eq!(err["field"], field, "{body}");
     let m = err["message"].as_str().unwrap();
-    assert!(!m.is_empty() && !m.contains("struct ") && !m.contains("enum "), "{m}");
+    assert!(
+        !m.is_empty() && !m.contains("struct ") && !m.contains("enum "),
+        "{m}"
+    );
 }
 
 async fn conversation(app: &TestApp) -> String {
-    let (code, body) = app.message(message("CVAL", "1700000000.000100", "U1", "help please")).await;
+    let (code, body) = app
+        .message(message("CVAL", "1700000000.000100", "U1", "help please"))
+        .await;
     assert_eq!(code, 201, "{body}");
     body["conversation"]["id"].as_str().unwrap().to_owned()
 }
@@ -38,7 +43,11 @@ async fn nul_characters_are_refused_everywhere(backend: Backend) {
         return;
     };
     let id = conversation(&app).await;
-    for (query, field) in [("q=%00", "q"), ("owner=a%00b", "owner"), ("channel=%00", "channel")] {
+    for (query, field) in [
+        ("q=%00", "q"),
+        ("owner=a%00b", "owner"),
+        ("channel=%00", "channel"),
+    ] {
         let (code, body) = send(app.get(&format!("/v1/conversations?{query}"))).await;
         refused(code, &body, field);
     }
@@ -52,7 +61,11 @@ async fn nul_characters_are_refused_everywhere(backend: Backend) {
     }
     let (code, body) = send(app.patch(&format!("/v1/conversations/{id}"), &json!({"owner": "U\u{0}"}))).await;
     refused(code, &body, "owner");
-    let (code, body) = send(app.post("/v1/accounts", &json!({"name": "A", "channels": ["C1", "C\u{0}"]}))).await;
+    let (code, body) = send(app.post(
+        "/v1/accounts",
+        &json!({"name": "A", "channels": ["C1", "C\u{0}"]}),
+    ))
+    .await;
     refused(code, &body, "channels[1]");
     // /v1/group reads the same body through the same checks (before any model is needed).
     let (code, body) = send(app.post("/v1/group", &message("C", "1700000000", "U", "x\u{0}"))).await;
@@ -68,26 +81,47 @@ async fn long_identifiers_are_refused(backend: Backend) {
     };
     let id = conversation(&app).await;
     let long = "C".repeat(100_000);
-    let (code, body) = app.message(message(&long, "1700000001.000100", "U1", "hello")).await;
+    let (code, body) = app
+        .message(message(&long, "1700000001.000100", "U1", "hello"))
+        .await;
     refused(code, &body, "channel");
-    let (code, body) = app.message(message("CVAL", "1700000001.000100", &long, "hello")).await;
+    let (code, body) = app
+        .message(message("CVAL", "1700000001.000100", &long, "hello"))
+        .await;
     refused(code, &body, "user");
     let (code, body) = send(app.patch(&format!("/v1/conversations/{id}"), &json!({"owner": long}))).await;
     refused(code, &body, "owner");
-    let (code, body) = send(app.patch(&format!("/v1/conversations/{id}"), &json!({"title": "t".repeat(501)}))).await;
+    let (code, body) = send(app.patch(
+        &format!("/v1/conversations/{id}"),
+        &json!({"title": "t".repeat(501)}),
+    ))
+    .await;
     refused(code, &body, "title");
     // (A URL cannot carry 100,000 characters through the client; 10,000 will do.)
     let (code, body) = send(app.get(&format!("/v1/conversations?owner={}", &long[..10_000]))).await;
     refused(code, &body, "owner");
     let (code, body) = send(app.post("/v1/accounts", &json!({"name": "n".repeat(256)}))).await;
     refused(code, &body, "name");
-    let (code, body) = app.message(message("CVAL", "1700000001.000100", "U1", &"x".repeat(40_001))).await;
+    let (code, body) = app
+        .message(message("CVAL", "1700000001.000100", "U1", &"x".repeat(40_001)))
+        .await;
     refused(code, &body, "text");
     // The limits themselves are accepted, on both backends.
     let at_limit = "C".repeat(255);
-    let (code, body) = app.message(message(&at_limit, "1700000001.000100", &"U".repeat(255), &"é".repeat(40_000))).await;
+    let (code, body) = app
+        .message(message(
+            &at_limit,
+            "1700000001.000100",
+            &"U".repeat(255),
+            &"é".repeat(40_000),
+        ))
+        .await;
     assert_eq!(code, 201, "{body}");
-    let (code, body) = send(app.patch(&format!("/v1/conversations/{id}"), &json!({"owner": "O".repeat(255)}))).await;
+    let (code, body) = send(app.patch(
+        &format!("/v1/conversations/{id}"),
+        &json!({"owner": "O".repeat(255)}),
+    ))
+    .await;
     assert_eq!(code, 200, "{body}");
 }
 
@@ -132,9 +166,18 @@ async fn linked_issues_are_checked(backend: Backend) {
     let id = conversation(&app).await;
     let path = format!("/v1/conversations/{id}");
     for (issue, field) in [
-        (json!({"url": "not a url", "provider": "bogus"}), "linked_issue.url"),
-        (json!({"url": "https://github.com/o/r/issues/1", "provider": "bogus"}), "linked_issue.provider"),
-        (json!({"url": "https://github.com/o/r/issues/1", "state": "done"}), "linked_issue.state"),
+        (
+            json!({"url": "not a url", "provider": "bogus"}),
+            "linked_issue.url",
+        ),
+        (
+            json!({"url": "https://github.com/o/r/issues/1", "provider": "bogus"}),
+            "linked_issue.provider",
+        ),
+        (
+            json!({"url": "https://github.com/o/r/issues/1", "state": "done"}),
+            "linked_issue.state",
+        ),
         (json!({"url": "javascript:alert(1)"}), "linked_issue.url"),
     ] {
         let (code, body) = send(app.patch(&path, &json!({"status": "on_hold", "linked_issue": issue}))).await;
@@ -159,12 +202,15 @@ async fn cursors_are_tied_to_their_query(backend: Backend) {
     };
     for i in 0..3u64 {
         let ts = format!("{}.000100", 1_700_000_000 + i * 1000);
-        let (code, _) = app.message(message("CCUR", &ts, &format!("U{i}"), "a question")).await;
+        let (code, _) = app
+            .message(message("CCUR", &ts, &format!("U{i}"), "a question"))
+            .await;
         assert_eq!(code, 201);
     }
     let (_, page) = send(app.get("/v1/conversations?channel=CCUR&limit=1")).await;
     let cursor = page["next_cursor"].as_str().expect("a next page").to_owned();
-    let (code, next) = send(app.get(&format!("/v1/conversations?channel=CCUR&limit=1&cursor={cursor}"))).await;
+    let (code, next) =
+        send(app.get(&format!("/v1/conversations?channel=CCUR&limit=1&cursor={cursor}"))).await;
     assert_eq!(code, 200, "{next}");
     assert_ne!(next["items"][0]["id"], page["items"][0]["id"]);
     // The same cursor with other filters, or on another list, is refused.
@@ -190,7 +236,9 @@ async fn errors_speak_to_users(backend: Backend) {
     refused(code, &body, "body");
     let (code, body) = send(app.post("/v1/webhooks/issues", &json!({"url": "https://x/1"}))).await;
     refused(code, &body, "state");
-    let (code, body) = app.message(json!({"channel": "C", "ts": true, "user": "U", "text": "x"})).await;
+    let (code, body) = app
+        .message(json!({"channel": "C", "ts": true, "user": "U", "text": "x"}))
+        .await;
     refused(code, &body, "ts");
     let (code, body) = app.message(json!({"channel": "C", "ts": "1", "user": "U"})).await;
     refused(code, &body, "text");
@@ -202,7 +250,10 @@ async fn errors_speak_to_users(backend: Backend) {
         send(app.post("/v1/classify", &json!({"text": ""}))).await,
     ] {
         let err = &body["error"];
-        assert!(code >= 400 && err["code"].is_string() && err["message"].is_string(), "{body}");
+        assert!(
+            code >= 400 && err["code"].is_string() && err["message"].is_string(),
+            "{body}"
+        );
         assert!(err.as_object().unwrap().contains_key("field"), "{body}");
     }
 }

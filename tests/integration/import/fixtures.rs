@@ -61,7 +61,9 @@ pub fn slackdump(src: &Path, out: &Path) -> Slackdump {
     let mut every: Vec<Value> = Vec::new();
     for ch in &channels {
         let name = ch["name"].as_str().unwrap();
-        let Ok(days) = std::fs::read_dir(src.join(name)) else { continue };
+        let Ok(days) = std::fs::read_dir(src.join(name)) else {
+            continue;
+        };
         for d in days {
             let v: Vec<Value> = read(&d.unwrap().path());
             every.extend(v);
@@ -74,7 +76,9 @@ pub fn slackdump(src: &Path, out: &Path) -> Slackdump {
     let cut = (lo + hi) / 2.0;
     for ch in &channels {
         let (id, name) = (ch["id"].as_str().unwrap(), ch["name"].as_str().unwrap());
-        let Ok(days) = std::fs::read_dir(src.join(name)) else { continue };
+        let Ok(days) = std::fs::read_dir(src.join(name)) else {
+            continue;
+        };
         let mut msgs: Vec<Value> = Vec::new();
         for d in days {
             let v: Vec<Value> = read(&d.unwrap().path());
@@ -124,10 +128,16 @@ pub fn slackdump(src: &Path, out: &Path) -> Slackdump {
             if !window.is_empty() {
                 let objects: u64 = window
                     .iter()
-                    .map(|m| 1 + m.get("slackdump_thread_replies").map_or(0, |r| r.as_array().unwrap().len() as u64))
+                    .map(|m| {
+                        1 + m
+                            .get("slackdump_thread_replies")
+                            .map_or(0, |r| r.as_array().unwrap().len() as u64)
+                    })
                     .sum();
                 written += objects;
-                let day = chrono::DateTime::from_timestamp(start as i64, 0).unwrap().format("%Y-%m-%d");
+                let day = chrono::DateTime::from_timestamp(start as i64, 0)
+                    .unwrap()
+                    .format("%Y-%m-%d");
                 let body = serde_json::to_vec_pretty(&window).unwrap();
                 let mut targets = vec![all.join(name)];
                 if start < cut {

@@ -36,7 +36,10 @@ async fn finished(app: &TestApp, id: &str) -> Value {
     loop {
         let (status, job) = send(app.get(&format!("/v1/import/{id}"))).await;
         assert_eq!(status, 200, "{job}");
-        assert!(job["done"].as_i64().unwrap() <= job["total"].as_i64().unwrap().max(job["done"].as_i64().unwrap()));
+        assert!(
+            job["done"].as_i64().unwrap()
+                <= job["total"].as_i64().unwrap().max(job["done"].as_i64().unwrap())
+        );
         if job["state"] != "running" {
             return job;
         }
@@ -46,7 +49,9 @@ async fn finished(app: &TestApp, id: &str) -> Value {
 }
 
 async fn http_import_runs_in_the_background(backend: Backend) {
-    let Some(app) = spawn_app(backend).await else { return };
+    let Some(app) = spawn_app(backend).await else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let zip = fixtures::zip_dir(&houstondatavis(), &tmp.path().join("houstondatavis.zip"));
 
@@ -57,7 +62,11 @@ async fn http_import_runs_in_the_background(backend: Backend) {
     assert_eq!(job["state"], "done", "{job}");
     let s = &job["summary"];
     assert_eq!(
-        (s["messages_imported"].as_u64(), s["duplicates_skipped"].as_u64(), s["ignored"].as_u64()),
+        (
+            s["messages_imported"].as_u64(),
+            s["duplicates_skipped"].as_u64(),
+            s["ignored"].as_u64()
+        ),
         (Some(MESSAGES), Some(0), Some(IGNORED)),
         "{job}"
     );
@@ -68,7 +77,10 @@ async fn http_import_runs_in_the_background(backend: Backend) {
     assert_eq!(status, 202, "{body}");
     let job = finished(&app, body["id"].as_str().unwrap()).await;
     assert_eq!(
-        (job["summary"]["messages_imported"].as_u64(), job["summary"]["channels"].as_u64()),
+        (
+            job["summary"]["messages_imported"].as_u64(),
+            job["summary"]["channels"].as_u64()
+        ),
         (Some(0), Some(1)),
         "{job}"
     );
@@ -80,7 +92,10 @@ async fn http_import_runs_in_the_background(backend: Backend) {
     std::fs::write(&not_zip, b"hello").unwrap();
     let (status, body) = post_import(&app, form(&not_zip, &[])).await;
     assert!(
-        assert_error(status, &body, 422)["message"].as_str().unwrap().contains("zip"),
+        assert_error(status, &body, 422)["message"]
+            .as_str()
+            .unwrap()
+            .contains("zip"),
         "{body}"
     );
     let (status, body) = post_import(&app, form(&zip, &[("channels", "nope")])).await;

@@ -50,7 +50,9 @@ pub fn count_files(dir: &Path) -> Counted {
     };
     for ch in channels {
         let (id, name) = (ch["id"].as_str().unwrap(), ch["name"].as_str().unwrap());
-        let Ok(days) = std::fs::read_dir(dir.join(name)) else { continue };
+        let Ok(days) = std::fs::read_dir(dir.join(name)) else {
+            continue;
+        };
         for day in days {
             let msgs: Vec<Value> = read(&day.unwrap().path());
             for m in msgs {
@@ -120,7 +122,9 @@ pub async fn stored_per_channel(store: &dyn Store, channels: &[String]) -> BTree
 }
 
 async fn houstondatavis_imports_once(backend: Backend) {
-    let Some(db) = TestDb::create(backend).await else { return };
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
     let dir = houstondatavis();
     let files = count_files(&dir);
     assert_eq!(files.entries, ENTRIES);
@@ -134,17 +138,35 @@ async fn houstondatavis_imports_once(backend: Backend) {
 
     let first = import(&db, &dir, &opts).await.expect("import");
     assert_eq!(
-        (first.messages_imported, first.duplicates_skipped, first.ignored, first.channels),
+        (
+            first.messages_imported,
+            first.duplicates_skipped,
+            first.ignored,
+            first.channels
+        ),
         (MESSAGES, 0, IGNORED, CHANNELS),
         "{first:?}"
     );
     assert_eq!(first.ignored_subtypes, files.ignored, "{first:?}");
-    assert_eq!((first.thread_replies, first.repeats_merged, first.placeholder_users), (0, 0, 0));
-    assert!(first.conversations > 0 && first.conversations <= MESSAGES, "{first:?}");
+    assert_eq!(
+        (
+            first.thread_replies,
+            first.repeats_merged,
+            first.placeholder_users
+        ),
+        (0, 0, 0)
+    );
+    assert!(
+        first.conversations > 0 && first.conversations <= MESSAGES,
+        "{first:?}"
+    );
 
     let store = triage::store::connect(&db.url).await.unwrap();
     let channels: Vec<String> = files.per_channel.keys().cloned().collect();
-    assert_eq!(stored_per_channel(store.as_ref(), &channels).await, files.per_channel);
+    assert_eq!(
+        stored_per_channel(store.as_ref(), &channels).await,
+        files.per_channel
+    );
     let analytics = store.analytics().await.unwrap();
     assert_eq!(
         analytics.by_status.values().sum::<i64>() as u64,
@@ -159,11 +181,19 @@ async fn houstondatavis_imports_once(backend: Backend) {
 
     let second = import(&db, &dir, &opts).await.expect("second import");
     assert_eq!(
-        (second.messages_imported, second.duplicates_skipped, second.ignored, second.conversations),
+        (
+            second.messages_imported,
+            second.duplicates_skipped,
+            second.ignored,
+            second.conversations
+        ),
         (0, MESSAGES, IGNORED, 0),
         "{second:?}"
     );
-    assert_eq!(stored_per_channel(store.as_ref(), &channels).await, files.per_channel);
+    assert_eq!(
+        stored_per_channel(store.as_ref(), &channels).await,
+        files.per_channel
+    );
 }
 
 on_both_backends!(houstondatavis_imports_once);
@@ -173,7 +203,11 @@ async fn slackdump_snapshots_import_exactly_the_unique_messages() {
     let db = TestDb::create(Backend::Sqlite).await.unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let fx = fixtures::slackdump(&houstondatavis(), tmp.path());
-    assert!(fx.repeats > 100 && fx.replies > 50, "fixture too small: {:?}", fx.repeats);
+    assert!(
+        fx.repeats > 100 && fx.replies > 50,
+        "fixture too small: {:?}",
+        fx.repeats
+    );
 
     // The first snapshot alone, then the whole overlapping set.
     let early = import(&db, &fx.early, &ImportOptions::default()).await.unwrap();
@@ -185,14 +219,29 @@ async fn slackdump_snapshots_import_exactly_the_unique_messages() {
         "{all:?}"
     );
     assert_eq!(all.repeats_merged, fx.repeats, "{all:?}");
-    assert_eq!(early.thread_replies + all.thread_replies, fx.replies, "{early:?} {all:?}");
+    assert_eq!(
+        early.thread_replies + all.thread_replies,
+        fx.replies,
+        "{early:?} {all:?}"
+    );
 
     // Thread replies sit in their root's conversation.
     let store = triage::store::connect(&db.url).await.unwrap();
     for (channel, root, reply) in fx.sample_threads.iter().take(20) {
-        let r = store.find_message(channel, root).await.unwrap().expect("root stored");
-        let m = store.find_message(channel, reply).await.unwrap().expect("reply stored");
-        assert_eq!(m.conversation_id, r.conversation_id, "{channel} {reply} under {root}");
+        let r = store
+            .find_message(channel, root)
+            .await
+            .unwrap()
+            .expect("root stored");
+        let m = store
+            .find_message(channel, reply)
+            .await
+            .unwrap()
+            .expect("reply stored");
+        assert_eq!(
+            m.conversation_id, r.conversation_id,
+            "{channel} {reply} under {root}"
+        );
         assert_eq!(m.thread_ts.as_deref(), Some(root.as_str()));
     }
     let per_channel = count_files(&houstondatavis()).per_channel;
@@ -211,7 +260,10 @@ async fn slackdump_snapshots_import_exactly_the_unique_messages() {
     )
     .await
     .unwrap();
-    assert_eq!((dry.messages_imported, dry.duplicates_skipped, dry.dry_run), (0, MESSAGES, true));
+    assert_eq!(
+        (dry.messages_imported, dry.duplicates_skipped, dry.dry_run),
+        (0, MESSAGES, true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,18 +285,29 @@ async fn a_malformed_file_stops_the_import_and_a_fixed_rerun_completes() {
         .unwrap()
         .clone();
     let good = std::fs::read_to_string(&victim).unwrap();
-    let broken: String = good.lines().take(40).map(|l| format!("{l}\n")).collect::<String>() + "  \"text\": }\n";
+    let broken: String = good
+        .lines()
+        .take(40)
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        + "  \"text\": }\n";
     std::fs::write(&victim, broken).unwrap();
 
     let err = import(&db, &dir, &ImportOptions::default()).await.unwrap_err();
     let name = format!("general/{}", victim.file_name().unwrap().to_string_lossy());
     match err.downcast_ref::<ImportError>() {
-        Some(ImportError::Malformed { file, line, .. }) => assert_eq!((file.as_str(), *line), (name.as_str(), 41)),
+        Some(ImportError::Malformed { file, line, .. }) => {
+            assert_eq!((file.as_str(), *line), (name.as_str(), 41))
+        }
         _ => panic!("not a malformed-file error: {err:#}"),
     }
     assert!(format!("{err:#}").contains(&format!("{name} line 41")), "{err:#}");
     let store = triage::store::connect(&db.url).await.unwrap();
-    let channels: Vec<String> = count_files(&houstondatavis()).per_channel.keys().cloned().collect();
+    let channels: Vec<String> = count_files(&houstondatavis())
+        .per_channel
+        .keys()
+        .cloned()
+        .collect();
     assert!(stored_per_channel(store.as_ref(), &channels).await.is_empty());
 
     std::fs::write(&victim, good).unwrap();

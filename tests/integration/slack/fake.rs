@@ -284,7 +284,10 @@ async fn api(
     };
     // The token: the Authorization header, or (form bodies only) a `token` argument.
     let token = match authorization.as_deref() {
-        Some(h) => h.strip_prefix("Bearer ").map(String::from).or(Some(String::new())),
+        Some(h) => h
+            .strip_prefix("Bearer ")
+            .map(String::from)
+            .or(Some(String::new())),
         None if !is_json => args.get("token").and_then(Value::as_str).map(String::from),
         None => None,
     };
@@ -299,7 +302,8 @@ async fn api(
     }
     let (status, reply) = match s.fault(&method) {
         Some(Fault::RateLimited { retry_after }) => {
-            s.calls.push(record(Value::Object(args), 429, Some("ratelimited".into())));
+            s.calls
+                .push(record(Value::Object(args), 429, Some("ratelimited".into())));
             return (
                 StatusCode::TOO_MANY_REQUESTS,
                 [("retry-after", retry_after.to_string())],
@@ -350,16 +354,14 @@ fn read_args(
             form(&mut args, body)?;
             Ok((args, false))
         }
-        "application/json" if JSON_METHODS.contains(&method) => {
-            match serde_json::from_slice::<Value>(body) {
-                Ok(Value::Object(o)) => {
-                    args.extend(o);
-                    Ok((args, true))
-                }
-                Ok(_) => Err("json_not_object"),
-                Err(_) => Err("invalid_json"),
+        "application/json" if JSON_METHODS.contains(&method) => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(o)) => {
+                args.extend(o);
+                Ok((args, true))
             }
-        }
+            Ok(_) => Err("json_not_object"),
+            Err(_) => Err("invalid_json"),
+        },
         // A read method does not read JSON: its arguments are simply absent.
         "application/json" => Ok((args, true)),
         _ => Err("invalid_post_type"),
@@ -445,7 +447,10 @@ fn post_message(s: &mut FakeState, args: &Map<String, Value>) -> Value {
         message["thread_ts"] = json!(t);
     }
     let channel = channel.to_string();
-    s.messages.entry(channel.clone()).or_default().push(message.clone());
+    s.messages
+        .entry(channel.clone())
+        .or_default()
+        .push(message.clone());
     json!({"ok": true, "channel": channel, "ts": ts, "message": message})
 }
 
@@ -538,7 +543,11 @@ fn history(s: &mut FakeState, args: &Map<String, Value>) -> Value {
         })
         .collect();
     let has_more = all.len() > start + limit;
-    let next = if has_more { format!("next:{}", start + limit) } else { String::new() };
+    let next = if has_more {
+        format!("next:{}", start + limit)
+    } else {
+        String::new()
+    };
     json!({"ok": true, "messages": page, "has_more": has_more, "pin_count": 0,
            "response_metadata": {"next_cursor": next}})
 }

@@ -60,7 +60,12 @@ pub async fn spawn(backend: Backend, outbox: OutboxConfig, worker: bool) -> Opti
 }
 
 /// As [`spawn`]; the card service runs when `cards` is true.
-pub async fn spawn_with(backend: Backend, outbox: OutboxConfig, worker: bool, cards: bool) -> Option<SlackApp> {
+pub async fn spawn_with(
+    backend: Backend,
+    outbox: OutboxConfig,
+    worker: bool,
+    cards: bool,
+) -> Option<SlackApp> {
     let db = Arc::new(TestDb::create(backend).await?);
     let fake = fake_slack().await;
     let store = store::connect(&db.url).await.expect("connect and migrate");
@@ -71,7 +76,11 @@ pub async fn spawn_with(backend: Backend, outbox: OutboxConfig, worker: bool, ca
         Arc::new(KeywordClassifier),
         config(),
     );
-    let api = SlackApi::new(&fake.api_url, Some(Secret::new(BOT_TOKEN)), Duration::from_secs(5));
+    let api = SlackApi::new(
+        &fake.api_url,
+        Some(Secret::new(BOT_TOKEN)),
+        Duration::from_secs(5),
+    );
     let slack = Slack {
         outbox: Outbox::new(state.pipeline.clone(), api, state.metrics.slack.clone(), outbox),
         triage_channel: Some(TRIAGE_CHANNEL.into()),
@@ -83,7 +92,11 @@ pub async fn spawn_with(backend: Backend, outbox: OutboxConfig, worker: bool, ca
         let _ = rx.wait_for(|s| *s).await;
     };
     if cards {
-        tokio::spawn(slack.cards(state.pipeline.clone()).run(until_stopped(stopped.clone())));
+        tokio::spawn(
+            slack
+                .cards(state.pipeline.clone())
+                .run(until_stopped(stopped.clone())),
+        );
     }
     if worker {
         tokio::spawn(slack.outbox.clone().run(until_stopped(stopped.clone())));
@@ -113,7 +126,9 @@ impl SlackApp {
         self.fake.add_message(CUSTOMER_CHANNEL, ts, CUSTOMER, text);
         let (status, body) = self
             .app
-            .message(serde_json::json!({"channel": CUSTOMER_CHANNEL, "ts": ts, "user": CUSTOMER, "text": text}))
+            .message(
+                serde_json::json!({"channel": CUSTOMER_CHANNEL, "ts": ts, "user": CUSTOMER, "text": text}),
+            )
             .await;
         assert_eq!(status, 201, "{body}");
         body["conversation"]["id"].as_str().unwrap().to_string()

@@ -9,7 +9,10 @@ use triage::slack::signing::sign;
 use super::harness::{eventually, fast, spawn, SlackApp, SIGNING_SECRET, TRIAGE_CHANNEL};
 use crate::tickets::helpers::{assert_error, on_both_backends, send, Backend};
 
-on_both_backends!(each_control_changes_the_ticket_and_the_card, unsigned_forged_and_stale_requests_are_refused);
+on_both_backends!(
+    each_control_changes_the_ticket_and_the_card,
+    unsigned_forged_and_stale_requests_are_refused
+);
 
 fn form(payload: &Value) -> String {
     serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap()
@@ -47,8 +50,12 @@ async fn conversation(s: &SlackApp, id: &str) -> Value {
 }
 
 async fn each_control_changes_the_ticket_and_the_card(backend: Backend) {
-    let Some(s) = spawn(backend, fast(), true).await else { return };
-    let id = s.customer_says("1700000000.000100", "The export button does nothing").await;
+    let Some(s) = spawn(backend, fast(), true).await else {
+        return;
+    };
+    let id = s
+        .customer_says("1700000000.000100", "The export button does nothing")
+        .await;
     eventually("the card", || s.card_of(TRIAGE_CHANNEL, &id).len() == 1).await;
     let card = s.card_of(TRIAGE_CHANNEL, &id)[0].clone();
     let url = s.fake.response_url("r1");
@@ -56,9 +63,21 @@ async fn each_control_changes_the_ticket_and_the_card(backend: Backend) {
     let card_text = || s.card_of(TRIAGE_CHANNEL, &id)[0]["blocks"].to_string();
 
     // Buttons carry the conversation id as their value.
-    press(&s, action("UAGENT1", &url, &card, json!({"type": "button", "action_id": "in_progress", "block_id": block("buttons"), "value": id}))).await;
+    press(
+        &s,
+        action(
+            "UAGENT1",
+            &url,
+            &card,
+            json!({"type": "button", "action_id": "in_progress", "block_id": block("buttons"), "value": id}),
+        ),
+    )
+    .await;
     assert_eq!(conversation(&s, &id).await["status"], "in_progress");
-    eventually("In Progress on the card", || card_text().contains("*Status*\\nIn Progress")).await;
+    eventually("In Progress on the card", || {
+        card_text().contains("*Status*\\nIn Progress")
+    })
+    .await;
 
     // Selects carry no value: the block id names the conversation.
     let priority = json!({"type": "static_select", "action_id": "set_priority", "block_id": block("pickers"),
@@ -67,7 +86,10 @@ async fn each_control_changes_the_ticket_and_the_card(backend: Backend) {
     let owner = json!({"type": "users_select", "action_id": "set_owner", "block_id": block("pickers"), "selected_user": "UOWNER"});
     press(&s, action("UAGENT1", &url, &card, owner)).await;
     let c = conversation(&s, &id).await;
-    assert_eq!((c["priority"].as_str(), c["owner"].as_str()), (Some("urgent"), Some("UOWNER")));
+    assert_eq!(
+        (c["priority"].as_str(), c["owner"].as_str()),
+        (Some("urgent"), Some("UOWNER"))
+    );
     eventually("priority and owner on the card", || {
         let t = card_text();
         t.contains("*Priority*\\nUrgent") && t.contains("*Owner*\\n<@UOWNER>")
@@ -90,29 +112,59 @@ async fn each_control_changes_the_ticket_and_the_card(backend: Backend) {
                         "selected_option": {"text": {"type": "plain_text", "text": "On You"}, "value": "on_you"}});
     press(&s, action("UAGENT2", &url, &card, on_you.clone())).await;
     assert_eq!(conversation(&s, &id).await["status"], "on_you");
-    press(&s, action("UAGENT2", &url, &card, json!({"type": "button", "action_id": "close", "value": id}))).await;
+    press(
+        &s,
+        action(
+            "UAGENT2",
+            &url,
+            &card,
+            json!({"type": "button", "action_id": "close", "value": id}),
+        ),
+    )
+    .await;
     assert_eq!(conversation(&s, &id).await["status"], "closed");
     press(&s, action("UAGENT2", &url, &card, on_you.clone())).await;
     // The card's metadata names the conversation when the action does not.
-    press(&s, action("UAGENT1", &url, &card, json!({"type": "button", "action_id": "acknowledge"}))).await;
+    press(
+        &s,
+        action(
+            "UAGENT1",
+            &url,
+            &card,
+            json!({"type": "button", "action_id": "acknowledge"}),
+        ),
+    )
+    .await;
     assert_eq!(conversation(&s, &id).await["status"], "closed");
     eventually("Closed on the card", || card_text().contains("*Status*\\nClosed")).await;
 
     // Every change is recorded as the Slack user who pressed.
     let (_, events) = send(s.app.get(&format!("/v1/conversations/{id}/events"))).await;
-    let actors: Vec<&str> = events["items"].as_array().unwrap().iter().filter_map(|e| e["actor"].as_str()).collect();
-    assert!(actors.contains(&"human:UAGENT1") && actors.contains(&"human:UAGENT2"), "{actors:?}");
+    let actors: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["actor"].as_str())
+        .collect();
+    assert!(
+        actors.contains(&"human:UAGENT1") && actors.contains(&"human:UAGENT2"),
+        "{actors:?}"
+    );
     assert_eq!(s.fake.calls_of("chat.postMessage").len(), 1, "one card");
 }
 
 async fn unsigned_forged_and_stale_requests_are_refused(backend: Backend) {
-    let Some(s) = spawn(backend, fast(), true).await else { return };
+    let Some(s) = spawn(backend, fast(), true).await else {
+        return;
+    };
     let id = s.customer_says("1700000000.000100", "help").await;
     let body = form(&json!({"type": "block_actions", "user": {"id": "U1"},
                             "actions": [{"action_id": "acknowledge", "value": id}]}));
     let now = chrono::Utc::now().timestamp();
     let unsigned = send(
-        s.app.client.post(format!("{}/slack/interactivity", s.app.address))
+        s.app
+            .client
+            .post(format!("{}/slack/interactivity", s.app.address))
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body.clone()),
     )

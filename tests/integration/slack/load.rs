@@ -35,11 +35,14 @@ async fn every_card_is_posted_once_and_up_to_date_under_faults_and_a_crash() {
         ..fast()
     };
     // The card service and the worker are started (and killed) by hand below.
-    let s = spawn_with(Backend::Sqlite, config, false, false).await.expect("sqlite");
+    let s = spawn_with(Backend::Sqlite, config, false, false)
+        .await
+        .expect("sqlite");
     setup(&s).await;
     s.fake.fail_every(None, 20, Fault::RateLimited { retry_after: 1 });
     s.fake.fail_every(None, 100, Fault::Error("internal_error"));
-    s.fake.fail_every(None, 100, Fault::ErrorAfterApplying("internal_error"));
+    s.fake
+        .fail_every(None, 100, Fault::ErrorAfterApplying("internal_error"));
 
     let started = Instant::now();
     let slack = s.state.slack.clone().unwrap();
@@ -104,9 +107,13 @@ async fn every_card_is_posted_once_and_up_to_date_under_faults_and_a_crash() {
         let posted = cards.get(id).map_or(0, Vec::len);
         if posted != 1 {
             let rows = s.state.pipeline.outbox().history_of(id).await.unwrap();
-            let posts: Vec<_> = s.fake.calls_of("chat.postMessage").into_iter()
+            let posts: Vec<_> = s
+                .fake
+                .calls_of("chat.postMessage")
+                .into_iter()
                 .filter(|c| c.args["metadata"]["event_payload"]["conversation_id"] == id.as_str())
-                .map(|c| (c.status, c.error)).collect();
+                .map(|c| (c.status, c.error))
+                .collect();
             panic!("conversation {id} has {posted} cards; outbox rows {rows:?}; posts {posts:?}");
         }
         let (_, c) = send(s.app.get(&format!("/v1/conversations/{id}"))).await;
@@ -148,13 +155,21 @@ async fn setup(s: &SlackApp) {
         let triage = format!("CTRI{o}");
         s.fake.add_channel(&triage, &format!("triage-{o}"));
         let member = json!({"name": format!("Owner {o}"), "triage_channel": triage});
-        let put = s.app.client.put(format!("{}/v1/team/UOWN{o}", s.app.address)).bearer_auth(TOKEN);
+        let put = s
+            .app
+            .client
+            .put(format!("{}/v1/team/UOWN{o}", s.app.address))
+            .bearer_auth(TOKEN);
         assert_eq!(send(put.json(&member)).await.0, 200);
-        let channels: Vec<String> = (0..CHANNELS).filter(|c| c % OWNERS == o).map(|c| format!("CCUST{c:02}")).collect();
+        let channels: Vec<String> = (0..CHANNELS)
+            .filter(|c| c % OWNERS == o)
+            .map(|c| format!("CCUST{c:02}"))
+            .collect();
         for c in &channels {
             s.fake.add_channel(c, c);
         }
-        let account = json!({"name": format!("Customer {o}"), "owner": format!("UOWN{o}"), "channels": channels});
+        let account =
+            json!({"name": format!("Customer {o}"), "owner": format!("UOWN{o}"), "channels": channels});
         assert_eq!(send(s.app.post("/v1/accounts", &account)).await.0, 201);
     }
 }

@@ -213,8 +213,10 @@ async fn files_are_kept_and_listed(backend: Backend) {
     let id = body["conversation"]["id"].as_str().unwrap();
     // The replay resends the same body (a blank text without files is refused as input).
     let (code, replay) = app
-        .message(json!({"channel": CHANNEL, "ts": "1700000200.000000", "user": "UCUST", "text": "",
-                        "files": files}))
+        .message(
+            json!({"channel": CHANNEL, "ts": "1700000200.000000", "user": "UCUST", "text": "",
+                        "files": files}),
+        )
         .await;
     assert_eq!((code, &replay["message"]["files"]), (200, &want_files));
     let listed = messages(&app, id).await;

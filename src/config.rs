@@ -60,6 +60,14 @@ pub struct Settings {
     /// Milliseconds between two `chat.postMessage` calls to one channel
     /// (`TRIAGE_SLACK_POST_INTERVAL_MS`; Slack allows about one message per second per channel).
     pub slack_post_interval_ms: u64,
+    /// `TRIAGE_CORE_URL`: this process is a Slack edge forwarding to the core `triage serve` at
+    /// this base URL (no models, no core database); unset: one process does everything.
+    pub core_url: Option<String>,
+    /// `TRIAGE_CORE_TOKEN`: the edge's bearer token for the core (one of its `TRIAGE_API_TOKENS`).
+    pub core_token: Secret,
+    /// `TRIAGE_EDGE_DATABASE_URL`: an edge's own database (Slack inbox, outbox, cards); a local
+    /// SQLite file by default. `TRIAGE_DATABASE_URL` is not read in edge mode.
+    pub edge_database_url: String,
     pub embed: EmbedSettings,
     pub http: HttpSettings,
 }
@@ -145,6 +153,9 @@ impl Default for Settings {
             slack_signing_secret: Secret::default(),
             slack_triage_channel: None,
             slack_post_interval_ms: 1000,
+            core_url: None,
+            core_token: Secret::default(),
+            edge_database_url: "sqlite://triage-edge.db".into(),
             embed: EmbedSettings::default(),
             http: HttpSettings::default(),
         }
@@ -267,6 +278,15 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_SLACK_POST_INTERVAL_MS") {
             self.slack_post_interval_ms = num("TRIAGE_SLACK_POST_INTERVAL_MS", v)? as u64;
+        }
+        if let Some(v) = get("TRIAGE_CORE_URL") {
+            self.core_url = Some(v.trim().to_owned()).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = get("TRIAGE_CORE_TOKEN") {
+            self.core_token = Secret::new(v);
+        }
+        if let Some(v) = get("TRIAGE_EDGE_DATABASE_URL").filter(|v| !v.is_empty()) {
+            self.edge_database_url = v;
         }
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;

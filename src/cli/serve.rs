@@ -1,7 +1,13 @@
 //! `triage serve`: binds, answers health checks at once, loads and warms the model in the
 //! background (readiness follows the warm-up), and shuts down gracefully.
+//!
+//! With `TRIAGE_CORE_URL` it is a Slack *edge* instead: it serves only `/slack/*`, health and
+//! metrics, keeps Slack's inbox and outbox in its own database (`TRIAGE_EDGE_DATABASE_URL`, a
+//! local SQLite file by default), loads no model, never reads `TRIAGE_DATABASE_URL`, and reaches
+//! tickets through the core's API ([`crate::slack::remote::HttpCore`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,9 +19,8 @@ use crate::embed::Embedder;
 use crate::http::{self, ApiTokens, AppState, HttpConfig, Models};
 use crate::model_files;
 use crate::queue::EmbedHandle;
-
-/// Conversations whose cards are checked at start-up (the most recently created).
-const RECONCILE_CONVERSATIONS: usize = 1000;
+use crate::slack::core::{Core, InProcess};
+use crate::slack::remote::HttpCore;
 
 /// `triage serve`.
 #[derive(Debug, clap::Args)]
@@ -91,6 +96,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     settings: Settings,
+    /// Where the Slack adapter's tickets are: this process, or the core of an edge.
+    core: Arc<dyn Core>,
 }
 
 impl Application {
@@ -99,21 +106,45 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.bind).await?;
         let addr = listener.local_addr()?;
-        if settings.api_tokens.is_empty() {
+        let edge = settings.core_url.is_some();
+        // An edge serves no /v1 route: its tokens are the core's business.
+        if settings.api_tokens.is_empty() && !edge {
             anyhow::ensure!(
                 addr.ip().is_loopback(),
                 "refusing to serve on {addr} without API tokens: set TRIAGE_API_TOKENS or bind to 127.0.0.1"
             );
             tracing::warn!("TRIAGE_API_TOKENS is empty: /v1 is open to anyone who can reach {addr}");
         }
-        // The database before serving: a wrong URL or a failed migration stops start-up.
-        let store = crate::store::connect(&settings.database_url)
+        // The database before serving: a wrong URL or a failed migration stops start-up. An
+        // edge opens its own (Slack's inbox and outbox), never the core's.
+        let database_url = match edge {
+            true => &settings.edge_database_url,
+            false => &settings.database_url,
+        };
+        let store = crate::store::connect(database_url)
             .await
-            .with_context(|| format!("opening the database {}", redact(&settings.database_url)))?;
-        let mut state = AppState::serving(Models::default(), store, http_config(&settings)?);
+            .with_context(|| format!("opening the database {}", redact(database_url)))?;
+        let mut http = http_config(&settings)?;
+        if edge {
+            http.edge = true;
+            // Ready when its own database answers: Slack is acknowledged even while the core is down.
+            http.ready_needs_models = false;
+        }
+        let mut state = AppState::serving(Models::default(), store, http);
+        let core: Arc<dyn Core> = match &settings.core_url {
+            Some(url) => {
+                if settings.core_token.is_empty() {
+                    tracing::warn!("TRIAGE_CORE_TOKEN is empty: the core must serve /v1 without tokens");
+                }
+                tracing::info!(core = url, database = %redact(database_url), "Slack edge: no models; tickets are the core's");
+                Arc::new(HttpCore::new(url, settings.core_token.clone()))
+            }
+            None => InProcess::new(state.pipeline.clone()),
+        };
         state.slack = crate::slack::Slack::from_settings(
             &settings,
             state.pipeline.clone(),
+            core.clone(),
             state.metrics.slack.clone(),
         );
         if state.slack.is_none() {
@@ -123,6 +154,7 @@ impl Application {
             listener,
             state,
             settings,
+            core,
         })
     }
 
@@ -144,12 +176,18 @@ impl Application {
             listener,
             state,
             settings,
+            core,
         } = self;
+        let edge = state.config.edge;
         let slot = state.models.embed.clone();
         let status_slot = state.models.status.clone();
         let group_slot = state.models.grouper.clone();
         let metrics = state.metrics.embed.clone();
         let loader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            if edge {
+                // An edge has no models (nor a models/ folder, necessarily).
+                return Ok(());
+            }
             let files = model_files::resolve(settings.model_dir.as_deref())?;
             tracing::info!(dir = %files.dir.display(), "model files verified");
             let embedder = Embedder::load(&files, settings.batch_limits())?;
@@ -172,16 +210,11 @@ impl Application {
             let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
                 let _ = rx.wait_for(|s| *s).await;
             };
-            let cards = slack.cards(state.pipeline.clone());
+            // Reconciles first (card work a previous process committed but did not queue, or, on
+            // an edge, whatever changed while it was away), then follows the core's changes.
+            let cards = slack.cards();
             let until = stopped(slack_stopped.clone());
-            slack_tasks.push(tokio::spawn(async move {
-                // Card work a previous process committed but did not queue (it died first).
-                match cards.reconcile(RECONCILE_CONVERSATIONS).await {
-                    Ok(n) => tracing::info!(conversations = n, "triage cards reconciled"),
-                    Err(e) => tracing::warn!(error = %e, "triage cards not reconciled"),
-                }
-                cards.run(until).await
-            }));
+            slack_tasks.push(tokio::spawn(cards.run(until)));
             slack_tasks.push(tokio::spawn(
                 slack.outbox.clone().run(stopped(slack_stopped.clone())),
             ));
@@ -189,7 +222,7 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, "serving");
         // Slack deliveries: replays what was acknowledged but not processed, then follows the inbox.
         let inbound =
-            crate::slack::inbound::Inbound::new(state.config.team_users.clone(), state.metrics.clone());
+            crate::slack::inbound::Inbound::new(core, state.config.team_users.clone(), state.metrics.clone());
         let slack_worker =
             crate::slack::inbound::spawn_worker(state.pipeline.clone(), inbound, state.slack_inbox.clone());
         let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();

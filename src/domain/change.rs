@@ -5,11 +5,11 @@ use super::event::{Event, EventKind};
 use super::message::Message;
 use super::note::Note;
 use super::status::Status;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One committed change. Status, owner and priority changes carry the recorded event's actor
 /// (`model`, `human:<user>`, `rule:<name>`) and the message that caused them, if one did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Change {
     ConversationCreated {

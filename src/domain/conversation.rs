@@ -63,7 +63,7 @@ impl LinkedIssue {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
     pub id: String,
     pub status: Status,
@@ -134,15 +134,28 @@ pub struct NewConversation {
 }
 
 /// A partial update; `Some(None)` clears a nullable field, `None` leaves it alone.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Serialises back to the same body (absent fields left out, a cleared one as `null`): the
+/// Slack edge sends it to its core as it is.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConversationPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub owner: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub linked_issue: Option<Option<LinkedIssue>>,
 }
 

@@ -41,7 +41,7 @@ pub struct FileRef {
     pub permalink: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     pub id: String,
     pub conversation_id: String,

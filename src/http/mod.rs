@@ -10,6 +10,7 @@ mod classify;
 pub mod cursor;
 mod embed;
 pub mod error;
+pub mod events;
 mod export;
 pub mod extract;
 mod group;
@@ -92,6 +93,9 @@ pub struct HttpConfig {
     /// `/readyz` waits for [`Models::are_ready`]; `false` only when the pipeline runs on stand-in
     /// models (the fast test harness), where the database alone decides.
     pub ready_needs_models: bool,
+    /// A Slack edge (`TRIAGE_CORE_URL`): only `/slack/*`, health and metrics are served; the
+    /// API and the board are the core's.
+    pub edge: bool,
 }
 
 impl Default for HttpConfig {
@@ -109,6 +113,7 @@ impl Default for HttpConfig {
             body_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             ready_needs_models: true,
+            edge: false,
         }
     }
 }
@@ -162,12 +167,14 @@ impl AppState {
     }
 }
 
-/// Every route, with the layers in one place.
+/// Every route, with the layers in one place. A Slack edge ([`HttpConfig::edge`]) serves only
+/// Slack's routes, health and metrics: its core has the API and the board.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
+    let core = Router::new()
         .route("/v1/embed", post(embed::embed))
         .route("/v1/classify", post(classify::classify))
         .route("/v1/group", post(group::group))
+        .route("/v1/events", get(events::events))
         .merge(tickets::routes())
         .merge(import::routes())
         .route_layer(middleware::from_fn_with_state(
@@ -175,17 +182,24 @@ pub fn router(state: AppState) -> Router {
             auth::require_bearer,
         ))
         // Authenticates itself: a provider's signature or a bearer token.
-        .route("/v1/webhooks/issues", post(webhooks::issues))
+        .route("/v1/webhooks/issues", post(webhooks::issues));
+    let edge = state.config.edge;
+    let v1 = Router::new()
         // Authenticated by Slack's request signature.
         .route(
             "/slack/interactivity",
             post(crate::slack::interactivity::interactivity),
         )
+        .merge(if edge { Router::new() } else { core })
         .route_layer(middleware::from_fn_with_state(state.clone(), shed_load));
     Router::new()
         .merge(v1)
         // The web board: its own session and CSRF checks (src/board/session.rs).
-        .merge(crate::board::routes())
+        .merge(if edge {
+            Router::new()
+        } else {
+            crate::board::routes()
+        })
         .route(
             "/healthz",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),

@@ -44,6 +44,12 @@ fn op(summary: &str, ok_code: &str, ok_response: Value, error_codes: &[u16]) -> 
     json!({"summary": summary, "responses": responses})
 }
 
+/// `op` with a second success answer.
+fn also(mut op: Value, code: &str, response: Value) -> Value {
+    op["responses"][code] = response;
+    op
+}
+
 fn with(mut op: Value, key: &str, value: Value) -> Value {
     op[key] = value;
     op
@@ -148,7 +154,7 @@ pub fn document() -> Value {
             "/v1/conversations/{id}/notes": {
                 "parameters": id(),
                 "get": op("Its internal notes, oldest first", "200", json!({"description": "a page", "content": {"application/json": {"schema": list_of("Note")}}}), &[401, 404, 422]),
-                "post": with(op("Add an internal note (author: X-Triage-User); never sent to the customer, never classified", "201", ok("added", "Note"), &[400, 401, 404, 413, 422]), "requestBody", body("NoteInput"))
+                "post": with(also(op("Add an internal note (author: X-Triage-User); never sent to the customer, never classified. With `slack` (the card-thread reply it is), adding it again answers 200 with the stored note", "201", ok("added", "Note"), &[400, 401, 404, 413, 422]), "200", ok("added before (same slack channel and ts)", "Note")), "requestBody", body("NoteInput"))
             },
             "/v1/conversations/{id}/merge": {"post": with(with(op("Merge this conversation into another", "200", ok("the resulting conversation", "Merged"), &[401, 404, 409, 422]), "parameters", id()), "requestBody", body("MergeRequest"))},
             "/v1/accounts": {
@@ -239,6 +245,20 @@ pub fn document() -> Value {
         }
     });
     // Added apart: the document above is at the json! macro's recursion limit.
+    // The Slack edge's routes (src/slack/remote.rs).
+    doc["components"]["schemas"]["NoteInput"]["properties"]["slack"] = json!({"type": ["object", "null"], "required": ["channel", "ts"], "additionalProperties": false,
+        "description": "the Slack message this note is (a reply in a triage card's thread)",
+        "properties": {"channel": {"type": "string"}, "ts": {"type": ["string", "number"]}}});
+    doc["components"]["schemas"]["SourceEdit"] = json!({"type": "object", "required": ["text"], "additionalProperties": false, "properties": {"text": {"type": "string", "maxLength": 40000}}});
+    doc["components"]["schemas"]["SourceEdited"] = json!({"type": "object", "required": ["message", "conversation", "changed"], "properties": {
+        "message": schema("Message"), "conversation": schema("Conversation"),
+        "changed": {"type": "boolean", "description": "false when the message already read so (or was already deleted)"}}});
+    doc["paths"]["/v1/channels/{channel}/messages/{ts}"] = json!({
+        "parameters": [path_param("channel"), path_param("ts")],
+        "patch": with(op("A message edited at its source (Slack's message_changed): the text is replaced, an edited team reply classified again (the status follows when the model had set it from that reply); 404 when (channel, ts) was never stored", "200", ok("edited", "SourceEdited"), &[400, 401, 404, 413, 422, 429, 503]), "requestBody", body("SourceEdit")),
+        "delete": op("A message deleted at its source (Slack's message_deleted): kept as a tombstone (`deleted: true`); 404 when (channel, ts) was never stored", "200", ok("deleted", "SourceEdited"), &[401, 404, 422])
+    });
+    doc["paths"]["/v1/events"] = json!({"get": op("The core's committed changes as server-sent events (text/event-stream), for a Slack edge's cards: `hello` (id = the current position), then `change` events whose data is one change as JSON (`type`: conversation_created, message_added, message_edited, message_deleted, note_added, status_changed, owner_changed, priority_changed, title_changed, merged, moved, conversation_deleted) with id `<epoch>:<seq>`. Reconnect with Last-Event-ID to get the changes after it first; `lagged` says changes were missed (another epoch, too far behind): re-read. A stream ends after 30 s", "200", json!({"description": "an event stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}), &[401])});
     doc["paths"]["/v1/import"] = json!({"post": import_op});
     doc["paths"]["/v1/import/{id}"] = json!({"get": with(op("Progress of an import and, once done, its summary", "200", ok("the job", "ImportJob"), &[401, 404]), "parameters", id())});
     doc["components"]["schemas"]["ImportStarted"] = json!({"type": "object", "required": ["id", "state", "url"], "properties": {"id": {"type": "string"}, "state": {"const": "running"}, "url": {"type": "string"}}});

@@ -7,7 +7,7 @@ use super::export;
 use super::extract::{Json, Query};
 use super::message::MessageBody;
 use super::AppState;
-use crate::domain::{validate, Actor, NewNote, Status};
+use crate::domain::{normalize_ts, validate, Actor, Edited, NewNote, SlackRef, Status};
 use crate::pipeline::{IncomingMessage, Reason};
 use crate::store::{
     AccountInput, AccountPatch, Conversation, ConversationFilter, ConversationPatch, Message,
@@ -43,6 +43,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/conversations/{id}/merge", post(merge))
         .route("/v1/messages", post(ingest))
         .route("/v1/messages/{id}/move", post(move_message))
+        .route(
+            "/v1/channels/{channel}/messages/{ts}",
+            axum::routing::patch(edit_at_source).delete(delete_at_source),
+        )
         .route("/v1/accounts", get(list_accounts).post(create_account))
         .route("/v1/accounts/{id}", get(get_account).patch(update_account))
         .route("/v1/team", get(list_team))
@@ -176,9 +180,21 @@ async fn list_notes(
 #[serde(deny_unknown_fields)]
 struct NoteBody {
     text: String,
+    /// The Slack message the note is (a reply in a triage card's thread): adding it again is a
+    /// no-op answered 200 with the stored note.
+    #[serde(default)]
+    slack: Option<SlackRefBody>,
 }
 
-/// An internal note by the acting user (`X-Triage-User`): never sent to the customer, never classified.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlackRefBody {
+    channel: String,
+    ts: serde_json::Value,
+}
+
+/// An internal note by the acting user (`X-Triage-User`): never sent to the customer, never
+/// classified. 201 when new; 200 when its Slack message was added before.
 async fn add_note(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -189,13 +205,73 @@ async fn add_note(
         Actor::Human(user) => user,
         other => other.to_string(),
     };
+    let slack = match body.slack {
+        Some(r) => {
+            validate::id("slack.channel", &r.channel)?;
+            let ts = normalize_ts(&r.ts)
+                .map_err(|_| ApiError::invalid("slack.ts", "slack.ts must be a Slack ts"))?;
+            Some(SlackRef {
+                channel: r.channel,
+                ts,
+            })
+        }
+        None => None,
+    };
     let new = NewNote {
         author,
         text: body.text,
-        slack: None,
+        slack,
     };
-    let (note, _) = state.pipeline.add_note(&id, new).await?;
-    Ok((StatusCode::CREATED, axum::Json(note)))
+    let (note, created) = state.pipeline.add_note(&id, new).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(note)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditBody {
+    text: String,
+}
+
+/// The (channel, ts) of a message at its source, checked.
+fn source(channel: &str, ts: &str) -> Result<String, ApiError> {
+    validate::id("channel", channel)?;
+    normalize_ts(&serde_json::Value::String(ts.to_owned()))
+        .map_err(|_| ApiError::invalid("ts", "ts must be a Slack ts like \"1700000000.000100\""))
+}
+
+fn edited(e: Option<Edited>) -> Result<Response, ApiError> {
+    let e = e.ok_or(ApiError::NotFound("message"))?;
+    Ok(axum::Json(json!({
+        "message": e.message, "conversation": e.conversation, "changed": e.changed
+    }))
+    .into_response())
+}
+
+/// `PATCH /v1/channels/{channel}/messages/{ts}` `{"text"}`: the message was edited where it was
+/// written (Slack's `message_changed`); an edited team reply is classified again. 404 when
+/// (channel, ts) was never stored.
+async fn edit_at_source(
+    State(state): State<AppState>,
+    Path((channel, ts)): Path<(String, String)>,
+    Json(body): Json<EditBody>,
+) -> Result<Response, ApiError> {
+    let ts = source(&channel, &ts)?;
+    validate::text("text", &body.text, validate::MAX_TEXT_CHARS, false)?;
+    edited(state.pipeline.edit_message(&channel, &ts, &body.text).await?)
+}
+
+/// `DELETE /v1/channels/{channel}/messages/{ts}`: deleted at its source; kept as a tombstone.
+async fn delete_at_source(
+    State(state): State<AppState>,
+    Path((channel, ts)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let ts = source(&channel, &ts)?;
+    edited(state.pipeline.delete_message(&channel, &ts).await?)
 }
 
 async fn list_events(

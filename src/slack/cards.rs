@@ -1,4 +1,4 @@
-//! Triage cards kept current from the pipeline's event bus: each new conversation gets a card
+//! Triage cards kept current from the core's committed changes: each new conversation gets a card
 //! (`chat.postMessage` to its owner's triage channel, else `TRIAGE_SLACK_TRIAGE_CHANNEL`), and
 //! every change of status, owner, priority, title or message count re-renders it as a
 //! `chat.update`. Both go through the [`Outbox`]: the card service only decides what a card
@@ -6,21 +6,29 @@
 //!
 //! A card stays in the channel it was first posted to (an owner change shows on it). A merged or
 //! deleted conversation's card loses its controls and says what happened.
+//!
+//! What a card shows comes from the [`Core`] (this process's store, or an edge's core over HTTP);
+//! which cards exist and what each was last sent is the outbox's, on this side. The changes come
+//! from [`Core::changes`]; a [`Feed::Gap`] (start, a reconnect the core could not resume, a lag)
+//! reconciles the most recent [`RECONCILE_CONVERSATIONS`].
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::broadcast::{error::RecvError, Receiver};
+use tokio::sync::mpsc::Receiver;
 
 use super::api::SlackApi;
 use super::card::{render, CardContext};
+use super::core::{Core, CoreError, Feed};
 use super::outbox::{Outbox, POST_MESSAGE};
 use crate::domain::{Change, Conversation};
-use crate::pipeline::Pipeline;
-use crate::store::{ConversationFilter, NewOutboxItem, PageRequest, StoreError};
+use crate::store::NewOutboxItem;
+
+/// Conversations whose cards a [`Feed::Gap`] checks (the most recently created).
+pub const RECONCILE_CONVERSATIONS: usize = 1000;
 
 pub struct Cards {
-    pipeline: Pipeline,
+    core: Arc<dyn Core>,
     outbox: Outbox,
     /// `TRIAGE_SLACK_TRIAGE_CHANNEL`: cards of conversations whose owner has no triage channel.
     default_channel: Option<String>,
@@ -29,14 +37,14 @@ pub struct Cards {
     /// Conversation id -> permalink of its first message (`chat.getPermalink`).
     permalinks: Mutex<HashMap<String, String>>,
     /// Subscribed at construction, so no change published after it is missed.
-    rx: Mutex<Option<Receiver<Change>>>,
+    rx: Mutex<Option<Receiver<Feed>>>,
 }
 
 impl Cards {
-    pub fn new(pipeline: Pipeline, outbox: Outbox, default_channel: Option<String>) -> Self {
+    pub fn new(core: Arc<dyn Core>, outbox: Outbox, default_channel: Option<String>) -> Self {
         Cards {
-            rx: Mutex::new(Some(pipeline.events().subscribe())),
-            pipeline,
+            rx: Mutex::new(Some(core.changes())),
+            core,
             outbox,
             default_channel,
             names: Mutex::default(),
@@ -48,27 +56,28 @@ impl Cards {
         self.outbox.api()
     }
 
-    /// Follows the event bus, from when this was made, until `shutdown`.
+    /// Follows the core's changes, from when this was made, until `shutdown`.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let Some(mut rx) = self.rx.lock().unwrap().take() else {
             return;
         };
         tokio::pin!(shutdown);
         loop {
-            let change = tokio::select! {
+            let feed = tokio::select! {
                 r = rx.recv() => r,
                 _ = &mut shutdown => return,
             };
-            match change {
-                Ok(change) => {
+            match feed {
+                Some(Feed::Change(change)) => {
                     if let Err(e) = self.handle(&change).await {
                         tracing::warn!(error = %e, conversation = change.conversation_id(), "triage card not updated");
                     }
                 }
-                Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "triage cards fell behind the event bus; some cards may be stale until their next change");
-                }
-                Err(RecvError::Closed) => return,
+                Some(Feed::Gap) => match self.reconcile(RECONCILE_CONVERSATIONS).await {
+                    Ok(n) => tracing::info!(conversations = n, "triage cards reconciled"),
+                    Err(e) => tracing::warn!(error = %e, "triage cards not reconciled"),
+                },
+                None => return,
             }
         }
     }
@@ -77,23 +86,17 @@ impl Cards {
     /// posts the missing ones and updates those whose content changed. Run at start-up, it
     /// recovers the card work of changes a crashed process committed but had not queued yet.
     /// Returns the conversations looked at.
-    pub async fn reconcile(&self, limit: usize) -> Result<usize, StoreError> {
-        let store = self.pipeline.store();
-        let mut page = PageRequest {
-            cursor: None,
-            limit: 200,
-        };
+    pub async fn reconcile(&self, limit: usize) -> Result<usize, CoreError> {
+        let mut cursor = None;
         let mut seen = 0;
         while seen < limit {
-            let batch = store
-                .list_conversations(&ConversationFilter::default(), page.clone())
-                .await?;
-            for c in &batch.items {
+            let (items, next) = self.core.conversations(cursor, 200).await?;
+            for c in &items {
                 self.upsert(c).await?;
             }
-            seen += batch.items.len();
-            match batch.next_cursor {
-                Some(cursor) => page.cursor = Some(cursor),
+            seen += items.len();
+            match next {
+                Some(next) => cursor = Some(next),
                 None => break,
             }
         }
@@ -101,8 +104,7 @@ impl Cards {
     }
 
     /// The card work one change causes.
-    pub async fn handle(&self, change: &Change) -> Result<(), StoreError> {
-        let store = self.pipeline.store();
+    pub async fn handle(&self, change: &Change) -> Result<(), CoreError> {
         match change {
             Change::ConversationCreated { conversation } => self.upsert(conversation).await,
             // The first message comes with its conversation's creation, which cards it.
@@ -119,18 +121,18 @@ impl Cards {
             Change::ConversationDeleted { id } => self.retire(id, "This conversation was deleted.").await,
             // Status, owner, priority, title (and whatever else changes a conversation): the
             // card shows its current state.
-            other => match store.get_conversation(other.conversation_id()).await {
+            other => match self.core.conversation(other.conversation_id()).await {
                 Ok(c) => self.upsert(&c).await,
                 // Deleted since: its own change retires the card.
-                Err(StoreError::NotFound(_)) => Ok(()),
+                Err(CoreError::NotFound(_)) => Ok(()),
                 Err(e) => Err(e),
             },
         }
     }
 
     /// Posts the conversation's card, or updates it when it exists or is about to.
-    async fn upsert(&self, conv: &Conversation) -> Result<(), StoreError> {
-        let outbox = self.pipeline.outbox();
+    async fn upsert(&self, conv: &Conversation) -> Result<(), CoreError> {
+        let outbox = self.outbox.store();
         // In this order: a post completes and records its card atomically, so a post that is
         // no longer unsent has its card by the time the card is read.
         let unsent = outbox.has_unsent(&conv.id, POST_MESSAGE).await?;
@@ -171,8 +173,8 @@ impl Cards {
     }
 
     /// A merged or deleted conversation's card, without controls, saying why.
-    async fn retire(&self, id: &str, note: &str) -> Result<(), StoreError> {
-        let outbox = self.pipeline.outbox();
+    async fn retire(&self, id: &str, note: &str) -> Result<(), CoreError> {
+        let outbox = self.outbox.store();
         let Some(card) = outbox.card(id).await? else {
             if !outbox.has_unsent(id, POST_MESSAGE).await? {
                 return Ok(());
@@ -183,7 +185,7 @@ impl Cards {
         self.retire_as(id, note, Some(card.channel)).await
     }
 
-    async fn retire_as(&self, id: &str, note: &str, channel: Option<String>) -> Result<(), StoreError> {
+    async fn retire_as(&self, id: &str, note: &str, channel: Option<String>) -> Result<(), CoreError> {
         let mut conv = Conversation::open("", "(gone)".into(), None, chrono::Utc::now());
         conv.id = id.to_string();
         let ctx = CardContext {
@@ -199,9 +201,9 @@ impl Cards {
     }
 
     /// The owner's triage channel, else the default one.
-    async fn channel_for(&self, conv: &Conversation) -> Result<Option<String>, StoreError> {
+    async fn channel_for(&self, conv: &Conversation) -> Result<Option<String>, CoreError> {
         if let Some(owner) = &conv.owner {
-            let team = self.pipeline.store().list_team().await?;
+            let team = self.core.team().await?;
             if let Some(c) = team
                 .into_iter()
                 .find(|m| &m.slack_user_id == owner)
@@ -215,24 +217,12 @@ impl Cards {
     }
 
     /// What the card shows besides the conversation: customer, account, first message, link.
-    async fn context(&self, conv: &Conversation) -> Result<CardContext, StoreError> {
-        let store = self.pipeline.store();
-        let first = store
-            .list_messages(
-                &conv.id,
-                PageRequest {
-                    cursor: None,
-                    limit: 1,
-                },
-            )
-            .await?
-            .items
-            .into_iter()
-            .next();
+    async fn context(&self, conv: &Conversation) -> Result<CardContext, CoreError> {
+        let first = self.core.first_message(&conv.id).await?;
         let account = match &conv.account_id {
-            Some(id) => match store.get_account(id).await {
+            Some(id) => match self.core.account(id).await {
                 Ok(a) => Some(a.name),
-                Err(StoreError::NotFound(_)) => None,
+                Err(CoreError::NotFound(_)) => None,
                 Err(e) => return Err(e),
             },
             None => None,

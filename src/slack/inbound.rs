@@ -1,5 +1,6 @@
-//! The inbound worker: takes stored Events API deliveries in arrival order ([`crate::pipeline`]'s
-//! inbox), turns each into pipeline operations and records what it did. Started with the server,
+//! The inbound worker: takes stored Events API deliveries in arrival order (the inbox of this
+//! process's store: the shared database in process, the edge's own SQLite file in edge mode),
+//! turns each into operations of the [`Core`] and records what it did. Started with the server,
 //! it first replays whatever was acknowledged but not processed before a crash or a restart.
 //!
 //! Outcomes: `ingested`, `duplicate` (the message (channel, ts) was stored before, e.g. re-sent
@@ -7,13 +8,15 @@
 //! of a message triage never stored), `note`, `duplicate_note`, `ignored:<reason>` (see
 //! [`super::message::Item::Ignored`]; `ignored:<event type>` for events triage does not use), and
 //! `failed:<why>` after [`MAX_ATTEMPTS`] failures that are not transient. Transient failures (the
-//! models still loading, the embedder's queue full, the database unreachable) are retried, in
-//! order, with backoff, for as long as they last.
+//! models still loading, the embedder's queue full, the database unreachable, in edge mode the
+//! core unreachable: [`CoreError::is_transient`]) are retried, in order, with backoff, for as long
+//! as they last.
 
+use super::core::{Core, CoreError};
 use super::message::{interpret, Item, SlackMessage, Team};
 use crate::domain::{NewNote, SlackRef};
-use crate::pipeline::{InferenceError, Pipeline, PipelineError};
-use crate::store::{InboxItem, StoreError};
+use crate::pipeline::Pipeline;
+use crate::store::InboxItem;
 use crate::telemetry::Metrics;
 use serde::Deserialize;
 use serde_json::Value;
@@ -30,17 +33,22 @@ const BATCH: u32 = 200;
 /// How long processed deliveries are kept (their event ids dedupe Slack's retries meanwhile).
 const KEEP: chrono::TimeDelta = chrono::TimeDelta::days(2);
 
-/// What the worker needs besides the pipeline.
+/// What the worker needs besides the inbox: the core it forwards to, and who the team is.
 #[derive(Clone)]
 pub struct Inbound {
+    pub core: Arc<dyn Core>,
     /// `TRIAGE_TEAM_USERS`.
     pub team_users: HashSet<String>,
     pub metrics: Metrics,
 }
 
 impl Inbound {
-    pub fn new(team_users: HashSet<String>, metrics: Metrics) -> Self {
-        Inbound { team_users, metrics }
+    pub fn new(core: Arc<dyn Core>, team_users: HashSet<String>, metrics: Metrics) -> Self {
+        Inbound {
+            core,
+            team_users,
+            metrics,
+        }
     }
 }
 
@@ -80,7 +88,8 @@ impl Envelope {
     }
 }
 
-/// Starts the worker; `wake` is notified after each stored delivery.
+/// Starts the worker over `pipeline`'s inbox (its store: the edge's own in edge mode); `wake` is
+/// notified after each stored delivery.
 pub fn spawn_worker(pipeline: Pipeline, inbound: Inbound, wake: Arc<Notify>) -> JoinHandle<()> {
     tokio::spawn(run(pipeline, inbound, wake))
 }
@@ -122,11 +131,9 @@ async fn handle(pipeline: &Pipeline, inbound: &Inbound, item: &InboxItem) -> boo
     let outcome = match process(pipeline, inbound, item).await {
         Ok(outcome) => outcome,
         Err(e) => {
-            let transient = is_transient(&e);
             let attempts = pipeline.inbox_failed(item.seq, &e.to_string()).await.unwrap_or(0);
-            if transient || attempts < MAX_ATTEMPTS {
+            if let Some(backoff) = retry_after_failure(&e, attempts) {
                 tracing::warn!(event_id = %item.event_id, attempts, error = %e, "Slack event failed; retrying");
-                let backoff = Duration::from_millis(100 * 2u64.pow(attempts.min(6)));
                 tokio::time::sleep(backoff).await;
                 return false;
             }
@@ -144,20 +151,17 @@ async fn handle(pipeline: &Pipeline, inbound: &Inbound, item: &InboxItem) -> boo
     true
 }
 
-fn is_transient(e: &PipelineError) -> bool {
-    matches!(
-        e,
-        PipelineError::Inference(InferenceError::NotReady | InferenceError::Overloaded(_))
-            | PipelineError::Store(StoreError::Unavailable(_))
-    )
+/// After the `attempts`-th failure `e`: how long to wait before trying the delivery again, or
+/// `None` to give it up. A transient failure is retried for as long as it lasts (backoff capped
+/// at 6.4 s); any other counts, up to [`MAX_ATTEMPTS`].
+pub fn retry_after_failure(e: &CoreError, attempts: u32) -> Option<Duration> {
+    (e.is_transient() || attempts < MAX_ATTEMPTS)
+        .then(|| Duration::from_millis(100 * 2u64.pow(attempts.min(6))))
 }
 
 /// What one delivery does, as its outcome.
-pub async fn process(
-    pipeline: &Pipeline,
-    inbound: &Inbound,
-    item: &InboxItem,
-) -> Result<String, PipelineError> {
+pub async fn process(pipeline: &Pipeline, inbound: &Inbound, item: &InboxItem) -> Result<String, CoreError> {
+    let core = &inbound.core;
     let Ok(envelope) = serde_json::from_str::<Envelope>(&item.payload) else {
         return Ok("failed:unreadable payload".into());
     };
@@ -200,30 +204,53 @@ pub async fn process(
                         ts: m.ts.clone(),
                     }),
                 };
-                let (_, created) = pipeline.add_note(&conversation, note).await?;
+                let created = core.add_note(&conversation, note).await?;
                 return Ok(if created { "note" } else { "duplicate_note" }.into());
             }
         }
     }
     Ok(match item {
         Item::New(m) => {
-            if pipeline.ingest(m).await?.created {
+            if core.ingest(m).await? {
                 "ingested"
             } else {
                 "duplicate"
             }
         }
-        Item::Edit { channel, ts, text } => match pipeline.edit_message(&channel, &ts, &text).await? {
-            Some(e) if e.changed => "edited",
+        Item::Edit { channel, ts, text } => match core.edit_message(&channel, &ts, &text).await? {
+            Some(true) => "edited",
             Some(_) => "unchanged",
             None => "unknown_message",
         },
-        Item::Delete { channel, ts } => match pipeline.delete_message(&channel, &ts).await? {
-            Some(e) if e.changed => "deleted",
+        Item::Delete { channel, ts } => match core.delete_message(&channel, &ts).await? {
+            Some(true) => "deleted",
             Some(_) => "unchanged",
             None => "unknown_message",
         },
         Item::Ignored { reason } => return Ok(format!("ignored:{reason}")),
     }
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transient_failure_is_retried_for_as_long_as_it_lasts_and_any_other_is_counted() {
+        let down = CoreError::Unavailable("connection refused".into());
+        let refused = CoreError::Refused("text: a message needs text".into());
+        for attempts in [1, MAX_ATTEMPTS, 100 * MAX_ATTEMPTS] {
+            let wait = retry_after_failure(&down, attempts).expect("retried");
+            assert!(wait <= Duration::from_millis(6400));
+        }
+        for attempts in 1..MAX_ATTEMPTS {
+            assert!(retry_after_failure(&refused, attempts).is_some());
+        }
+        assert_eq!(retry_after_failure(&refused, MAX_ATTEMPTS), None);
+        assert_eq!(
+            retry_after_failure(&CoreError::Failed("HTTP 500".into()), MAX_ATTEMPTS),
+            None
+        );
+    }
 }

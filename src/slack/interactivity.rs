@@ -2,8 +2,9 @@
 //!
 //! Slack posts `application/x-www-form-urlencoded` with one field, `payload` (JSON), signed like
 //! every Slack request; the signature is checked over the raw body before anything is parsed.
-//! A `block_actions` payload's actions become ticket operations through the pipeline, by the
-//! Slack user who pressed (`human:<user id>`):
+//! A `block_actions` payload's actions become ticket operations of the [`super::core::Core`] (this
+//! process's pipeline, or the core an edge forwards to), by the Slack user who pressed
+//! (`human:<user id>`):
 //!
 //! | `action_id` | change |
 //! |---|---|
@@ -15,8 +16,9 @@
 //!
 //! The conversation is the button's `value`, else the one the action's `block_id` names
 //! (`triage:<id>:...`), else the card's metadata. The card follows through the event bus; a change
-//! the status machine refuses (On Hold without a linked issue) is answered with an ephemeral
-//! message to the payload's `response_url` (through the outbox) saying why. Slack wants its 200
+//! the status machine refuses (On Hold without a linked issue), or one the core cannot take now
+//! (an edge whose core is down), is answered with an ephemeral message to the payload's
+//! `response_url` (through the outbox) saying why. Slack wants its 200
 //! within 3 s: the answer is empty and sent as soon as the changes are written.
 
 use axum::body::Bytes;
@@ -27,10 +29,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::card::{conversation_of_block, priority_label, status_label};
+use super::core::CoreError;
 use super::outbox::RESPONSE_URL;
-use crate::domain::{Actor, ConversationPatch, Priority, Status};
+use crate::domain::{ConversationPatch, Priority, Status};
 use crate::http::{ApiError, AppState};
-use crate::store::{NewOutboxItem, StoreError};
+use crate::store::NewOutboxItem;
 
 #[derive(Debug, Deserialize)]
 struct Payload {
@@ -124,20 +127,21 @@ pub async fn interactivity(
             }
         };
         let what = describe(&patch);
-        match state
-            .pipeline
-            .update_conversation(conversation, patch, Actor::Human(user.clone()))
-            .await
-        {
+        match slack.core.update_conversation(conversation, patch, &user).await {
             Ok(_) => tracing::info!(
                 conversation,
                 user,
                 action = action.action_id,
                 "card action applied"
             ),
-            Err(e @ (StoreError::Refused(_) | StoreError::Invalid { .. } | StoreError::NotFound(_))) => {
+            Err(CoreError::Failed(e)) => return Err(ApiError::internal(e)),
+            Err(e) => {
                 let why = match e {
-                    StoreError::NotFound(_) => "this conversation no longer exists".to_string(),
+                    CoreError::NotFound(_) => "this conversation no longer exists".to_string(),
+                    CoreError::Unavailable(_) => {
+                        tracing::warn!(conversation, error = %e, "card action not applied: the core is unavailable");
+                        "triage is unavailable right now, try again in a minute".to_string()
+                    }
                     other => other.to_string(),
                 };
                 respond(
@@ -147,7 +151,6 @@ pub async fn interactivity(
                 )
                 .await;
             }
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(StatusCode::OK.into_response())

@@ -1,7 +1,14 @@
-//! The Slack adapter: Slack's wire format in and out, turned into pipeline operations. An adapter
-//! like the HTTP API: it calls [`crate::pipeline`], never the store directly (the outbox rows
-//! are the store's, reached through the pipeline).
+//! The Slack adapter: Slack's wire format in and out, turned into operations of the core. An
+//! adapter like the HTTP API: it reaches tickets only through [`core::Core`], in process (the
+//! pipeline; one `triage serve` does everything) or over HTTP against another `triage serve`
+//! (`TRIAGE_CORE_URL`: a Slack *edge* with no models and no credentials for the core's database).
+//! Its own durable state (the inbox of Slack's deliveries, the outbox of Web API writes, where
+//! each card is) is the store of the process it runs in, reached through the pipeline: the
+//! shared database in process, the edge's local SQLite file (`TRIAGE_EDGE_DATABASE_URL`) in edge
+//! mode, so Slack is acknowledged at once even while the core is down.
 //!
+//! - [`core`]: the [`core::Core`] trait, its errors and the in-process implementation;
+//!   [`remote`]: the HTTP implementation and the core's event stream.
 //! - [`signing`]: `X-Slack-Signature` over `v0:{timestamp}:{raw body}`, the clock injected.
 //! - [`message`]: a Slack message object (Events API `message` events and export files) and the
 //!   one function that decides what it means for triage ([`message::interpret`]).
@@ -20,13 +27,16 @@
 pub mod api;
 pub mod card;
 pub mod cards;
+pub mod core;
 pub mod events;
 pub mod inbound;
 pub mod interactivity;
 pub mod message;
 pub mod outbox;
+pub mod remote;
 pub mod signing;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Settings;
@@ -41,6 +51,8 @@ pub const MANIFEST: &str = include_str!("manifest.yml");
 /// configured.
 #[derive(Clone)]
 pub struct Slack {
+    /// Where tickets are: this process's pipeline, or the core an edge forwards to.
+    pub core: Arc<dyn core::Core>,
     pub outbox: outbox::Outbox,
     pub triage_channel: Option<String>,
     /// `TRIAGE_SLACK_SIGNING_SECRET`; without it Slack's requests are refused.
@@ -48,8 +60,14 @@ pub struct Slack {
 }
 
 impl Slack {
-    /// From the configuration; `None` without `TRIAGE_SLACK_BOT_TOKEN`.
-    pub fn from_settings(s: &Settings, pipeline: Pipeline, metrics: SlackMetrics) -> Option<Slack> {
+    /// From the configuration; `None` without `TRIAGE_SLACK_BOT_TOKEN`. `pipeline` holds the
+    /// outbox (its store); `core` is where tickets are.
+    pub fn from_settings(
+        s: &Settings,
+        pipeline: Pipeline,
+        core: Arc<dyn core::Core>,
+        metrics: SlackMetrics,
+    ) -> Option<Slack> {
         if s.slack_bot_token.is_empty() {
             return None;
         }
@@ -63,6 +81,7 @@ impl Slack {
             ..outbox::OutboxConfig::default()
         };
         Some(Slack {
+            core,
             outbox: outbox::Outbox::new(pipeline, api, metrics, config),
             triage_channel: s.slack_triage_channel.clone(),
             verifier: (!s.slack_signing_secret.is_empty())
@@ -70,9 +89,13 @@ impl Slack {
         })
     }
 
-    /// The card service for this outbox (subscribed to the pipeline's events from now on).
-    pub fn cards(&self, pipeline: Pipeline) -> cards::Cards {
-        cards::Cards::new(pipeline, self.outbox.clone(), self.triage_channel.clone())
+    /// The card service for this outbox (subscribed to the core's changes from now on).
+    pub fn cards(&self) -> cards::Cards {
+        cards::Cards::new(
+            self.core.clone(),
+            self.outbox.clone(),
+            self.triage_channel.clone(),
+        )
     }
 }
 

@@ -118,6 +118,11 @@ impl Outbox {
         &self.api
     }
 
+    /// The outbox rows and the card table (this process's store: the edge's own in edge mode).
+    pub fn store(&self) -> &dyn crate::store::SlackOutbox {
+        self.pipeline.outbox()
+    }
+
     /// Stores a write; the worker sends it.
     pub async fn enqueue(&self, item: NewOutboxItem) -> Result<i64, StoreError> {
         let id = self.pipeline.outbox().enqueue(item, now_ms()).await?;

@@ -239,9 +239,9 @@ impl ServerProcess {
     /// Also with `env` set (`TRIAGE_*` overrides).
     pub fn start_with(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
         let s = settings();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_triage"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_triage"));
+        child
             .arg("serve")
-            .envs(env.iter().copied())
             .env("TRIAGE_BIND", "127.0.0.1:0")
             .env("TRIAGE_DATABASE_URL", database_url)
             .env("TRIAGE_API_TOKENS", TOKEN)
@@ -252,6 +252,14 @@ impl ServerProcess {
             .env("TRIAGE_EMBED_THREADS", "1")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            // Last, so they win.
+            .envs(env.iter().copied());
+        Self::spawn(child)
+    }
+
+    /// Starts `command` (a `triage serve` on port 0 that logs at `info`) and reads its address.
+    pub fn spawn(mut command: Command) -> ServerProcess {
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

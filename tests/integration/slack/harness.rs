@@ -9,6 +9,7 @@ use serde_json::Value;
 use triage::config::Secret;
 use triage::http::{self, AppState, Models};
 use triage::slack::api::SlackApi;
+use triage::slack::core::InProcess;
 use triage::slack::outbox::{Outbox, OutboxConfig};
 use triage::slack::signing::Verifier;
 use triage::slack::Slack;
@@ -82,6 +83,7 @@ pub async fn spawn_with(
         Duration::from_secs(5),
     );
     let slack = Slack {
+        core: InProcess::new(state.pipeline.clone()),
         outbox: Outbox::new(state.pipeline.clone(), api, state.metrics.slack.clone(), outbox),
         triage_channel: Some(TRIAGE_CHANNEL.into()),
         verifier: Some(Verifier::system(Secret::new(SIGNING_SECRET))),
@@ -92,11 +94,7 @@ pub async fn spawn_with(
         let _ = rx.wait_for(|s| *s).await;
     };
     if cards {
-        tokio::spawn(
-            slack
-                .cards(state.pipeline.clone())
-                .run(until_stopped(stopped.clone())),
-        );
+        tokio::spawn(slack.cards().run(until_stopped(stopped.clone())));
     }
     if worker {
         tokio::spawn(slack.outbox.clone().run(until_stopped(stopped.clone())));

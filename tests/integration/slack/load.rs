@@ -48,7 +48,7 @@ async fn every_card_is_posted_once_and_up_to_date_under_faults_and_a_crash() {
     let slack = s.state.slack.clone().unwrap();
     let forever = std::future::pending::<()>;
     let first = tokio::spawn(slack.outbox.clone().run(forever()));
-    let first_cards = tokio::spawn(slack.cards(s.state.pipeline.clone()).run(forever()));
+    let first_cards = tokio::spawn(slack.cards().run(forever()));
     let mut ids = Vec::new();
     for i in 0..n {
         let channel = format!("CCUST{:02}", i % CHANNELS);
@@ -80,7 +80,7 @@ async fn every_card_is_posted_once_and_up_to_date_under_faults_and_a_crash() {
     let _ = (first.await, first_cards.await);
     let killed_at = started.elapsed();
     // The new process: cards reconciled with the conversations, then followed; a new worker.
-    let cards = slack.cards(s.state.pipeline.clone());
+    let cards = slack.cards();
     let reconciled = cards.reconcile(10 * n).await.unwrap();
     let second_cards = tokio::spawn(cards.run(forever()));
     let second = tokio::spawn(slack.outbox.clone().run(forever()));

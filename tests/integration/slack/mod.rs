@@ -1,4 +1,5 @@
 //! The Slack adapter against a strict local fake of Slack's Web API.
+mod edge;
 pub mod fake;
 pub mod harness;
 mod interactivity;

@@ -63,7 +63,8 @@ async fn spawn(db: &Arc<TestDb>, worker: bool) -> SlackApp {
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(http::run(listener, state.clone(), std::future::pending()));
     let worker = worker.then(|| {
-        let inbound = Inbound::new(state.config.team_users.clone(), state.metrics.clone());
+        let core = triage::slack::core::InProcess::new(state.pipeline.clone());
+        let inbound = Inbound::new(core, state.config.team_users.clone(), state.metrics.clone());
         spawn_worker(state.pipeline.clone(), inbound, state.slack_inbox.clone())
     });
     SlackApp {

@@ -4,6 +4,7 @@ pub(crate) mod helpers;
 
 mod bench;
 mod concurrency;
+mod edge_routes;
 mod edits;
 mod errors;
 mod events;

@@ -56,7 +56,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    tokio::runtime::Runtime::new()?.block_on(async {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(async {
         let app = Application::build(s).await?;
         if let Some(w) = demo {
             let state = app.state().clone();
@@ -69,7 +70,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             });
         }
         app.run_until_stopped(shutdown_signal()).await
-    })
+    });
+    // A blocking call still in flight (an edge's event stream from its core) does not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// What the HTTP stack needs from the configuration.

@@ -160,6 +160,10 @@ impl HttpCore {
         let mut sse = SseParser::default();
         for line in reader.lines() {
             let line = line.map_err(|e| CoreError::Unavailable(format!("the event stream: {e}")))?;
+            // Nobody follows any more (shutdown): stop at the next line (keep-alives come every 15 s).
+            if tx.is_closed() {
+                return Ok(false);
+            }
             let Some(event) = sse.line(&line) else {
                 continue;
             };

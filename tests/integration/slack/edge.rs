@@ -304,6 +304,25 @@ async fn slack_events_to_an_edge_reach_the_core_and_its_cards_follow(backend: Ba
         .calls_of("chat.postMessage")
         .iter()
         .all(|call| call.args["channel"] != CUSTOMER_CHANNEL));
+    // SIGTERM: the edge stops although its event stream from the core is open (a blocking read).
+    let mut edge = edge;
+    let t = Instant::now();
+    let pid = edge.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let exit = loop {
+        if let Some(status) = edge.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the edge still runs 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
     drop(core);
-    drop(edge);
 }

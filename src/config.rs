@@ -436,6 +436,31 @@ mod tests {
     }
 
     #[test]
+    fn an_edge_is_configured_by_the_core_url_token_and_its_own_database() {
+        let mut s = Settings::default();
+        assert_eq!(
+            (s.core_url.as_deref(), s.edge_database_url.as_str()),
+            (None, "sqlite://triage-edge.db")
+        );
+        let env = |k: &str| match k {
+            "TRIAGE_CORE_URL" => Some(" http://core:8080 ".to_string()),
+            "TRIAGE_CORE_TOKEN" => Some("t0k".to_string()),
+            "TRIAGE_EDGE_DATABASE_URL" => Some("sqlite:///var/lib/edge.db".to_string()),
+            _ => None,
+        };
+        s.apply_env(env).unwrap();
+        assert_eq!(s.core_url.as_deref(), Some("http://core:8080"));
+        assert_eq!(s.core_token.expose(), "t0k");
+        assert_eq!(s.edge_database_url, "sqlite:///var/lib/edge.db");
+        // Set but empty: one process does everything.
+        s.apply_env(|k| (k == "TRIAGE_CORE_URL").then(String::new))
+            .unwrap();
+        assert_eq!(s.core_url, None);
+        let file: Settings = toml::from_str("core_url = \"http://core\"\ncore_token = \"x\"\n").unwrap();
+        assert_eq!(file.core_url.as_deref(), Some("http://core"));
+    }
+
+    #[test]
     fn http_limits_default_to_a_30_s_drain_and_read_the_environment() {
         let mut s: Settings = toml::from_str("[http]\nidle_timeout_secs = 5\n").unwrap();
         assert_eq!(s.http_limits().unwrap()[4].as_secs(), 30);

@@ -60,6 +60,13 @@ pub struct Settings {
     /// Milliseconds between two `chat.postMessage` calls to one channel
     /// (`TRIAGE_SLACK_POST_INTERVAL_MS`; Slack allows about one message per second per channel).
     pub slack_post_interval_ms: u64,
+    /// Our bot's Slack user id (`TRIAGE_SLACK_BOT_USER`); unset, it is learned with `auth.test`.
+    pub slack_bot_user: Option<String>,
+    /// Hours a cached Slack user or channel name is trusted before it is fetched again
+    /// (`TRIAGE_SLACK_NAMES_TTL_HOURS`).
+    pub slack_names_ttl_hours: u64,
+    /// Hours a sent outbox row is kept before it is deleted (`TRIAGE_SLACK_OUTBOX_RETENTION_HOURS`).
+    pub slack_outbox_retention_hours: u64,
     pub embed: EmbedSettings,
     pub http: HttpSettings,
 }
@@ -145,6 +152,9 @@ impl Default for Settings {
             slack_signing_secret: Secret::default(),
             slack_triage_channel: None,
             slack_post_interval_ms: 1000,
+            slack_bot_user: None,
+            slack_names_ttl_hours: 24,
+            slack_outbox_retention_hours: 72,
             embed: EmbedSettings::default(),
             http: HttpSettings::default(),
         }
@@ -267,6 +277,15 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_SLACK_POST_INTERVAL_MS") {
             self.slack_post_interval_ms = num("TRIAGE_SLACK_POST_INTERVAL_MS", v)? as u64;
+        }
+        if let Some(v) = get("TRIAGE_SLACK_BOT_USER") {
+            self.slack_bot_user = Some(v.trim().to_string()).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = get("TRIAGE_SLACK_NAMES_TTL_HOURS") {
+            self.slack_names_ttl_hours = num("TRIAGE_SLACK_NAMES_TTL_HOURS", v)? as u64;
+        }
+        if let Some(v) = get("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS") {
+            self.slack_outbox_retention_hours = num("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS", v)? as u64;
         }
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;

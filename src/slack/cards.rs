@@ -4,8 +4,14 @@
 //! `chat.update`. Both go through the [`Outbox`]: the card service only decides what a card
 //! shows; the outbox coalesces a burst of changes into one call and sends it exactly once.
 //!
-//! A card stays in the channel it was first posted to (an owner change shows on it). A merged or
-//! deleted conversation's card loses its controls and says what happened.
+//! A card lives in its owner's triage channel: when the owner changes and the new owner's
+//! channel (else the default one) is another, the old card loses its controls and says where the
+//! conversation went ("Moved to #x"), and a new card is posted there (replies in the old card's
+//! thread still become notes). A merged or deleted conversation's card loses its controls and
+//! says what happened.
+//!
+//! Names on the card (the customer's, the account's) come from [`Names`] (cached `users.info`)
+//! and the account (named after its channel).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,18 +20,19 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 
 use super::api::SlackApi;
 use super::card::{render, CardContext};
-use super::outbox::{Outbox, POST_MESSAGE};
+use super::names::Names;
+use super::outbox::{Outbox, POST_MESSAGE, UPDATE};
 use crate::domain::{Change, Conversation};
 use crate::pipeline::Pipeline;
-use crate::store::{ConversationFilter, NewOutboxItem, PageRequest, StoreError};
+use crate::store::{CardRef, ConversationFilter, NameKind, NewOutboxItem, PageRequest, StoreError};
 
 pub struct Cards {
     pipeline: Pipeline,
     outbox: Outbox,
     /// `TRIAGE_SLACK_TRIAGE_CHANNEL`: cards of conversations whose owner has no triage channel.
     default_channel: Option<String>,
-    /// Slack user id -> display name (`users.info`).
-    names: Mutex<HashMap<String, String>>,
+    /// Slack names (`users.info`), cached in the database.
+    names: Names,
     /// Conversation id -> permalink of its first message (`chat.getPermalink`).
     permalinks: Mutex<HashMap<String, String>>,
     /// Subscribed at construction, so no change published after it is missed.
@@ -33,13 +40,13 @@ pub struct Cards {
 }
 
 impl Cards {
-    pub fn new(pipeline: Pipeline, outbox: Outbox, default_channel: Option<String>) -> Self {
+    pub fn new(pipeline: Pipeline, outbox: Outbox, names: Names, default_channel: Option<String>) -> Self {
         Cards {
             rx: Mutex::new(Some(pipeline.events().subscribe())),
             pipeline,
             outbox,
             default_channel,
-            names: Mutex::default(),
+            names,
             permalinks: Mutex::default(),
         }
     }
@@ -135,6 +142,12 @@ impl Cards {
         // no longer unsent has its card by the time the card is read.
         let unsent = outbox.has_unsent(&conv.id, POST_MESSAGE).await?;
         let existing = outbox.card(&conv.id).await?;
+        if let (Some(card), false) = (&existing, unsent) {
+            match self.channel_for(conv).await? {
+                Some(to) if to != card.channel => return self.move_card(conv, card, &to).await,
+                _ => {}
+            }
+        }
         let channel = match &existing {
             Some(card) => card.channel.clone(),
             None => match self.channel_for(conv).await? {
@@ -168,6 +181,47 @@ impl Cards {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The card of `conv` moves from `card` (its current place) to channel `to`: the old card,
+    /// without controls, says where it went; a new card is posted in `to`.
+    async fn move_card(&self, conv: &Conversation, card: &CardRef, to: &str) -> Result<(), StoreError> {
+        let ctx = self.context(conv).await?;
+        let mut retired = serde_json::to_value(render(
+            conv,
+            &CardContext {
+                moved_to: Some(to.to_string()),
+                ..ctx.clone()
+            },
+            &card.channel,
+        ))
+        .expect("a card serialises");
+        retired["ts"] = serde_json::json!(card.ts);
+        let post = serde_json::to_value(render(conv, &ctx, to)).expect("a card serialises");
+        tracing::info!(
+            conversation = conv.id,
+            from = card.channel,
+            to,
+            "triage card moves to the owner's channel"
+        );
+        self.outbox
+            .move_card(
+                &conv.id,
+                NewOutboxItem {
+                    // Not the conversation's card any more: a plain update of that message.
+                    method: UPDATE.into(),
+                    channel: Some(card.channel.clone()),
+                    conversation_id: None,
+                    body: retired,
+                },
+                NewOutboxItem {
+                    method: POST_MESSAGE.into(),
+                    channel: Some(to.to_string()),
+                    conversation_id: Some(conv.id.clone()),
+                    body: post,
+                },
+            )
+            .await
     }
 
     /// A merged or deleted conversation's card, without controls, saying why.
@@ -239,7 +293,12 @@ impl Cards {
         };
         let (customer, permalink) = match &first {
             Some(m) => (
-                Some(self.name(&m.user).await),
+                Some(
+                    self.names
+                        .resolve(NameKind::User, &m.user)
+                        .await
+                        .unwrap_or_else(|| m.user.clone()),
+                ),
                 self.permalink(&conv.id, &m.channel, &m.ts).await,
             ),
             None => (None, None),
@@ -249,26 +308,8 @@ impl Cards {
             account,
             first_message: first.map(|m| m.text),
             permalink,
-            closed_note: None,
+            ..CardContext::default()
         })
-    }
-
-    /// A user's display name (`users.info`, cached); the id when Slack cannot say.
-    async fn name(&self, user: &str) -> String {
-        if let Some(n) = self.names.lock().unwrap().get(user) {
-            return n.clone();
-        }
-        match self.api().user_info(user).await {
-            Ok(info) => {
-                let name = info.display_name().to_string();
-                self.names.lock().unwrap().insert(user.into(), name.clone());
-                name
-            }
-            Err(e) => {
-                tracing::debug!(user, error = %e, "users.info failed; the card shows the user id");
-                user.to_string()
-            }
-        }
     }
 
     async fn permalink(&self, conversation: &str, channel: &str, ts: &str) -> Option<String> {

@@ -15,6 +15,8 @@
 //!   row was in flight, found by its expired lease) is first looked up in the channel's history by
 //!   its metadata (`triage_card`, the conversation id); when found it is recorded, not posted again,
 //!   and brought up to date with a `chat.update`.
+//! - **Retention.** Sent rows older than `retention` are deleted now and then (`prune_every`),
+//!   except each conversation's latest card row; failed rows stay for diagnosis.
 //! - **Cards.** A card update is sent to the card's (channel, ts) once its post is done; an update
 //!   superseded by a later one of the same card is dropped, so a retried old update never puts
 //!   stale content back.
@@ -53,6 +55,11 @@ pub struct OutboxConfig {
     pub concurrency: usize,
     /// How often the worker looks for due rows when nothing wakes it.
     pub poll: Duration,
+    /// Sent rows older than this are deleted (`TRIAGE_SLACK_OUTBOX_RETENTION_HOURS`), except the
+    /// latest card row of each conversation.
+    pub retention: Duration,
+    /// How often the worker deletes them.
+    pub prune_every: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -65,6 +72,8 @@ impl Default for OutboxConfig {
             max_backoff: Duration::from_secs(300),
             concurrency: 4,
             poll: Duration::from_millis(500),
+            retention: Duration::from_secs(72 * 3600),
+            prune_every: Duration::from_secs(3600),
         }
     }
 }
@@ -137,12 +146,36 @@ impl Outbox {
         Ok(id)
     }
 
+    /// Moves a conversation's card (see [`crate::store::SlackOutbox::move_card`]).
+    pub async fn move_card(
+        &self,
+        conversation_id: &str,
+        retire: NewOutboxItem,
+        post: NewOutboxItem,
+    ) -> Result<(), StoreError> {
+        self.pipeline
+            .outbox()
+            .move_card(conversation_id, retire, post, now_ms())
+            .await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// Sends rows until `shutdown` resolves, then lets the calls in flight finish.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut running: JoinSet<String> = JoinSet::new();
         let mut busy: HashSet<String> = HashSet::new();
+        let mut pruned: Option<Instant> = None;
         loop {
+            if pruned.is_none_or(|t| t.elapsed() >= self.config.prune_every) {
+                pruned = Some(Instant::now());
+                match self.prune().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "Slack outbox: sent rows past their retention deleted"),
+                    Err(e) => tracing::warn!(error = %e, "Slack outbox: deleting old sent rows failed"),
+                }
+            }
             let next = match self.start_due(&mut running, &mut busy).await {
                 Ok(next) => next,
                 Err(e) => {
@@ -167,6 +200,13 @@ impl Outbox {
             }
         }
         while running.join_next().await.is_some() {}
+    }
+
+    /// Deletes sent rows older than the retention (each conversation's latest card row stays);
+    /// returns how many.
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        let before = now_ms() - self.config.retention.as_millis() as i64;
+        self.pipeline.outbox().prune_sent(before).await
     }
 
     /// Sends every row due now, waiting for lanes closed by the post interval or a

@@ -88,8 +88,8 @@ pub trait SlackOutbox: Send + Sync {
     /// Given up: a permanent error or too many attempts.
     fn fail(&self, id: i64, error: &str, now_ms: i64) -> StoreFuture<'_, ()>;
     fn counts(&self) -> StoreFuture<'_, OutboxCounts>;
-    /// Whether a later `chat.update` of the same conversation exists (sent or to send): this
-    /// older one would only put stale content back.
+    /// Whether a later `chat.update` of the same conversation, or a later post of its card (it
+    /// moved), exists (sent or to send): this older one would only put stale content back.
     fn superseded(&self, id: i64, conversation_id: &str) -> StoreFuture<'_, bool>;
     /// Whether a `method` row for the conversation is still to be sent.
     fn has_unsent(&self, conversation_id: &str, method: &str) -> StoreFuture<'_, bool>;
@@ -100,6 +100,20 @@ pub trait SlackOutbox: Send + Sync {
     fn card_at(&self, channel: &str, ts: &str) -> StoreFuture<'_, Option<String>>;
     /// Every row of the conversation, oldest first (tests, diagnostics): (method, state, attempts).
     fn history_of(&self, conversation_id: &str) -> StoreFuture<'_, Vec<(String, String, i32)>>;
+    /// Moves the conversation's card, atomically: the current card becomes a moved card (replies
+    /// in its thread still reach the conversation), its unsent updates are dropped, and `retire`
+    /// (the old card's last `chat.update`) and `post` (the card in its new channel) are queued.
+    fn move_card(
+        &self,
+        conversation_id: &str,
+        retire: NewOutboxItem,
+        post: NewOutboxItem,
+        now_ms: i64,
+    ) -> StoreFuture<'_, ()>;
+    /// Deletes rows sent (`done`) before `before_ms`, except each conversation's latest card row
+    /// (what its card shows, which [`SlackOutbox::last_card_body`] compares against); returns how
+    /// many. Failed and unsent rows are kept.
+    fn prune_sent(&self, before_ms: i64) -> StoreFuture<'_, u64>;
 }
 
 pub(super) type ItemRow = (
@@ -372,8 +386,8 @@ macro_rules! outbox_ops {
                 let conversation_id = conversation_id.to_string();
                 Box::pin(async move {
                     let found: Option<i64> = sqlx::query_scalar(
-                        "SELECT id FROM slack_outbox WHERE conversation_id = $1 AND method = 'chat.update' \
-                         AND id > $2 AND state <> 'failed' LIMIT 1",
+                        "SELECT id FROM slack_outbox WHERE conversation_id = $1 \
+                         AND method IN ('chat.update', 'chat.postMessage') AND id > $2 AND state <> 'failed' LIMIT 1",
                     )
                     .bind(&conversation_id)
                     .bind(id)
@@ -417,12 +431,67 @@ macro_rules! outbox_ops {
                 let (channel, ts) = (channel.to_string(), ts.to_string());
                 Box::pin(async move {
                     Ok(sqlx::query_scalar(
-                        "SELECT conversation_id FROM slack_cards WHERE channel = $1 AND ts = $2",
+                        "SELECT conversation_id FROM slack_cards WHERE channel = $1 AND ts = $2 \
+                         UNION ALL SELECT conversation_id FROM slack_moved_cards WHERE channel = $1 AND ts = $2 \
+                         LIMIT 1",
                     )
                     .bind(&channel)
                     .bind(&ts)
                     .fetch_optional(&self.pool)
                     .await?)
+                })
+            }
+
+            fn move_card(
+                &self,
+                conversation_id: &str,
+                retire: NewOutboxItem,
+                post: NewOutboxItem,
+                now_ms: i64,
+            ) -> StoreFuture<'_, ()> {
+                let conversation_id = conversation_id.to_string();
+                Box::pin(async move {
+                    let mut tx = self.write_tx().await?;
+                    sqlx::query(
+                        "INSERT INTO slack_moved_cards (channel, ts, conversation_id) \
+                         SELECT channel, ts, conversation_id FROM slack_cards WHERE conversation_id = $1 \
+                         ON CONFLICT (channel, ts) DO NOTHING",
+                    )
+                    .bind(&conversation_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM slack_cards WHERE conversation_id = $1")
+                        .bind(&conversation_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE slack_outbox SET state = 'done', done_ms = $2, \
+                         result = '{\"dropped\":\"card moved\"}' \
+                         WHERE conversation_id = $1 AND method = 'chat.update' AND state = 'pending'",
+                    )
+                    .bind(&conversation_id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    insert_outbox(&mut tx, &retire, now_ms).await?;
+                    insert_outbox(&mut tx, &post, now_ms).await?;
+                    tx.commit().await
+                })
+            }
+
+            fn prune_sent(&self, before_ms: i64) -> StoreFuture<'_, u64> {
+                Box::pin(async move {
+                    let mut tx = self.write_tx().await?;
+                    let done = sqlx::query(
+                        "DELETE FROM slack_outbox WHERE state = 'done' AND done_ms < $1 AND id NOT IN \
+                         (SELECT MAX(id) FROM slack_outbox WHERE conversation_id IS NOT NULL AND state <> 'failed' \
+                         AND method IN ('chat.postMessage', 'chat.update') GROUP BY conversation_id)",
+                    )
+                    .bind(before_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(done.rows_affected())
                 })
             }
 

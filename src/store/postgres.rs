@@ -36,6 +36,7 @@ message_edit_ops!(PgStore);
 outbox_ops!(PgStore);
 note_ops!(PgStore);
 inbox_ops!(PgStore);
+slack_names_ops!(PgStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Postgres>;
 

@@ -44,6 +44,7 @@ message_edit_ops!(SqliteStore);
 outbox_ops!(SqliteStore);
 note_ops!(SqliteStore);
 inbox_ops!(SqliteStore);
+slack_names_ops!(SqliteStore);
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Sqlite>;
 

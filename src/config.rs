@@ -447,6 +447,38 @@ mod tests {
     }
 
     #[test]
+    fn slack_bot_user_names_ttl_and_outbox_retention_read_the_environment() {
+        let mut s = Settings::default();
+        assert_eq!(
+            (
+                s.slack_bot_user.as_deref(),
+                s.slack_names_ttl_hours,
+                s.slack_outbox_retention_hours
+            ),
+            (None, 24, 72)
+        );
+        let env: HashMap<&str, &str> = [
+            ("TRIAGE_SLACK_BOT_USER", " U0BOT "),
+            ("TRIAGE_SLACK_NAMES_TTL_HOURS", "6"),
+            ("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS", "1"),
+        ]
+        .into();
+        s.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(
+            (
+                s.slack_bot_user.as_deref(),
+                s.slack_names_ttl_hours,
+                s.slack_outbox_retention_hours
+            ),
+            (Some("U0BOT"), 6, 1)
+        );
+        let err = s
+            .apply_env(|k| (k == "TRIAGE_SLACK_OUTBOX_RETENTION_HOURS").then(|| "-1".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS"));
+    }
+
+    #[test]
     fn flags_win_over_the_environment() {
         let mut s = Settings::default();
         s.apply_env(|k| (k == "TRIAGE_BIND").then(|| "127.0.0.1:7000".to_string()))

@@ -13,83 +13,20 @@
 //! value (NULs, long strings, unicode, odd numbers) or removed.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use triage::config::Secret;
-use triage::http::{self, AppState, Models};
-use triage::slack::api::SlackApi;
-use triage::slack::inbound::{spawn_worker, Inbound};
-use triage::slack::outbox::Outbox;
-use triage::slack::signing::{sign, Verifier};
-use triage::slack::Slack;
-use triage::store;
+use triage::slack::signing::sign;
 
 use super::properties::{any_json, nasty_string, odd_ts, runner};
-use crate::slack::fake::BOT_TOKEN;
-use crate::slack::harness::{fake_slack, fast, SIGNING_SECRET, TRIAGE_CHANNEL};
-use crate::tickets::helpers::{config, send, Backend, KeywordClassifier, TestDb, TestGrouper, AGENT, TOKEN};
+use crate::slack::harness::{fast, spawn_with, SlackApp, SIGNING_SECRET, TRIAGE_CHANNEL};
+use crate::tickets::helpers::{send, Backend, AGENT, TOKEN};
 
 const CASES: u32 = 150;
 const CHANNEL: &str = "CFUZZSLACK";
 const BOT: &str = "UTRIAGEBOT";
-
-struct App {
-    address: String,
-    client: reqwest::Client,
-    state: AppState,
-    worker: tokio::task::JoinHandle<()>,
-    _fake: crate::slack::fake::FakeSlack,
-    _db: Arc<TestDb>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.worker.abort();
-    }
-}
-
-/// The production router with Slack switched on (events verified, the inbox worker running, the
-/// card controls answered); the outbox is not sent, so nothing leaves for a fuzzed `response_url`.
-async fn spawn(backend: Backend) -> Option<App> {
-    let db = Arc::new(TestDb::create(backend).await?);
-    let fake = fake_slack().await;
-    let store = store::connect(&db.url).await.expect("connect and migrate");
-    let mut cfg = config();
-    cfg.slack_verifier = Some(Verifier::system(Secret::new(SIGNING_SECRET)));
-    let mut state = AppState::new(
-        Models::default(),
-        store,
-        Arc::new(TestGrouper),
-        Arc::new(KeywordClassifier),
-        cfg,
-    );
-    let api = SlackApi::new(
-        &fake.api_url,
-        Some(Secret::new(BOT_TOKEN)),
-        Duration::from_secs(5),
-    );
-    state.slack = Some(Slack {
-        outbox: Outbox::new(state.pipeline.clone(), api, state.metrics.slack.clone(), fast()),
-        triage_channel: Some(TRIAGE_CHANNEL.into()),
-        verifier: Some(Verifier::system(Secret::new(SIGNING_SECRET))),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(http::run(listener, state.clone(), std::future::pending()));
-    let inbound = Inbound::new(state.config.team_users.clone(), state.metrics.clone());
-    let worker = spawn_worker(state.pipeline.clone(), inbound, state.slack_inbox.clone());
-    Some(App {
-        address,
-        client: reqwest::Client::new(),
-        state,
-        worker,
-        _fake: fake,
-        _db: db,
-    })
-}
 
 /// Every JSON pointer inside `v` (objects and arrays, at any depth), the root excluded.
 fn pointers(v: &Value, at: &str, out: &mut Vec<String>) {
@@ -296,13 +233,17 @@ fn signing() -> impl Strategy<Value = Signing> {
 }
 
 async fn fuzz(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+    // Slack on (events verified, the inbox worker with names and accounts from the fake Slack,
+    // the card controls answered); the outbox is not sent, so nothing leaves for a fuzzed
+    // `response_url`.
+    let Some(app) = spawn_with(backend, fast(), false, false).await else {
         return; // no PostgreSQL here (TestDb printed why; CI requires it)
     };
     // A conversation for the buttons to act on.
     let (code, created) = send(
-        app.client
-            .post(format!("{}/v1/messages", app.address))
+        app.app
+            .client
+            .post(format!("{}/v1/messages", app.app.address))
             .bearer_auth(TOKEN)
             .json(
                 &json!({"channel": CHANNEL, "ts": "1699999999.000100", "user": "UCUSTOMER",
@@ -362,8 +303,9 @@ async fn fuzz(backend: Backend) {
             let (status, text) = rt.block_on(async {
                 let now = chrono::Utc::now().timestamp().to_string();
                 let mut req = app
+                    .app
                     .client
-                    .post(format!("{}{}", app.address, request.path()))
+                    .post(format!("{}{}", app.app.address, request.path()))
                     .header(
                         "content-type",
                         match request {
@@ -431,14 +373,15 @@ async fn fuzz(backend: Backend) {
     );
     // And the server is still well.
     let (code, body) = send(
-        app.client
-            .get(format!("{}/v1/conversations?channel={CHANNEL}", app.address))
+        app.app
+            .client
+            .get(format!("{}/v1/conversations?channel={CHANNEL}", app.app.address))
             .bearer_auth(TOKEN),
     )
     .await;
     assert_eq!(code, 200, "{body}");
     // Outcomes named after fuzzed event types stay plain metric labels.
-    let (_, metrics) = send(app.client.get(format!("{}/metrics", app.address))).await;
+    let (_, metrics) = send(app.app.client.get(format!("{}/metrics", app.app.address))).await;
     for line in metrics
         .as_str()
         .expect("the Prometheus text")
@@ -460,11 +403,12 @@ async fn fuzz(backend: Backend) {
     }
 }
 
-async fn post_signed(app: &App, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
+async fn post_signed(app: &SlackApp, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String) {
     let now = chrono::Utc::now().timestamp().to_string();
     let response = app
+        .app
         .client
-        .post(format!("{}{path}", app.address))
+        .post(format!("{}{path}", app.app.address))
         .header("content-type", content_type)
         .header("x-slack-request-timestamp", &now)
         .header(
@@ -498,7 +442,7 @@ fn header_value(s: &str) -> Option<String> {
 }
 
 /// Waits until the inbox worker has processed every delivery; the outcome counts.
-async fn settled(app: &App) -> BTreeMap<String, i64> {
+async fn settled(app: &SlackApp) -> BTreeMap<String, i64> {
     // Failures back off (up to a few seconds each) before they are given up: allow a minute.
     for _ in 0..1200 {
         let counts = app.state.pipeline.inbox_counts().await.unwrap();

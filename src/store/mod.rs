@@ -24,6 +24,8 @@ mod outbox;
 mod notes;
 #[macro_use]
 mod inbox;
+#[macro_use]
+mod open;
 mod rows;
 mod tx;
 

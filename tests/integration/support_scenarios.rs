@@ -31,28 +31,8 @@ on_both_backends!(
     a_new_question_the_day_after_closing_starts_a_new_ticket,
     two_customers_at_once_get_their_own_answers,
     any_update_joins_the_open_ticket_in_a_busy_channel,
+    a_team_announcement_starts_its_own_conversation,
 );
-
-// Known gap of the committed model (issue 14 left open): a team announcement an hour after the
-// team answered the only open ticket joins that ticket. Run with `--ignored` to see it.
-macro_rules! known_gap {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "known gap of the committed grouping model (issue 14)"]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "known gap of the committed grouping model (issue 14)"]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
-known_gap!(a_team_announcement_starts_its_own_conversation);
 
 /// The real server over a fresh database of `backend` (None when PostgreSQL is absent here).
 async fn app(backend: Backend) -> Option<(TestApp, TestDb)> {

@@ -25,7 +25,11 @@ mod notes;
 #[macro_use]
 mod inbox;
 #[macro_use]
+<<<<<<< HEAD
 mod slack_names;
+=======
+mod open;
+>>>>>>> issue-14
 mod rows;
 mod tx;
 

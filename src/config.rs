@@ -60,6 +60,9 @@ pub struct Settings {
     /// Milliseconds between two `chat.postMessage` calls to one channel
     /// (`TRIAGE_SLACK_POST_INTERVAL_MS`; Slack allows about one message per second per channel).
     pub slack_post_interval_ms: u64,
+    /// Milliseconds after which a Slack call still marked in flight is taken to belong to a dead
+    /// process and sent again (`TRIAGE_SLACK_OUTBOX_LEASE_MS`); a call's timeout is at most half.
+    pub slack_outbox_lease_ms: u64,
     pub embed: EmbedSettings,
     pub http: HttpSettings,
 }
@@ -145,6 +148,7 @@ impl Default for Settings {
             slack_signing_secret: Secret::default(),
             slack_triage_channel: None,
             slack_post_interval_ms: 1000,
+            slack_outbox_lease_ms: 60_000,
             embed: EmbedSettings::default(),
             http: HttpSettings::default(),
         }
@@ -267,6 +271,9 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_SLACK_POST_INTERVAL_MS") {
             self.slack_post_interval_ms = num("TRIAGE_SLACK_POST_INTERVAL_MS", v)? as u64;
+        }
+        if let Some(v) = get("TRIAGE_SLACK_OUTBOX_LEASE_MS") {
+            self.slack_outbox_lease_ms = num("TRIAGE_SLACK_OUTBOX_LEASE_MS", v)? as u64;
         }
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;

@@ -47,7 +47,7 @@ pub use crate::domain::{
     EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Note, Priority,
     ReplyLabel, Role, Status, TeamMember,
 };
-pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
+pub use outbox::{CardContent, CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
 
 /// Boxed so that `Store` stays object-safe: the server holds an `Arc<dyn Store>` chosen at start-up.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

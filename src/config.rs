@@ -67,6 +67,9 @@ pub struct Settings {
     pub slack_names_ttl_hours: u64,
     /// Hours a sent outbox row is kept before it is deleted (`TRIAGE_SLACK_OUTBOX_RETENTION_HOURS`).
     pub slack_outbox_retention_hours: u64,
+    /// Milliseconds after which a Slack call still marked in flight is taken to belong to a dead
+    /// process and sent again (`TRIAGE_SLACK_OUTBOX_LEASE_MS`); a call's timeout is at most half.
+    pub slack_outbox_lease_ms: u64,
     pub embed: EmbedSettings,
     pub http: HttpSettings,
 }
@@ -155,6 +158,7 @@ impl Default for Settings {
             slack_bot_user: None,
             slack_names_ttl_hours: 24,
             slack_outbox_retention_hours: 72,
+            slack_outbox_lease_ms: 60_000,
             embed: EmbedSettings::default(),
             http: HttpSettings::default(),
         }
@@ -286,6 +290,9 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS") {
             self.slack_outbox_retention_hours = num("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS", v)? as u64;
+        }
+        if let Some(v) = get("TRIAGE_SLACK_OUTBOX_LEASE_MS") {
+            self.slack_outbox_lease_ms = num("TRIAGE_SLACK_OUTBOX_LEASE_MS", v)? as u64;
         }
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;

@@ -26,6 +26,9 @@ use crate::domain::{Change, Conversation};
 use crate::pipeline::Pipeline;
 use crate::store::{CardRef, ConversationFilter, NameKind, NewOutboxItem, PageRequest, StoreError};
 
+/// Conversations reconciled, at least, when the card service fell behind the event bus.
+const LAG_RECONCILE: usize = 2000;
+
 pub struct Cards {
     pipeline: Pipeline,
     outbox: Outbox,
@@ -73,7 +76,15 @@ impl Cards {
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "triage cards fell behind the event bus; some cards may be stale until their next change");
+                    // The missed changes are unknown: bring the recent cards in line instead.
+                    tracing::warn!(
+                        missed = n,
+                        "triage cards fell behind the event bus; reconciling recent cards"
+                    );
+                    let limit = (n as usize).max(LAG_RECONCILE);
+                    if let Err(e) = self.reconcile(limit).await {
+                        tracing::warn!(error = %e, "triage cards not reconciled after falling behind");
+                    }
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -107,31 +118,36 @@ impl Cards {
         Ok(seen)
     }
 
-    /// The card work one change causes.
+    /// The card work one change causes. The card shows the conversation as it is now, read
+    /// from the store, not as the change carried it: changes of one conversation published by
+    /// concurrent requests may arrive in another order than they committed, and the last one
+    /// handled must not leave an older state.
     pub async fn handle(&self, change: &Change) -> Result<(), StoreError> {
-        let store = self.pipeline.store();
         match change {
-            Change::ConversationCreated { conversation } => self.upsert(conversation).await,
             // The first message comes with its conversation's creation, which cards it.
             Change::MessageAdded { conversation, .. } if conversation.message_count <= 1 => Ok(()),
-            Change::MessageAdded { conversation, .. } => self.upsert(conversation).await,
             Change::Merged { from, into, .. } => {
-                self.upsert(into).await?;
+                self.upsert_current(&into.id).await?;
                 self.retire(from, &format!("Merged into “{}”.", into.title)).await
             }
             Change::Moved { from, to, .. } => {
-                self.upsert(from).await?;
-                self.upsert(to).await
+                self.upsert_current(&from.id).await?;
+                self.upsert_current(&to.id).await
             }
             Change::ConversationDeleted { id } => self.retire(id, "This conversation was deleted.").await,
-            // Status, owner, priority, title (and whatever else changes a conversation): the
-            // card shows its current state.
-            other => match store.get_conversation(other.conversation_id()).await {
-                Ok(c) => self.upsert(&c).await,
-                // Deleted since: its own change retires the card.
-                Err(StoreError::NotFound(_)) => Ok(()),
-                Err(e) => Err(e),
-            },
+            // Creation, messages, status, owner, priority, title (and whatever else changes a
+            // conversation): the card shows its current state.
+            other => self.upsert_current(other.conversation_id()).await,
+        }
+    }
+
+    /// [`Self::upsert`] of the conversation as stored now; nothing when it is gone (its own
+    /// change retires the card).
+    async fn upsert_current(&self, id: &str) -> Result<(), StoreError> {
+        match self.pipeline.store().get_conversation(id).await {
+            Ok(c) => self.upsert(&c).await,
+            Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -148,6 +164,7 @@ impl Cards {
                 _ => {}
             }
         }
+        let update_unsent = existing.is_some() && outbox.has_unsent(&conv.id, UPDATE).await?;
         let channel = match &existing {
             Some(card) => card.channel.clone(),
             None => match self.channel_for(conv).await? {
@@ -164,9 +181,14 @@ impl Cards {
         let ctx = self.context(conv).await?;
         let body = serde_json::to_value(render(conv, &ctx, &channel)).expect("a card serialises");
         let queued = existing.is_some() || unsent;
-        if queued && outbox.last_card_body(&conv.id).await?.as_ref() == Some(&body) {
-            // The card shows (or will show) exactly this already.
-            return Ok(());
+        if queued {
+            if let Some(content) = outbox.card_content(&conv.id).await? {
+                // The card shows (or a waiting row will send) exactly this already.
+                let sent_or_sending = content.shown_version >= content.version || unsent || update_unsent;
+                if content.body == body && content.version > 0 && sent_or_sending {
+                    return Ok(());
+                }
+            }
         }
         if queued {
             self.outbox.enqueue_card_update(&conv.id, body).await?;

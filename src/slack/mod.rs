@@ -60,14 +60,17 @@ impl Slack {
         if s.slack_bot_token.is_empty() {
             return None;
         }
+        // A call outlives its lease never: the lease is at least twice the call's timeout.
+        let lease = Duration::from_millis(s.slack_outbox_lease_ms.max(200));
         let api = api::SlackApi::new(
             &s.slack_api_url,
             Some(s.slack_bot_token.clone()),
-            api::DEFAULT_TIMEOUT,
+            api::DEFAULT_TIMEOUT.min(lease / 2),
         );
         let config = outbox::OutboxConfig {
             post_interval: Duration::from_millis(s.slack_post_interval_ms),
             retention: Duration::from_secs(s.slack_outbox_retention_hours * 3600),
+            lease,
             ..outbox::OutboxConfig::default()
         };
         let names = names::Names::new(

@@ -25,11 +25,8 @@ mod notes;
 #[macro_use]
 mod inbox;
 #[macro_use]
-<<<<<<< HEAD
 mod slack_names;
-=======
 mod open;
->>>>>>> issue-14
 mod rows;
 mod tx;
 
@@ -53,7 +50,7 @@ pub use crate::domain::{
     EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Note, Priority,
     ReplyLabel, Role, Status, TeamMember,
 };
-pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
+pub use outbox::{CardContent, CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
 pub use slack_names::{CachedName, NameKind, SlackDirectory};
 
 /// Boxed so that `Store` stays object-safe: the server holds an `Arc<dyn Store>` chosen at start-up.

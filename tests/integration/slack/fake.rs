@@ -232,6 +232,27 @@ impl FakeSlack {
         self.with(|s| s.calls.iter().filter(|c| c.method == method).cloned().collect())
     }
 
+    /// The calls made, for a test's figures: per method of the card work, and the faults.
+    pub fn summary(&self) -> String {
+        let calls = self.calls();
+        let by = |m: &str| calls.iter().filter(|c| c.method == m).count();
+        format!(
+            "Slack calls {} (chat.postMessage {}, chat.update {}, conversations.history {}, users.info {}, \
+             chat.getPermalink {}); 429s {}, internal_error {}",
+            calls.len(),
+            by("chat.postMessage"),
+            by("chat.update"),
+            by("conversations.history"),
+            by("users.info"),
+            by("chat.getPermalink"),
+            calls.iter().filter(|c| c.status == 429).count(),
+            calls
+                .iter()
+                .filter(|c| c.error.as_deref() == Some("internal_error"))
+                .count(),
+        )
+    }
+
     /// A channel's messages, oldest first, as stored (with metadata and edits).
     pub fn messages(&self, channel: &str) -> Vec<Value> {
         self.with(|s| s.messages.get(channel).cloned().unwrap_or_default())

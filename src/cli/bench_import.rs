@@ -56,6 +56,9 @@ pub struct ImportBenchReport {
     pub team_users: u64,
     pub threads: usize,
     pub precision: crate::embed::Precision,
+    /// Where the import's time went, per stage (they overlap: the reader analyses the next
+    /// batches while the writer stores).
+    pub phase_seconds: std::collections::BTreeMap<String, f64>,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -107,6 +110,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         team_users: summary.team_users,
         threads: rayon::current_num_threads(),
         precision: s.embed.precision,
+        phase_seconds: summary.phase_seconds.clone(),
     };
     super::print_result(&serde_json::to_value(&report)?);
     Ok(())

@@ -3,9 +3,11 @@
 //!
 //! Per channel, in `ts` order: messages already stored are skipped (so a rerun, an overlapping
 //! export or history already ingested live adds nothing twice), the rest are analysed in batches
-//! through the pipeline's batch inference path and then ingested one by one with the same
-//! grouping, classification and status machine as live messages. Analysis of the next batch runs
-//! while the current one is written, so an import runs near the embedder's batch rate.
+//! through the pipeline's batch inference path and then ingested in order with the same
+//! grouping, classification and status machine as live messages, [`WRITE_UNIT`] messages per
+//! store unit of work ([`Pipeline::ingest_analysed_batch`]: one lock and one transaction instead
+//! of one per message). Analysis of the next batches runs while the current one is written, so an
+//! import runs near the embedder's batch rate; [`PhaseClock`] shows where the time goes.
 //!
 //! Every file of the selected channels is parsed before anything is imported: a malformed file
 //! stops the import with an error naming it, with nothing of it imported, and a rerun after the
@@ -26,11 +28,15 @@ pub use export::{Export, ExportChannel, ExportUser};
 pub use people::{People, TeamSource};
 
 use crate::domain::{normalize_ts, ts_to_time, IncomingMessage, Role};
-use crate::pipeline::{Analysis, Pipeline, PipelineError};
+use crate::pipeline::{Analysis, IngestOutcome, Pipeline, PipelineError, Prediction, UnitTimings};
 use crate::slack::message::{interpret, Item, SlackMessage, Team};
 
 /// Messages analysed per batch (one call into the embedder's queue).
 pub const DEFAULT_BATCH: usize = 256;
+
+/// New messages per store unit of work (one transaction, holding the channel's lock): long
+/// enough that a commit is rare, short enough that a live message of the channel waits little.
+pub const WRITE_UNIT: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -90,6 +96,70 @@ pub struct Progress {
     pub total: AtomicU64,
     /// Messages gone through (imported, skipped as duplicates or ignored).
     pub done: AtomicU64,
+    /// Where the time goes, per stage.
+    pub phases: PhaseClock,
+}
+
+/// Time spent per stage of an import (nanoseconds, summed over the stage's calls). The reader
+/// (parse, stored checks, analysis) and the writer run concurrently, so the stages overlap and
+/// their sum can exceed the wall time.
+#[derive(Debug, Default)]
+pub struct PhaseClock {
+    /// Reading channel files and interpreting messages (reader).
+    pub parse: AtomicU64,
+    /// Whether each message is already stored (reader).
+    pub stored_check: AtomicU64,
+    /// Batched inference: embeddings and the status model (reader).
+    pub analyse: AtomicU64,
+    /// The writer waiting for the next analysed batch.
+    pub writer_idle: AtomicU64,
+    /// Store units of work: lock, context loads, grouping, writes, commit (writer).
+    pub ingest: AtomicU64,
+    /// Inside `ingest`: waiting for the channel's lock, loading contexts, the grouper, reading
+    /// targets and writing, committing.
+    pub lock: AtomicU64,
+    pub context: AtomicU64,
+    pub group: AtomicU64,
+    pub write: AtomicU64,
+    pub commit: AtomicU64,
+}
+
+impl PhaseClock {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    fn unit(&self, t: &UnitTimings) {
+        for (counter, d) in [
+            (&self.lock, t.lock),
+            (&self.context, t.context),
+            (&self.group, t.group),
+            (&self.write, t.write),
+            (&self.commit, t.commit),
+        ] {
+            counter.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Seconds per stage.
+    pub fn seconds(&self) -> BTreeMap<String, f64> {
+        let s = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64 / 1e9;
+        [
+            ("parse", s(&self.parse)),
+            ("stored_check", s(&self.stored_check)),
+            ("analyse", s(&self.analyse)),
+            ("writer_idle", s(&self.writer_idle)),
+            ("ingest", s(&self.ingest)),
+            ("ingest.lock", s(&self.lock)),
+            ("ingest.context", s(&self.context)),
+            ("ingest.group", s(&self.group)),
+            ("ingest.write", s(&self.write)),
+            ("ingest.commit", s(&self.commit)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
 }
 
 /// The result of an import (the command's last stdout line).
@@ -119,6 +189,8 @@ pub struct ImportSummary {
     pub team_users: u64,
     pub team_source: TeamSource,
     pub dry_run: bool,
+    /// Seconds per stage ([`PhaseClock`]); the stages overlap.
+    pub phase_seconds: BTreeMap<String, f64>,
 }
 
 /// A `--since` / `--until` bound: a day (`YYYY-MM-DD`, UTC; an `until` day is included, so it
@@ -206,37 +278,44 @@ pub async fn import(
             .await
         })
     };
-    let mut conversations = HashSet::new();
-    let (mut imported, mut raced, mut deleted) = (0u64, 0u64, 0u64);
-    while let Some((channel, actions, analyses)) = rx.recv().await {
+    let mut written = Written::default();
+    let mut deleted = 0u64;
+    let clock = &progress.phases;
+    loop {
+        let idle = Instant::now();
+        let Some((channel, actions, analyses)) = rx.recv().await else {
+            break;
+        };
+        PhaseClock::add(&clock.writer_idle, idle);
+        let busy = Instant::now();
         let mut analyses = analyses.into_iter();
+        // New messages in a row are written in units of work of up to WRITE_UNIT; an edit, a
+        // deletion or a tombstone first writes the run before it, so the order is kept.
+        let mut run: Vec<(IncomingMessage, Option<Prediction>)> = Vec::new();
         for action in actions {
-            match action {
-                Action::New(msg) => {
-                    let analysis = analyses.next().unwrap_or_default();
-                    let msg = IncomingMessage {
-                        embedding: analysis.embedding,
-                        ..msg
-                    };
-                    let outcome = pipeline
-                        .ingest_analysed(&msg, analysis.prediction)
-                        .await
-                        .map_err(PipelineError::from)?;
-                    if outcome.created {
-                        imported += 1;
-                        conversations.insert(outcome.conversation.id);
-                    } else {
-                        raced += 1;
-                    }
+            if let Action::New(msg) = action {
+                let analysis = analyses.next().unwrap_or_default();
+                let msg = IncomingMessage {
+                    embedding: analysis.embedding,
+                    ..msg
+                };
+                run.push((msg, analysis.prediction));
+                if run.len() == WRITE_UNIT {
+                    written.add(write_run(pipeline, &channel, &mut run, &progress).await?);
                 }
+                continue;
+            }
+            written.add(write_run(pipeline, &channel, &mut run, &progress).await?);
+            match action {
+                Action::New(_) => unreachable!("handled above"),
                 Action::Tombstone(msg) => {
                     let outcome = pipeline
                         .ingest_analysed(&msg, None)
                         .await
                         .map_err(PipelineError::from)?;
                     if outcome.created {
-                        imported += 1;
-                        conversations.insert(outcome.conversation.id);
+                        written.imported += 1;
+                        written.conversations.insert(outcome.conversation.id);
                     }
                     if pipeline
                         .delete_message(&channel, &msg.ts)
@@ -261,6 +340,8 @@ pub async fn import(
             }
             progress.done.fetch_add(1, Ordering::Relaxed);
         }
+        written.add(write_run(pipeline, &channel, &mut run, &progress).await?);
+        PhaseClock::add(&clock.ingest, busy);
     }
     let counts = producer
         .await
@@ -269,14 +350,57 @@ pub async fn import(
         messages_imported: if opts.dry_run {
             counts.messages_imported
         } else {
-            imported
+            written.imported
         },
-        duplicates_skipped: counts.duplicates_skipped + raced,
-        conversations: conversations.len() as u64,
+        duplicates_skipped: counts.duplicates_skipped + written.raced,
+        conversations: written.conversations.len() as u64,
         deleted: if opts.dry_run { counts.deleted } else { deleted },
         seconds: started.elapsed().as_secs_f64(),
+        phase_seconds: progress.phases.seconds(),
         ..counts
     })
+}
+
+/// What the writer stored.
+#[derive(Default)]
+struct Written {
+    imported: u64,
+    /// Stored meanwhile by someone else (ingested live during the import).
+    raced: u64,
+    conversations: HashSet<String>,
+}
+
+impl Written {
+    fn add(&mut self, outcomes: Vec<IngestOutcome>) {
+        for outcome in outcomes {
+            if outcome.created {
+                self.imported += 1;
+                self.conversations.insert(outcome.conversation.id);
+            } else {
+                self.raced += 1;
+            }
+        }
+    }
+}
+
+/// Ingests `run` (analysed new messages of `channel`, in order) in one unit of work and empties it.
+async fn write_run(
+    pipeline: &Pipeline,
+    channel: &str,
+    run: &mut Vec<(IncomingMessage, Option<Prediction>)>,
+    progress: &Progress,
+) -> Result<Vec<IngestOutcome>, ImportError> {
+    if run.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (outcomes, timings) = pipeline
+        .ingest_analysed_batch(channel, run)
+        .await
+        .map_err(PipelineError::from)?;
+    progress.phases.unit(&timings);
+    progress.done.fetch_add(run.len() as u64, Ordering::Relaxed);
+    run.clear();
+    Ok(outcomes)
 }
 
 /// Reads the channels one by one, turns each message into an [`Action`] with
@@ -307,7 +431,9 @@ async fn read_channels(
     let home = people.home_team();
     let mut placeholders = HashSet::new();
     let skip = |progress: &Progress| progress.done.fetch_add(1, Ordering::Relaxed);
+    let clock = &progress.phases;
     for &i in channels {
+        let parsing = Instant::now();
         let loaded = {
             let export = export.clone();
             tokio::task::spawn_blocking(move || export.channel_messages(&export.channels[i]))
@@ -321,7 +447,9 @@ async fn read_channels(
             .fetch_sub((loaded.repeats + loaded.invalid) as u64, Ordering::Relaxed);
         let mut pending = Vec::new();
         let mut in_window = false;
+        PhaseClock::add(&clock.parse, parsing);
         for (ts, m) in loaded.messages {
+            let parsing = Instant::now();
             let at = ts_to_time(&ts);
             if opts.since.is_some_and(|s| at.is_some_and(|t| t < s))
                 || opts.until.is_some_and(|u| at.is_some_and(|t| t >= u))
@@ -337,6 +465,7 @@ async fn read_channels(
                     reason: "malformed".into(),
                 },
             };
+            PhaseClock::add(&clock.parse, parsing);
             let action = match item {
                 Item::Ignored { reason } => {
                     counts.ignored += 1;
@@ -345,7 +474,10 @@ async fn read_channels(
                     continue;
                 }
                 Item::New(msg) => {
-                    if pipeline.is_stored(&channel.id, &msg.ts).await? {
+                    let checking = Instant::now();
+                    let stored = pipeline.is_stored(&channel.id, &msg.ts).await?;
+                    PhaseClock::add(&clock.stored_check, checking);
+                    if stored {
                         counts.duplicates_skipped += 1;
                         skip(progress);
                         continue;
@@ -422,7 +554,9 @@ async fn send(
         return Ok(());
     }
     let inputs: Vec<(String, Role)> = actions.iter().filter_map(Action::analysis_input).collect();
+    let analysing = Instant::now();
     let analyses = pipeline.analyse_batch(inputs).await?;
+    PhaseClock::add(&progress.phases.analyse, analysing);
     // The writer has gone only when it failed; its error is the one reported.
     let _ = tx.send((channel.to_owned(), actions, analyses)).await;
     Ok(())

@@ -10,6 +10,7 @@
 //! of groupers or plans; the domain knows nothing of either. [`ml`] implements both seams with the
 //! real models.
 
+mod accounts;
 mod bus;
 mod edits;
 mod inbox;
@@ -17,10 +18,12 @@ pub mod ml;
 mod notes;
 mod tickets;
 
+use crate::domain::IngestPlan;
 use crate::domain::{self, status, Change, Conversation, Message, Role};
-use crate::store::{MessageReasons, Store, StoreError};
+use crate::store::{IngestUnit, MessageReasons, Store, StoreError};
 use serde::Serialize;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub use crate::domain::{
     normalize_ts, ts_to_time, BadTs, ChannelContext, ContextMessage, IncomingMessage, Prediction,
@@ -129,6 +132,30 @@ pub enum PipelineError {
     Store(#[from] StoreError),
 }
 
+/// Where a store unit of work spent its time (summed over its messages).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnitTimings {
+    /// Waiting for the channel's lock and starting the transaction.
+    pub lock: Duration,
+    /// Loading each message's channel context.
+    pub context: Duration,
+    /// The grouper's decisions.
+    pub group: Duration,
+    /// Reading the target conversation, planning and writing.
+    pub write: Duration,
+    pub commit: Duration,
+}
+
+/// One message's part of a unit of work.
+enum Step {
+    /// Written (not committed yet): the plan and why the message joined.
+    Written(Box<(IngestPlan, Vec<Reason>)>),
+    /// (channel, ts) was already stored: nothing written.
+    Stored,
+    /// The message insert found (channel, ts) taken after the context said it was free.
+    Raced,
+}
+
 #[derive(Debug, Clone)]
 pub struct IngestOutcome {
     pub message: Message,
@@ -194,12 +221,93 @@ impl Pipeline {
         prediction: Option<Prediction>,
     ) -> Result<IngestOutcome, StoreError> {
         let mut unit = self.store.begin_ingest(&msg.channel).await?;
+        let mut clock = UnitTimings::default();
+        match self.ingest_in(&mut *unit, msg, prediction, &mut clock).await? {
+            Step::Written(done) => {
+                unit.commit().await?;
+                Ok(self.published(*done))
+            }
+            Step::Stored => {
+                // Stored while this one was being analysed: the stored outcome.
+                unit.rollback().await?;
+                self.replayed(msg, "message deleted while ingested").await
+            }
+            Step::Raced => {
+                // Unreachable while the channel lock is held, but the unique key is the real guarantee.
+                unit.rollback().await?;
+                self.replayed(msg, "message ingested concurrently").await
+            }
+        }
+    }
+
+    /// [`Pipeline::ingest_analysed`] for many analysed messages of one channel, in order, in one
+    /// store unit of work: the channel's lock and one transaction for the whole batch instead of
+    /// one per message (a bulk import's writer). Each message is grouped exactly as alone: its
+    /// context is loaded inside the transaction, so it sees the batch's earlier messages. Changes
+    /// are published after the commit. Should a write find its (channel, ts) taken, which the
+    /// lock makes unreachable, the batch is rolled back and ingested message by message.
+    pub async fn ingest_analysed_batch(
+        &self,
+        channel: &str,
+        batch: &[(IncomingMessage, Option<Prediction>)],
+    ) -> Result<(Vec<IngestOutcome>, UnitTimings), StoreError> {
+        let mut clock = UnitTimings::default();
+        if batch.is_empty() {
+            return Ok((Vec::new(), clock));
+        }
+        if let Some((m, _)) = batch.iter().find(|(m, _)| m.channel != channel) {
+            return Err(StoreError::Invalid {
+                field: "channel",
+                message: format!("a batch of {channel} holds a message of {}", m.channel),
+            });
+        }
+        let started = Instant::now();
+        let mut unit = self.store.begin_ingest(channel).await?;
+        clock.lock += started.elapsed();
+        let mut steps = Vec::with_capacity(batch.len());
+        for (msg, prediction) in batch {
+            match self.ingest_in(&mut *unit, msg, *prediction, &mut clock).await? {
+                Step::Raced => {
+                    unit.rollback().await?;
+                    let mut out = Vec::with_capacity(batch.len());
+                    for (msg, prediction) in batch {
+                        out.push(self.ingest_analysed(msg, *prediction).await?);
+                    }
+                    return Ok((out, clock));
+                }
+                step => steps.push(step),
+            }
+        }
+        let committing = Instant::now();
+        unit.commit().await?;
+        clock.commit += committing.elapsed();
+        let mut out = Vec::with_capacity(batch.len());
+        for ((msg, _), step) in batch.iter().zip(steps) {
+            out.push(match step {
+                Step::Written(done) => self.published(*done),
+                _ => self.replayed(msg, "message deleted while ingested").await?,
+            });
+        }
+        Ok((out, clock))
+    }
+
+    /// One message inside a unit of work: context, grouping, plan, writes (nothing committed).
+    async fn ingest_in(
+        &self,
+        unit: &mut (dyn IngestUnit<'_> + '_),
+        msg: &IncomingMessage,
+        prediction: Option<Prediction>,
+        clock: &mut UnitTimings,
+    ) -> Result<Step, StoreError> {
+        let t = Instant::now();
         let Some(ctx) = unit.load_context(msg).await? else {
-            // Stored while this one was being analysed: the stored outcome.
-            unit.rollback().await?;
-            return self.replayed(msg, "message deleted while ingested").await;
+            return Ok(Step::Stored);
         };
+        clock.context += t.elapsed();
+        let t = Instant::now();
         let decision = self.grouping.group(msg, &ctx);
+        clock.group += t.elapsed();
+        let t = Instant::now();
         let target = match &decision.target {
             Target::Existing(id) => unit
                 .conversation(id)
@@ -213,9 +321,7 @@ impl Pipeline {
         };
         let plan = domain::plan_ingest(msg, prediction, target, account);
         if !unit.write(&plan, msg).await? {
-            // Unreachable while the channel lock is held, but the unique key is the real guarantee.
-            unit.rollback().await?;
-            return self.replayed(msg, "message ingested concurrently").await;
+            return Ok(Step::Raced);
         }
         // Why it joined, in the same unit of work: the board shows it beside the message.
         unit.record_reasons(&MessageReasons {
@@ -224,7 +330,12 @@ impl Pipeline {
             reasons: serde_json::to_value(&decision.reasons).unwrap_or_default(),
         })
         .await?;
-        unit.commit().await?;
+        clock.write += t.elapsed();
+        Ok(Step::Written(Box::new((plan, decision.reasons))))
+    }
+
+    /// Publishes a committed ingest's changes; its outcome.
+    fn published(&self, (plan, reasons): (IngestPlan, Vec<Reason>)) -> IngestOutcome {
         let created = plan.new_conversation.then(|| Change::ConversationCreated {
             conversation: plan.conversation.clone(),
         });
@@ -238,12 +349,12 @@ impl Pipeline {
                 .chain([added])
                 .chain(Change::from_events(&plan.events)),
         );
-        Ok(IngestOutcome {
+        IngestOutcome {
             message: plan.message,
             conversation: plan.conversation,
-            reasons: decision.reasons,
+            reasons,
             created: true,
-        })
+        }
     }
 
     /// Analyses a batch of messages (text, role) for [`Pipeline::ingest_analysed`]: the path of

@@ -139,6 +139,19 @@ pub trait Core: Send + Sync {
     fn account<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Account, CoreError>>;
     /// Team members and their triage channels.
     fn team(&self) -> BoxFuture<'_, Result<Vec<TeamMember>, CoreError>>;
+    /// The account of `channel`, created (named `name`, else the channel id; owned by `owner`)
+    /// when it has none; `true` when created.
+    fn ensure_account<'a>(
+        &'a self,
+        channel: &'a str,
+        name: Option<&'a str>,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(Account, bool), CoreError>>;
+    /// Whether `channel` belongs to an account.
+    fn has_account<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<bool, CoreError>>;
+    /// The channel's name, learned after its account was created under the channel id: the
+    /// account takes it (one named otherwise is left alone). `true` when renamed.
+    fn name_account<'a>(&'a self, channel: &'a str, name: &'a str) -> BoxFuture<'a, Result<bool, CoreError>>;
     /// The core's committed changes from now on, starting with a [`Feed::Gap`]. Subscribed when
     /// called, so nothing committed afterwards is missed.
     fn changes(&self) -> mpsc::Receiver<Feed>;
@@ -244,6 +257,23 @@ impl Core for InProcess {
 
     fn team(&self) -> BoxFuture<'_, Result<Vec<TeamMember>, CoreError>> {
         Box::pin(async move { Ok(self.pipeline.store().list_team().await?) })
+    }
+
+    fn ensure_account<'a>(
+        &'a self,
+        channel: &'a str,
+        name: Option<&'a str>,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(Account, bool), CoreError>> {
+        Box::pin(async move { Ok(self.pipeline.ensure_account(channel, name, owner).await?) })
+    }
+
+    fn has_account<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<bool, CoreError>> {
+        Box::pin(async move { Ok(self.pipeline.has_account(channel).await?) })
+    }
+
+    fn name_account<'a>(&'a self, channel: &'a str, name: &'a str) -> BoxFuture<'a, Result<bool, CoreError>> {
+        Box::pin(async move { Ok(self.pipeline.name_account(channel, name).await?) })
     }
 
     fn changes(&self) -> mpsc::Receiver<Feed> {

@@ -8,6 +8,7 @@
 //! | internal note | `POST /v1/conversations/{id}/notes` with `slack: {channel, ts}` (201 new, 200 again) |
 //! | a card's button | `PATCH /v1/conversations/{id}` with `X-Triage-User: <slack user>` |
 //! | card content | `GET /v1/conversations[/{id}]`, `.../messages?limit=1`, `/v1/accounts/{id}`, `/v1/team` |
+//! | a channel's account (created, named) | `GET /v1/accounts`, `POST /v1/accounts`, `PATCH /v1/accounts/{id}` |
 //! | changes | `GET /v1/events` (server-sent events, resumed with `Last-Event-ID`) |
 //!
 //! Errors ([`classify`]): no answer (refused, reset, timed out), 408, 429, 502, 503, 504 are
@@ -133,6 +134,15 @@ impl HttpCore {
         let v = serde_json::from_str(&body)
             .map_err(|e| CoreError::Failed(format!("{path}: unreadable answer: {e}")))?;
         Ok((status, v))
+    }
+
+    /// The account `channel` belongs to (`GET /v1/accounts`).
+    async fn account_of(&self, channel: &str) -> Result<Option<Account>, CoreError> {
+        let (_, all): (u16, Items<Account>) = self.json(Method::Get, "/v1/accounts", None).await?;
+        Ok(all
+            .items
+            .into_iter()
+            .find(|a| a.channels.iter().any(|c| c == channel)))
     }
 
     /// Opens `GET /v1/events` once and forwards what it says until it ends; returns whether the
@@ -346,6 +356,55 @@ impl Core for HttpCore {
         Box::pin(async move {
             let (_, page): (u16, Items<TeamMember>) = self.json(Method::Get, "/v1/team", None).await?;
             Ok(page.items)
+        })
+    }
+
+    /// Through `/v1/accounts`: found by its channel, else created (a create refused because the
+    /// channel was taken meanwhile finds the account that took it).
+    fn ensure_account<'a>(
+        &'a self,
+        channel: &'a str,
+        name: Option<&'a str>,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<(Account, bool), CoreError>> {
+        Box::pin(async move {
+            if let Some(a) = self.account_of(channel).await? {
+                return Ok((a, false));
+            }
+            let name = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or(channel);
+            let owner = owner.filter(|o| !o.trim().is_empty());
+            let body = json!({"name": name, "owner": owner, "channels": [channel]});
+            match self
+                .json::<Account>(Method::Post(body), "/v1/accounts", None)
+                .await
+            {
+                Ok((_, a)) => Ok((a, true)),
+                Err(CoreError::Refused(why)) => match self.account_of(channel).await? {
+                    Some(a) => Ok((a, false)),
+                    None => Err(CoreError::Refused(why)),
+                },
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn has_account<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<bool, CoreError>> {
+        Box::pin(async move { Ok(self.account_of(channel).await?.is_some()) })
+    }
+
+    fn name_account<'a>(&'a self, channel: &'a str, name: &'a str) -> BoxFuture<'a, Result<bool, CoreError>> {
+        Box::pin(async move {
+            let name = name.trim();
+            if name.is_empty() || name == channel {
+                return Ok(false);
+            }
+            let Some(a) = self.account_of(channel).await?.filter(|a| a.name == channel) else {
+                return Ok(false);
+            };
+            let path = format!("/v1/accounts/{}", seg(&a.id));
+            self.json::<Value>(Method::Patch(json!({ "name": name })), &path, None)
+                .await?;
+            Ok(true)
         })
     }
 

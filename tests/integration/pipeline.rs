@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::helpers::{self, spawn_app_with, TOKEN};
 use crate::tickets::helpers::{Backend, TestDb};
 
-const AGENT: &str = "UTEAM1";
+pub(crate) const AGENT: &str = "UTEAM1";
 
 fn settings() -> triage::config::Settings {
     let mut s = helpers::settings();
@@ -240,9 +240,15 @@ impl ServerProcess {
     pub fn start_with(database_url: &str, env: &[(&str, &str)]) -> ServerProcess {
         let s = settings();
         let mut child = Command::new(env!("CARGO_BIN_EXE_triage"));
+        // Port 0 unless the caller names an address (a process restarted where it was).
+        let bind = env
+            .iter()
+            .find_map(|(k, v)| (*k == "TRIAGE_BIND").then_some(*v))
+            .unwrap_or("127.0.0.1:0");
         child
             .arg("serve")
-            .env("TRIAGE_BIND", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .env("TRIAGE_BIND", bind)
             .env("TRIAGE_DATABASE_URL", database_url)
             .env("TRIAGE_API_TOKENS", TOKEN)
             .env("TRIAGE_TEAM_USERS", AGENT)
@@ -251,9 +257,7 @@ impl ServerProcess {
             .env("TRIAGE_GROUP_MODEL_DIR", &s.group_model_dir)
             .env("TRIAGE_EMBED_THREADS", "1")
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            // Last, so they win.
-            .envs(env.iter().copied());
+            .env("NO_COLOR", "1");
         Self::spawn(child)
     }
 

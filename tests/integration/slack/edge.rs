@@ -9,7 +9,8 @@
 //! Signed Slack events to the edge become conversations in the core; the card is posted through
 //! the fake Slack; a button on the edge's `/slack/interactivity` changes the core's ticket and
 //! the card follows; a reply in the card's thread is a note in the core (never a message); an
-//! edit and a deletion at the source reach the core's message.
+//! edit and a deletion at the source reach the core's message; the channel's account is created
+//! in the core and named after the channel.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -197,6 +198,19 @@ async fn slack_events_to_an_edge_reach_the_core_and_its_cards_follow(backend: Ba
     assert_eq!(conversation.len(), 1, "{conversation:?}");
     let id = conversation[0]["id"].as_str().unwrap().to_string();
     assert_eq!(conversation[0]["message_count"], 1);
+
+    // The channel's account, created in the core by the edge and named after the channel once
+    // the edge learned its name from Slack (conversations.info).
+    until("the channel's account, named", || async {
+        let accounts = c.core(&k, "/v1/accounts").await;
+        accounts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["channels"] == json!([CUSTOMER_CHANNEL]) && a["name"] == "acme-support")
+            .then_some(())
+    })
+    .await;
 
     // Its card, posted by the edge through the fake Slack, from the core's event stream.
     let card = until("the card", || async {

@@ -37,6 +37,9 @@ use tokio::task::JoinHandle;
 
 /// Failures (other than transient ones) before a delivery is given up as `failed:<why>`.
 pub const MAX_ATTEMPTS: u32 = 5;
+/// The longest a message waits for its author's name to be fetched (only when the name is not
+/// cached and no fetch failed recently).
+pub const NAME_WAIT: Duration = Duration::from_secs(1);
 /// Deliveries taken per read of the inbox.
 const BATCH: u32 = 200;
 /// How long processed deliveries are kept (their event ids dedupe Slack's retries meanwhile).
@@ -284,8 +287,12 @@ pub async fn process(pipeline: &Pipeline, inbound: &Inbound, item: &InboxItem) -
         Item::New(m) => {
             account_for(pipeline, inbound, &m.channel).await?;
             if let Some(names) = &inbound.names {
-                // Names never hold up a message: fetched in the background, shown once known.
-                names.refresh(NameKind::User, &m.user);
+                // Names hold up a message for at most NAME_WAIT (the delivery is already
+                // acknowledged): fetched in the background, and the first card shows the name
+                // when Slack answers in time; otherwise the name is shown once known.
+                if let Some(fetch) = names.refresh(NameKind::User, &m.user) {
+                    let _ = tokio::time::timeout(NAME_WAIT, fetch).await;
+                }
             }
             if core.ingest(m).await? {
                 "ingested"

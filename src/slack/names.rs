@@ -3,8 +3,9 @@
 //!
 //! - A cached name younger than the TTL (`TRIAGE_SLACK_NAMES_TTL_HOURS`, 24 h by default) is used
 //!   as is; an older one is still used, and fetched again.
-//! - Names never hold up ingestion: the inbound worker only reads the cache and asks for a fetch
-//!   in the background ([`Names::refresh`]); when Slack is unreachable the message is stored with
+//! - Names barely hold up ingestion: the inbound worker reads the cache and asks for a fetch in
+//!   the background ([`Names::refresh`]), waiting for it at most `inbound::NAME_WAIT` (1 s) so
+//!   that the first card can show the name; when Slack is unreachable the message is stored with
 //!   its ids and the names are filled in when a later fetch succeeds (the board reads the cache;
 //!   an account named after its channel id is renamed).
 //! - A failed fetch is not repeated for the same id for `retry` (a minute by default), and one

@@ -4,8 +4,8 @@
 A reply goes to dev when sha1("owner/repo") of its source URL falls in the first third of the
 hash range, so every repository's replies stay on one side (no thread leaks between files) and
 new rows land on the same side as earlier rows from that repository. New training rows go to
-real-train-2.jsonl (the second round, kept apart until its labels are read a second time: training
-on it lowered real-dev macro-F1, see BENCHMARKS.md); both training files count as the train side.
+real-train-2.jsonl (the second round; its labels were read a second time, and it is not in the
+committed model's training data: see BENCHMARKS.md); both training files count as the train side.
 
     python3 scripts/split_real_status.py NEW_ROWS.jsonl     # append rows (deduplicated by text+url)
     python3 scripts/split_real_status.py --check            # verify the split invariant

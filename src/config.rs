@@ -60,6 +60,16 @@ pub struct Settings {
     /// Milliseconds between two `chat.postMessage` calls to one channel
     /// (`TRIAGE_SLACK_POST_INTERVAL_MS`; Slack allows about one message per second per channel).
     pub slack_post_interval_ms: u64,
+    /// Our bot's Slack user id (`TRIAGE_SLACK_BOT_USER`); unset, it is learned with `auth.test`.
+    pub slack_bot_user: Option<String>,
+    /// Hours a cached Slack user or channel name is trusted before it is fetched again
+    /// (`TRIAGE_SLACK_NAMES_TTL_HOURS`).
+    pub slack_names_ttl_hours: u64,
+    /// Hours a sent outbox row is kept before it is deleted (`TRIAGE_SLACK_OUTBOX_RETENTION_HOURS`).
+    pub slack_outbox_retention_hours: u64,
+    /// Milliseconds after which a Slack call still marked in flight is taken to belong to a dead
+    /// process and sent again (`TRIAGE_SLACK_OUTBOX_LEASE_MS`); a call's timeout is at most half.
+    pub slack_outbox_lease_ms: u64,
     pub embed: EmbedSettings,
     pub http: HttpSettings,
 }
@@ -145,6 +155,10 @@ impl Default for Settings {
             slack_signing_secret: Secret::default(),
             slack_triage_channel: None,
             slack_post_interval_ms: 1000,
+            slack_bot_user: None,
+            slack_names_ttl_hours: 24,
+            slack_outbox_retention_hours: 72,
+            slack_outbox_lease_ms: 60_000,
             embed: EmbedSettings::default(),
             http: HttpSettings::default(),
         }
@@ -267,6 +281,18 @@ impl Settings {
         }
         if let Some(v) = get("TRIAGE_SLACK_POST_INTERVAL_MS") {
             self.slack_post_interval_ms = num("TRIAGE_SLACK_POST_INTERVAL_MS", v)? as u64;
+        }
+        if let Some(v) = get("TRIAGE_SLACK_BOT_USER") {
+            self.slack_bot_user = Some(v.trim().to_string()).filter(|v| !v.is_empty());
+        }
+        if let Some(v) = get("TRIAGE_SLACK_NAMES_TTL_HOURS") {
+            self.slack_names_ttl_hours = num("TRIAGE_SLACK_NAMES_TTL_HOURS", v)? as u64;
+        }
+        if let Some(v) = get("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS") {
+            self.slack_outbox_retention_hours = num("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS", v)? as u64;
+        }
+        if let Some(v) = get("TRIAGE_SLACK_OUTBOX_LEASE_MS") {
+            self.slack_outbox_lease_ms = num("TRIAGE_SLACK_OUTBOX_LEASE_MS", v)? as u64;
         }
         if let Some(v) = get("TRIAGE_EMBED_THREADS") {
             self.embed.threads = num("TRIAGE_EMBED_THREADS", v)?;
@@ -425,6 +451,38 @@ mod tests {
         assert_eq!(s.http_limits().unwrap()[4].as_millis(), 2500);
         s.http.body_read_timeout_secs = -1.0;
         assert!(s.http_limits().is_err());
+    }
+
+    #[test]
+    fn slack_bot_user_names_ttl_and_outbox_retention_read_the_environment() {
+        let mut s = Settings::default();
+        assert_eq!(
+            (
+                s.slack_bot_user.as_deref(),
+                s.slack_names_ttl_hours,
+                s.slack_outbox_retention_hours
+            ),
+            (None, 24, 72)
+        );
+        let env: HashMap<&str, &str> = [
+            ("TRIAGE_SLACK_BOT_USER", " U0BOT "),
+            ("TRIAGE_SLACK_NAMES_TTL_HOURS", "6"),
+            ("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS", "1"),
+        ]
+        .into();
+        s.apply_env(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(
+            (
+                s.slack_bot_user.as_deref(),
+                s.slack_names_ttl_hours,
+                s.slack_outbox_retention_hours
+            ),
+            (Some("U0BOT"), 6, 1)
+        );
+        let err = s
+            .apply_env(|k| (k == "TRIAGE_SLACK_OUTBOX_RETENTION_HOURS").then(|| "-1".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("TRIAGE_SLACK_OUTBOX_RETENTION_HOURS"));
     }
 
     #[test]

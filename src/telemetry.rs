@@ -192,11 +192,23 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one processed Slack delivery.
     pub fn slack_event(&self, outcome: &str) {
-        // `failed:<why>` carries free text: one label for all failures.
+        // `failed:<why>` carries free text: one label for all failures. Other outcomes may carry
+        // a name from the event (its type or subtype): one label for any that is not a plain
+        // short identifier, so a sender cannot break the exposition format or grow the label set.
+        let plain = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b':')
+        };
         let outcome = if outcome.starts_with("failed:") {
             "failed"
-        } else {
+        } else if plain(outcome) {
             outcome
+        } else if outcome.starts_with("ignored:") {
+            "ignored:other"
+        } else {
+            "other"
         };
         self.slack_events
             .get_or_create(&SlackEventLabels {
@@ -221,4 +233,37 @@ pub fn peak_rss_bytes() -> Option<u64> {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<u64>().ok())
         .map(|kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Metrics;
+
+    #[test]
+    fn slack_event_labels_stay_plain_identifiers() {
+        let m = Metrics::default();
+        m.slack_event("ingested");
+        m.slack_event("ignored:channel_join");
+        m.slack_event("ignored:we\"ird\n} 1\nfake_metric");
+        m.slack_event(&format!("ignored:{}", "x".repeat(100)));
+        m.slack_event("failed:store unavailable: connection refused");
+        let text = m.render();
+        let events: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("triage_slack_events_total"))
+            .collect();
+        assert!(
+            events.iter().any(|l| l.contains("outcome=\"ingested\"} 1")),
+            "{text}"
+        );
+        assert!(
+            events.iter().any(|l| l.contains("outcome=\"ignored:other\"} 2")),
+            "{text}"
+        );
+        assert!(
+            events.iter().any(|l| l.contains("outcome=\"failed\"} 1")),
+            "{text}"
+        );
+        assert!(!text.contains("fake_metric"), "{text}");
+    }
 }

@@ -1,5 +1,5 @@
 //! Labelled reply files: JSON Lines, one `{"text", "label", "kind"?, "source"?, "note"?}` per line
-//! (other fields, such as the shared data's `votes` or a real reply's `url`, are ignored). `kind`
+//! (other fields, such as the shared data's `votes`, are ignored); a real reply's `url` is kept. `kind`
 //! says what sort of reply it is (`released`, `duplicate`, `info_request`, ...; see
 //! `training-data/status/README.md`) and `source` where it comes from (`github`, `handwritten`);
 //! `triage eval status` breaks its errors down by both. Every error names the file and line.
@@ -18,6 +18,9 @@ pub struct Example {
     pub kind: Option<String>,
     /// Where the reply comes from, when the file says.
     pub source: Option<String>,
+    /// The thread a real reply was taken from (`https://github.com/owner/repo/...`), when the file
+    /// says; cross-validation keeps each repository's rows in one fold.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,7 @@ struct Row {
     label: Option<serde_json::Value>,
     kind: Option<serde_json::Value>,
     source: Option<serde_json::Value>,
+    url: Option<serde_json::Value>,
 }
 
 /// An optional string field: absent or null is `None`, anything but a string is an error.
@@ -106,11 +110,13 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<Example>, (usize, String)> {
         };
         let kind = optional_string(row.kind, "kind").map_err(|m| (n, m))?;
         let source = optional_string(row.source, "source").map_err(|m| (n, m))?;
+        let url = optional_string(row.url, "url").map_err(|m| (n, m))?;
         out.push(Example {
             text,
             label,
             kind,
             source,
+            url,
         });
     }
     Ok(out)
@@ -141,6 +147,7 @@ mod tests {
         .unwrap();
         assert_eq!(rows[0].kind.as_deref(), Some("duplicate"));
         assert_eq!(rows[0].source.as_deref(), Some("github"));
+        assert_eq!(rows[0].url.as_deref(), Some("u"));
         let (line, msg) = parse_jsonl("{\"text\": \"a\", \"label\": \"closed\", \"kind\": 3}").unwrap_err();
         assert_eq!((line, msg.as_str()), (1, "\"kind\" must be a string"));
     }

@@ -27,6 +27,10 @@ pub struct HeadConfig {
     pub max_epochs: usize,
     /// Epochs without a better dev loss before stopping.
     pub patience: usize,
+    /// Keep the epoch with the lowest dev loss (and stop after `patience` epochs without a better
+    /// one); when false, train exactly `max_epochs` epochs and keep the last, so the dev file is
+    /// only scored, never used to choose (the epoch count then comes from cross-validation).
+    pub early_stopping: bool,
 }
 
 impl HeadConfig {
@@ -47,7 +51,11 @@ impl HeadConfig {
             "max_epochs": self.max_epochs,
             "patience": self.patience,
             "loss": "class-weighted cross-entropy",
-            "early_stopping": "lowest dev loss",
+            "early_stopping": if self.early_stopping {
+                "lowest dev loss".to_string()
+            } else {
+                format!("none: exactly {} epochs", self.max_epochs)
+            },
         })
     }
 }
@@ -63,6 +71,7 @@ pub fn default_variants() -> Vec<HeadConfig> {
         batch_size: 32,
         max_epochs: 300,
         patience: 30,
+        early_stopping: true,
     };
     let plain = [
         base,
@@ -286,7 +295,7 @@ pub fn train_head_weighted(
         }
         let dev_loss = f64::from(weighted_nll(&live.logits(&dx, None)?, &dy, &dw)?.to_scalar::<f32>()?);
         progress.inc(1);
-        let improved = best.as_ref().is_none_or(|(l, _, _)| dev_loss < l - 1e-6);
+        let improved = !cfg.early_stopping || best.as_ref().is_none_or(|(l, _, _)| dev_loss < l - 1e-6);
         if improved {
             let snapshot = Head {
                 kind: cfg.kind,

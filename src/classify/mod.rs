@@ -15,6 +15,7 @@
 //! report (`report.md`, `confusion.png`, `pr_curve.png`).
 
 pub mod cues;
+pub mod cv;
 pub mod data;
 pub mod finetune;
 pub mod fit;

@@ -278,9 +278,15 @@ fn markdown(o: &TrainOutcome) -> String {
             );
         }
     }
+    // Chosen by cross-validation (`selection.folds` present) or on the dev file.
+    let cv = md.hyper_parameters["selection"]["folds"].as_u64();
+    let (on, epoch) = match cv {
+        Some(_) => ("cross-validation, out of fold", "epochs (median of folds)"),
+        None => ("dev", "best epoch"),
+    };
     let _ = writeln!(
         s,
-        "## Variants tried (dev, before calibration)\n\n| variant | best epoch | dev loss | macro-F1 | accuracy | Closed precision | Closed recall |\n|---|---|---|---|---|---|---|"
+        "## Variants tried ({on}, before calibration)\n\n| variant | {epoch} | loss | macro-F1 | accuracy | Closed precision | Closed recall |\n|---|---|---|---|---|---|---|"
     );
     for v in &md.variants {
         let mark = if v.name == md.chosen { " **(kept)**" } else { "" };
@@ -298,9 +304,14 @@ fn markdown(o: &TrainOutcome) -> String {
     }
     let _ = writeln!(
         s,
-        "\nKept: **{}** (best dev macro-F1; ties go to higher Closed precision, then the simpler \
-         candidate). Temperature fitted on dev: **{:.3}**. Hyper-parameters:\n\n```json\n{}\n```\n",
+        "\nKept: **{}** (best {on} macro-F1; ties go to higher Closed precision, then the simpler \
+         candidate). Temperature fitted on {}: **{:.3}**. Hyper-parameters:\n\n```json\n{}\n```\n",
         md.chosen,
+        if cv.is_some() {
+            "the out-of-fold logits"
+        } else {
+            "dev"
+        },
         md.temperature,
         serde_json::to_string_pretty(&md.hyper_parameters).unwrap_or_default()
     );

@@ -96,6 +96,13 @@ pub struct TrainOptions {
     pub balance_sources: bool,
     /// Further labelled files scored with the final model (metadata `evaluations`, report).
     pub eval: Vec<PathBuf>,
+    /// Choose the head, its epoch count and the temperature by this many folds of
+    /// cross-validation over the training rows with a `url`, grouped by repository
+    /// ([`super::cv`]), instead of on the dev file, which is then only scored. 0: choose on dev.
+    pub cv_folds: usize,
+    /// Multiply the loss weight of every row of a source (a row's `source`, else its file) by a
+    /// factor, after `balance_sources`.
+    pub source_weights: Vec<(String, f32)>,
 }
 
 /// What `train_status` produced: the model and everything the report shows.
@@ -138,11 +145,30 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         );
         train.extend(rows);
     }
-    let row_weights = if opts.balance_sources {
+    let mut row_weights = if opts.balance_sources {
         balanced_weights(&groups)
     } else {
         vec![1.0; train.len()]
     };
+    for (g, w) in groups.iter().zip(row_weights.iter_mut()) {
+        if let Some((_, m)) = opts.source_weights.iter().find(|(s, _)| s == g) {
+            *w *= m;
+        }
+    }
+    let cv_folds = (opts.cv_folds > 1).then_some(opts.cv_folds);
+    if cv_folds.is_some() && !opts.mix.is_empty() {
+        return Err(StatusError::Other(
+            "--mix chooses on the dev file; it cannot be combined with cross-validation".into(),
+        ));
+    }
+    let folds: Vec<Option<usize>> = train
+        .iter()
+        .map(|e| {
+            let k = cv_folds?;
+            let repo = super::cv::repository(e.url.as_deref()?)?;
+            Some(super::cv::fold_of(&repo, k))
+        })
+        .collect();
     let dev = load_jsonl(&opts.dev)?;
     let dev_file = file_info(&opts.dev, dev.len(), dev.len())?;
     let mut mixes = Vec::new();
@@ -264,20 +290,89 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         Ok((r, t, *cfg, set.mixed.clone()))
     };
 
-    // Every head on the written data; then each extra file added for the best of those heads
-    // (greedy, to keep training time in check).
-    let mut results: Vec<Candidate> = Vec::new();
-    for cfg in &opts.variants {
-        results.push(run(&sets[0], cfg)?);
-    }
-    let best_head = results[best_of(&results)].2;
-    for set in &sets[1..] {
-        results.push(run(set, &best_head)?);
-    }
-    let best = best_of(&results);
-    let variants: Vec<VariantResult> = results.iter().map(|r| r.0.clone()).collect();
-    let (chosen, trained, cfg, mixed) = results.swap_remove(best);
-    let temperature = fit_temperature(&trained.dev_logits, &dev_y);
+    let (variants, (chosen, trained, cfg, mixed), temperature, selection) = match cv_folds {
+        None => {
+            // Every head on the written data; then each extra file added for the best of those
+            // heads (greedy, to keep training time in check).
+            let mut results: Vec<Candidate> = Vec::new();
+            for cfg in &opts.variants {
+                results.push(run(&sets[0], cfg)?);
+            }
+            let best_head = results[best_of(&results)].2;
+            for set in &sets[1..] {
+                results.push(run(set, &best_head)?);
+            }
+            let best = best_of(&results);
+            let variants: Vec<VariantResult> = results.iter().map(|r| r.0.clone()).collect();
+            let winner = results.swap_remove(best);
+            let temperature = fit_temperature(&winner.1.dev_logits, &dev_y);
+            (variants, winner, temperature, json!({"method": "dev file"}))
+        }
+        Some(k) => {
+            // Every head cross-validated; the winner trained once on every row for its median
+            // best epoch, its temperature fitted on its out-of-fold logits.
+            let set = &sets[0];
+            let mut cvs = Vec::new();
+            for cfg in &opts.variants {
+                let pb = bar((cfg.max_epochs * k) as u64, &format!("cv {}", cfg.name()));
+                let x = features(&set.texts, &set.x, cfg.cues);
+                let r = super::cv::cross_validate(&x, &set.y, &set.w, &folds, k, cfg, opts.seed, &pb)?;
+                pb.finish_and_clear();
+                tracing::info!(
+                    variant = %cfg.name(),
+                    epochs = ?r.best_epochs,
+                    cv_loss = format!("{:.4}", r.loss),
+                    cv_macro_f1 = format!("{:.4}", r.metrics.macro_f1),
+                    closed_p = format!("{:.4}", r.metrics.label(Label::Closed).precision),
+                    closed_r = format!("{:.4}", r.metrics.label(Label::Closed).recall),
+                    "variant cross-validated"
+                );
+                cvs.push(r);
+            }
+            let variants: Vec<VariantResult> = opts
+                .variants
+                .iter()
+                .zip(&cvs)
+                .map(|(cfg, r)| VariantResult {
+                    name: cfg.name(),
+                    head: cfg.name(),
+                    mixed_in: Vec::new(),
+                    best_epoch: r.epochs(),
+                    dev_loss: r.loss,
+                    dev_macro_f1: r.metrics.macro_f1,
+                    dev_accuracy: r.metrics.accuracy,
+                    dev_closed_precision: r.metrics.label(Label::Closed).precision,
+                    dev_closed_recall: r.metrics.label(Label::Closed).recall,
+                })
+                .collect();
+            let mut best = 0;
+            for (i, v) in variants.iter().enumerate() {
+                let b = &variants[best];
+                if (v.dev_macro_f1, v.dev_closed_precision) > (b.dev_macro_f1, b.dev_closed_precision) {
+                    best = i;
+                }
+            }
+            let r = &cvs[best];
+            let final_cfg = HeadConfig {
+                max_epochs: r.epochs(),
+                early_stopping: false,
+                ..opts.variants[best]
+            };
+            let winner = run(set, &final_cfg)?;
+            let gold: Vec<Label> = r.rows.iter().map(|&i| set.y[i]).collect();
+            let temperature = fit_temperature(&r.logits, &gold);
+            let selection = json!({
+                "method": format!("{k}-fold cross-validation by repository over the training rows with a url"),
+                "folds": k,
+                "rows_in_folds": r.rows.len(),
+                "best_epochs": r.best_epochs,
+                "final_epochs": r.epochs(),
+                "out_of_fold": r.metrics,
+                "temperature_from": "out-of-fold logits",
+            });
+            (variants, winner, temperature, selection)
+        }
+    };
     let dev_predictions: Vec<_> = trained
         .dev_logits
         .iter()
@@ -345,6 +440,14 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             .collect::<serde_json::Map<_, _>>());
     }
     hp["mix_max"] = json!(opts.mix_max);
+    hp["selection"] = selection;
+    if !opts.source_weights.is_empty() {
+        hp["source_weight_factors"] = json!(opts
+            .source_weights
+            .iter()
+            .map(|(s, f)| (s.clone(), json!(f)))
+            .collect::<serde_json::Map<_, _>>());
+    }
     hp["temperature"] = json!(temperature);
     let metadata = Metadata {
         name: MODEL_NAME.into(),
@@ -374,11 +477,16 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         trained_at: chrono::Utc::now().to_rfc3339(),
         command: opts.command.clone(),
         notes: {
-            let mut notes = vec![
+            let mut notes = vec![if cv_folds.is_some() {
+                "Cross-validation over the real training rows (by repository) chose the variant, its \
+                 epoch count and the temperature; the dev file was only scored, so its numbers are \
+                 an estimate on unseen repositories. `variants` holds the cross-validation numbers."
+                    .to_string()
+            } else {
                 "The dev file chose the early-stopping epoch, the variant and the temperature, so dev \
                  numbers are somewhat optimistic; it is not a test set."
-                    .to_string(),
-            ];
+                    .to_string()
+            }];
             if tuned.is_some() {
                 notes.push(
                     "The top encoder layers were fine-tuned first (the dev file also chose their \

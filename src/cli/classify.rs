@@ -71,6 +71,18 @@ pub struct TrainArgs {
     /// Further labelled files to score with the final model (recorded, never used to choose).
     #[arg(long, num_args = 1..)]
     pub eval: Vec<PathBuf>,
+    /// Choose the head, its epoch count and the temperature by K-fold cross-validation over the
+    /// training rows that have a `url`, grouped by repository; the dev file is then only scored.
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub cv_folds: usize,
+    /// Multiply the loss weight of a source's rows (a row's `source`, else its file name), after
+    /// --balance-sources: e.g. `--source-weight github=2`.
+    #[arg(long, value_name = "SOURCE=FACTOR", value_parser = parse_source_weight)]
+    pub source_weight: Vec<(String, f32)>,
+    /// Train only these candidate heads (names as in the report: `logistic`, `mlp-64+cues`, ...);
+    /// default: all six.
+    #[arg(long, value_delimiter = ',', value_name = "HEAD,...")]
+    pub heads: Vec<String>,
     /// Start fine-tuning from these tuned layers (an earlier model's `encoder.safetensors`)
     /// instead of the pre-trained ones; with `--finetune-epochs 0` they are kept as they are.
     #[arg(long)]
@@ -134,10 +146,41 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         finetune,
         balance_sources: args.balance_sources,
         eval: args.eval,
-        variants: train::default_variants(),
+        cv_folds: args.cv_folds,
+        source_weights: args.source_weight,
+        variants: {
+            let all = train::default_variants();
+            let unknown: Vec<&String> = args
+                .heads
+                .iter()
+                .filter(|h| !all.iter().any(|v| &v.name() == *h))
+                .collect();
+            if !unknown.is_empty() {
+                anyhow::bail!(
+                    "unknown --heads {unknown:?}; known: {}",
+                    all.iter().map(|v| v.name()).collect::<Vec<_>>().join(", ")
+                );
+            }
+            all.into_iter()
+                .filter(|v| args.heads.is_empty() || args.heads.contains(&v.name()))
+                .collect()
+        },
         command: command_line(),
     };
     train(&s, &opts, &args.out).map(|_| ())
+}
+
+fn parse_source_weight(s: &str) -> Result<(String, f32), String> {
+    let (name, factor) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not SOURCE=FACTOR"))?;
+    let f: f32 = factor
+        .parse()
+        .map_err(|_| format!("{factor:?} is not a number"))?;
+    if name.is_empty() || !(f.is_finite() && f > 0.0) {
+        return Err(format!("{s:?}: need a source name and a positive factor"));
+    }
+    Ok((name.to_string(), f))
 }
 
 /// `triage eval status`.
@@ -296,4 +339,17 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
     result["margin"] = json!(m.macro_f1 - base.macro_f1);
     print_result(&result);
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_source_weight;
+
+    #[test]
+    fn source_weights_parse_and_reject_bad_factors() {
+        assert_eq!(parse_source_weight("github=2.5"), Ok(("github".into(), 2.5)));
+        for bad in ["github", "=2", "github=0", "github=-1", "github=x", "github=inf"] {
+            assert!(parse_source_weight(bad).is_err(), "{bad}");
+        }
+    }
 }

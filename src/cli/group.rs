@@ -257,7 +257,11 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
         Some(b) => {
             let mut b = b.clone();
             b.roles = None;
-            train::model_with_roles(&b, &text, false)
+            let mut m = train::model_with_roles(&b, &text, false);
+            if let Some(r) = &mut m.roles {
+                r.cues = Some(train::learn_cues(&data));
+            }
+            m
         }
         None => GroupModel {
             format: MODEL_FORMAT,

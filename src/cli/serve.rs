@@ -188,8 +188,11 @@ impl Application {
         }
         tracing::info!(addr = %listener.local_addr()?, "serving");
         // Slack deliveries: replays what was acknowledged but not processed, then follows the inbox.
-        let inbound =
+        let mut inbound =
             crate::slack::inbound::Inbound::new(state.config.team_users.clone(), state.metrics.clone());
+        if let Some(slack) = &state.slack {
+            inbound = inbound.with_slack(slack.names.clone(), slack.bot.clone());
+        }
         let slack_worker =
             crate::slack::inbound::spawn_worker(state.pipeline.clone(), inbound, state.slack_inbox.clone());
         let (fail_tx, fail_rx) = tokio::sync::oneshot::channel::<anyhow::Error>();

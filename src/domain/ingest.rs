@@ -28,10 +28,17 @@ pub struct ChannelContext {
     pub recent: Vec<ContextMessage>,
     /// The stored messages of the incoming message's thread (its root and replies), oldest first.
     pub thread: Vec<ContextMessage>,
+    /// The first and the latest message (before the incoming one) of the channel's open
+    /// conversations, at most [`OPEN_CONVERSATIONS`] of them (the newest), oldest first: a busy
+    /// channel pushes an open ticket out of `recent` long before its customer comes back.
+    pub open: Vec<ContextMessage>,
 }
 
 /// How many earlier messages of a channel the grouper is shown.
 pub const CONTEXT_MESSAGES: i64 = 50;
+
+/// How many of a channel's open conversations the grouper is shown beyond `recent`.
+pub const OPEN_CONVERSATIONS: i64 = 20;
 
 /// The status model's label on a team reply.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -25,7 +25,9 @@ pub use conversation::{
 pub use edit::{apply_delete, apply_edit, Edited, MessageEdit};
 pub use error::DomainError;
 pub use event::{Actor, Event, EventKind};
-pub use ingest::{plan_ingest, ChannelContext, ContextMessage, IngestPlan, Prediction, CONTEXT_MESSAGES};
+pub use ingest::{
+    plan_ingest, ChannelContext, ContextMessage, IngestPlan, Prediction, CONTEXT_MESSAGES, OPEN_CONVERSATIONS,
+};
 pub use message::{normalize_ts, ts_to_time, BadTs, FileRef, IncomingMessage, Message, Role, MAX_TS_SECONDS};
 pub use note::{build_note, NewNote, Note, NoteKind, SlackRef, MAX_NOTE_CHARS};
 pub use regroup::{apply_merge, apply_move, check_merge, check_move, split_conversation};

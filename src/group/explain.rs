@@ -61,6 +61,10 @@ pub(crate) fn describe(
         (Signal::Text, Some(_)) if on(F::CAND_QUESTION_ANSWER) => "answers a question".into(),
         (Signal::Text, Some(_)) => format!("word overlap {:.2}", x[F::JACCARD as usize]),
         (Signal::Text, None) if on(F::NEW_GREETING) => "opens like a new request".into(),
+        (Signal::Text, None) if x[F::NEW_START_CUE as usize] > 0.0 => format!(
+            "words that usually start a conversation (learned cue {:.2})",
+            x[F::NEW_START_CUE as usize]
+        ),
         (Signal::Text, None) => format!("best word overlap {:.2}", x[F::NEW_MAX_JACCARD as usize]),
         (Signal::Similarity, Some(_)) => format!(
             "cosine {:.2} (conversation {:.2})",
@@ -123,7 +127,15 @@ fn describe_role(x: &[f32], c: &StoredMessage, prep: &Prepared<'_>, state: &Chan
         };
     }
     if on(F::TEAM_ALREADY_IN) {
-        return "team member continuing a conversation the team is in".into();
+        let since = state
+            .conversations
+            .get(&c.conversation)
+            .and_then(|k| k.roles.last_team_ts)
+            .map(|t| idle(prep.ts - t));
+        return match since {
+            Some(s) => format!("team member continuing a conversation the team is in (team spoke {s} ago)"),
+            None => "team member continuing a conversation the team is in".into(),
+        };
     }
     if on(F::CUSTOMER_OWN) && on(F::CUSTOMER_AFTER_TEAM) {
         return "customer answering the team in their own conversation".into();

@@ -164,6 +164,13 @@ features! {
     LOG_SINCE_CUSTOMER = "log_min_since_customer_spoke": Time,
     NEW_TEAM_WAITING = "new_team_log_conversations_waiting": Role,
     NEW_CUSTOMER_OPEN = "new_customer_has_open_conversation": Role,
+    // A team member's top-level message (announcements need strong evidence): how long since the
+    // team last spoke in the candidate, whether the team spoke last there (it is not waiting),
+    // whether anything waits for the team at all, and the learned start cue of the words.
+    LOG_SINCE_TEAM = "log_min_since_team_spoke": Time,
+    TEAM_TO_ANSWERED = "team_message_to_conversation_the_team_answered_last": Role,
+    NEW_TEAM_NONE_WAITING = "new_team_no_conversation_waiting": Role,
+    NEW_START_CUE = "new_learned_start_cue": Text,
 }
 
 pub const NUM_FEATURES: usize = FEATURE_NAMES.len();
@@ -182,6 +189,8 @@ pub struct Prepared<'a> {
     pub embedding: Option<&'a [f32]>,
     /// Slack thread root ts when the message is a reply in a thread.
     pub reply_to: Option<&'a str>,
+    /// The model's learned start cue for the words (0 without a role or cues).
+    pub start_cue: f32,
 }
 
 /// Candidate rows for one message: row 0 = new conversation, row r >= 1 = `state.msg(index[r])`.
@@ -543,6 +552,13 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
                 if let Some(t) = r.last_customer_ts {
                     set(F::LOG_SINCE_CUSTOMER, minutes_log(msg.ts - t));
                 }
+                if let (true, Some(t)) = (team, r.last_team_ts) {
+                    set(F::LOG_SINCE_TEAM, minutes_log(msg.ts - t));
+                }
+                set(
+                    F::TEAM_TO_ANSWERED,
+                    (team && r.last_role == Some(Role::Agent)) as u8 as f32,
+                );
             }
         }
         if let (Some(a), Some(b)) = (msg.role, m.role) {
@@ -604,9 +620,13 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
             1.0,
         );
         match role {
-            Role::Agent => set(F::NEW_TEAM_WAITING, (1.0 + waiting.len() as f32).ln()),
+            Role::Agent => {
+                set(F::NEW_TEAM_WAITING, (1.0 + waiting.len() as f32).ln());
+                set(F::NEW_TEAM_NONE_WAITING, waiting.is_empty() as u8 as f32);
+            }
             Role::Customer => set(F::NEW_CUSTOMER_OPEN, my_latest_open.is_some() as u8 as f32),
         }
+        set(F::NEW_START_CUE, msg.start_cue);
     }
 }
 
@@ -622,7 +642,7 @@ mod tests {
     #[test]
     fn names_and_signals_align() {
         assert_eq!(FEATURE_NAMES.len(), FEATURE_SIGNALS.len());
-        assert_eq!(F::NEW_CUSTOMER_OPEN as usize, NUM_FEATURES - 1);
+        assert_eq!(F::NEW_START_CUE as usize, NUM_FEATURES - 1);
         let mut names = FEATURE_NAMES.to_vec();
         names.sort();
         names.dedup();

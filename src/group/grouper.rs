@@ -176,12 +176,14 @@ impl<S: GroupStore> Grouper<S> {
         if let Some(d) = state.decided.get(msg.ts) {
             return d.clone();
         }
+        let text = analyse(msg.text);
         let prep = Prepared {
             key: msg.ts,
             ts,
             user: msg.user,
             user_key: nick_key(msg.user),
-            text: analyse(msg.text),
+            start_cue: self.model.start_cue(msg.role, &text.words),
+            text,
             system: msg.system,
             action: msg.action,
             role: msg.role,
@@ -565,6 +567,7 @@ mod tests {
             roles: Some(crate::group::model::RoleScorers {
                 customer: pair(),
                 agent: pair(),
+                cues: None,
             }),
         };
         let role = |r: Role, m: IncomingMessage<'static>| IncomingMessage { role: Some(r), ..m };

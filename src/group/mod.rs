@@ -15,6 +15,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod cues;
 pub mod data;
 pub mod decision;
 pub mod explain;

@@ -223,6 +223,9 @@ impl ScorerPair {
 pub struct RoleScorers {
     pub customer: ScorerPair,
     pub agent: ScorerPair,
+    /// Learned start cues of the role-labelled training data (feature `new_learned_start_cue`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cues: Option<super::cues::StartCues>,
 }
 
 /// The model file: configuration, the scorers for messages without a role (chat such as IRC)
@@ -276,6 +279,14 @@ impl GroupModel {
                 (Some(e), true) => e,
                 _ => &self.text,
             },
+        }
+    }
+
+    /// The learned start cue of a message with a role (0 without role scorers or cues).
+    pub fn start_cue(&self, role: Option<Role>, words: &[u64]) -> f32 {
+        match (role, self.roles.as_ref().and_then(|r| r.cues.as_ref())) {
+            (Some(role), Some(c)) => c.score(role, words),
+            _ => 0.0,
         }
     }
 

@@ -67,6 +67,9 @@ pub struct ConversationRoles {
     pub team_replied: bool,
     /// Time of the latest customer message.
     pub last_customer_ts: Option<f64>,
+    /// Time of the latest team message.
+    #[serde(default)]
+    pub last_team_ts: Option<f64>,
 }
 
 impl ConversationRoles {
@@ -268,7 +271,10 @@ impl ChannelState {
             }
             r.last_role = Some(role);
             match role {
-                Role::Agent => r.team_replied = true,
+                Role::Agent => {
+                    r.team_replied = true;
+                    r.last_team_ts = Some(c.ts);
+                }
                 Role::Customer => r.last_customer_ts = Some(c.ts),
             }
         }

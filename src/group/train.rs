@@ -14,6 +14,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use super::cues::{self, StartCues};
 use super::data::{Corpus, Embeddings, Record};
 use super::features::{self, CandidateSet, Prepared, FEATURE_NAMES, FEATURE_SIGNALS, NUM_FEATURES};
 use super::grouper::{self, choose, score_rows, softmax, Grouper};
@@ -191,6 +192,9 @@ struct Pass<'a> {
     opts: &'a TrainOptions,
     /// One learner per role (customer, agent) instead of one for every message.
     roles: bool,
+    /// Start cues by cross-fitting fold ([`cues::fold`] of the channel): `folds[f]` was learned
+    /// from the channels of the other fold, so no message's cue comes from its own text.
+    folds: Option<&'a [StartCues; 2]>,
 }
 
 /// The scorer being trained and its optimiser; steps every `batch` examples.
@@ -251,6 +255,10 @@ impl Pass<'_> {
         let (mut scores, mut hidden) = (Vec::new(), Vec::new());
         let bounds = self.config.bounds;
         let recs: Vec<&Record> = lines.iter().map(|&i| &self.corpus.records[i]).collect();
+        let cues = match (self.folds, recs.first()) {
+            (Some(f), Some(r)) => Some(&f[cues::fold(&r.channel)]),
+            _ => None,
+        };
         for (pos, &line) in lines.iter().enumerate() {
             let r = recs[pos];
             let ts: f64 = r.key.parse().unwrap_or(0.0);
@@ -259,12 +267,18 @@ impl Pass<'_> {
             } else {
                 None
             };
+            let text = analyse(&r.text);
+            let start_cue = match (cues, r.role) {
+                (Some(c), Some(role)) => c.score(role, &text.words),
+                _ => 0.0,
+            };
             let prep = Prepared {
                 key: &r.key,
                 ts,
                 user: &r.user,
                 user_key: nick_key(&r.user),
-                text: analyse(&r.text),
+                start_cue,
+                text,
                 system: r.system,
                 action: r.action,
                 role: r.role,
@@ -453,6 +467,11 @@ pub enum Fit<'a> {
     Roles(&'a GroupModel),
 }
 
+/// The start cues of every channel of a role-labelled corpus (what a trained model carries).
+pub fn learn_cues(corpus: &Corpus) -> StartCues {
+    StartCues::learn(corpus, &(0..corpus.channels.len()).collect::<Vec<_>>())
+}
+
 /// The base model with role scorers (`[customer, agent]`) in its text or embedding slot.
 pub fn model_with_roles(base: &GroupModel, scorers: &[Scorer], embedding: bool) -> GroupModel {
     let mut m = base.clone();
@@ -467,6 +486,7 @@ pub fn model_with_roles(base: &GroupModel, scorers: &[Scorer], embedding: bool) 
     let roles = m.roles.get_or_insert_with(|| super::model::RoleScorers {
         customer: pair(&scorers[0]),
         agent: pair(&scorers[1]),
+        cues: None,
     });
     for (p, s) in [
         (&mut roles.customer, &scorers[0]),
@@ -502,12 +522,27 @@ pub fn train(
             "training role scorers needs messages with a role".into(),
         ));
     }
+    let folds = roles.then(|| {
+        let of = |f: usize| -> Vec<usize> {
+            (0..corpus.channels.len())
+                .filter(|&c| {
+                    let first = corpus.channels[c]
+                        .first()
+                        .map(|&l| corpus.records[l].channel.as_str());
+                    first.is_some_and(|name| cues::fold(name) != f)
+                })
+                .collect()
+        };
+        [StartCues::learn(corpus, &of(0)), StartCues::learn(corpus, &of(1))]
+    });
+    let full_cues = roles.then(|| learn_cues(corpus));
     let pass = Pass {
         corpus,
         emb,
         config,
         opts,
         roles,
+        folds: folds.as_ref(),
     };
     // Max-abs scaling from one pass with gold links.
     let mut max_abs = vec![0f32; NUM_FEATURES];
@@ -570,7 +605,13 @@ pub fn train(
             Some((d, e)) => {
                 let model = match fit {
                     Fit::All => model_with(*config, &current[0]),
-                    Fit::Roles(base) => model_with_roles(base, &current, opts.use_embeddings),
+                    Fit::Roles(base) => {
+                        let mut m = model_with_roles(base, &current, opts.use_embeddings);
+                        if let Some(r) = &mut m.roles {
+                            r.cues = full_cues.clone();
+                        }
+                        m
+                    }
                 };
                 Some(evaluate(&model, d, if opts.use_embeddings { e } else { None })?.1)
             }

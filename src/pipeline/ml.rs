@@ -215,11 +215,14 @@ impl Grouping for ModelGrouping {
         let Some(grouper) = self.grouper.get() else {
             return GroupDecision::by_rule(Target::New, Signal::Time, "grouping model not loaded");
         };
-        // The recent messages and the thread, once each, oldest first.
+        // The open conversations' first and latest messages, the recent messages and the thread,
+        // once each, oldest first: replayed in order, the open ones leave the grouper's window and
+        // stay candidates as open support conversations (bounded by the model's `open` bounds).
         let mut seen = HashSet::new();
         let mut rows: Vec<&ContextMessage> = ctx
-            .recent
+            .open
             .iter()
+            .chain(&ctx.recent)
             .chain(&ctx.thread)
             .filter(|m| seen.insert(m.id.as_str()))
             .collect();

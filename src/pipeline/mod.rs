@@ -10,6 +10,7 @@
 //! of groupers or plans; the domain knows nothing of either. [`ml`] implements both seams with the
 //! real models.
 
+mod accounts;
 mod bus;
 mod edits;
 mod inbox;

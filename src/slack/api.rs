@@ -3,7 +3,8 @@
 //! - Every call is an HTTP POST to `{base}/{method}` with `Authorization: Bearer <bot token>`.
 //!   Write methods (`chat.postMessage`, `chat.update`) send a JSON body
 //!   (`application/json; charset=utf-8`, `blocks` and `metadata` as JSON values); read methods
-//!   (`chat.getPermalink`, `conversations.history`, `conversations.info`, `users.info`) send
+//!   (`chat.getPermalink`, `conversations.history`, `conversations.info`, `users.info`,
+//!   `auth.test`) send
 //!   `application/x-www-form-urlencoded` arguments, the only body those methods read.
 //! - Slack answers HTTP 200 with `{"ok": true, ...}` or `{"ok": false, "error": "<code>"}`; the
 //!   latter becomes [`SlackError::Api`], which says whether Slack calls the failure transient
@@ -457,6 +458,12 @@ impl SlackApi {
             .call("conversations.info", form(&[("channel", channel)]))
             .await?;
         field("conversations.info", &v, "channel")
+    }
+
+    /// `auth.test`: who the token is; for a bot token, the bot's user id (`user_id`).
+    pub async fn auth_test(&self) -> Result<String, SlackError> {
+        let v = self.call("auth.test", Args::Form(Vec::new())).await?;
+        field("auth.test", &v, "user_id")
     }
 
     /// `users.info`.

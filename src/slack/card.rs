@@ -27,6 +27,9 @@ pub struct CardContext {
     pub permalink: Option<String>,
     /// Set when the conversation is gone (merged or deleted): the card says so, without controls.
     pub closed_note: Option<String>,
+    /// Set on a card left behind when the conversation's card moved to this channel (its new
+    /// owner's): the card says where, without controls.
+    pub moved_to: Option<String>,
 }
 
 pub fn status_label(s: Status) -> &'static str {
@@ -115,11 +118,13 @@ pub fn render(conv: &Conversation, ctx: &CardContext, channel: &str) -> PostMess
     }
     context.push(format!("`{id}`"));
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": context.join(" · ")}]}));
-    match &ctx.closed_note {
-        Some(note) => {
+    match (&ctx.closed_note, &ctx.moved_to) {
+        (Some(note), _) => {
             blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(note)}]}))
         }
-        None => blocks.extend(controls(conv)),
+        (None, Some(to)) => blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn",
+            "text": format!("Moved to <#{}> (its owner's triage channel).", escape(to))}]})),
+        (None, None) => blocks.extend(controls(conv)),
     }
     let text = format!(
         "[{}] {} ({})",
@@ -205,7 +210,7 @@ mod tests {
             account: Some("Acme".into()),
             first_message: Some(format!("<!channel> {}\nsecond line", "x".repeat(400))),
             permalink: Some("https://acme.slack.com/archives/CACME/p1".into()),
-            closed_note: None,
+            ..CardContext::default()
         };
         let msg = render(&c, &ctx, "CTRIAGE");
         assert_eq!(msg.channel, "CTRIAGE");
@@ -283,6 +288,17 @@ mod tests {
         let blocks = render(&conv(), &ctx, "C").blocks.unwrap();
         assert!(blocks.as_array().unwrap().iter().all(|b| b["type"] != "actions"));
         assert!(blocks.to_string().contains("Merged into"));
+    }
+
+    #[test]
+    fn a_moved_card_says_where_and_has_no_controls() {
+        let ctx = CardContext {
+            moved_to: Some("CNEW".into()),
+            ..CardContext::default()
+        };
+        let blocks = render(&conv(), &ctx, "COLD").blocks.unwrap();
+        assert!(blocks.as_array().unwrap().iter().all(|b| b["type"] != "actions"));
+        assert!(blocks.to_string().contains("Moved to <#CNEW>"), "{blocks}");
     }
 
     #[test]

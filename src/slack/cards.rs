@@ -4,8 +4,14 @@
 //! `chat.update`. Both go through the [`Outbox`]: the card service only decides what a card
 //! shows; the outbox coalesces a burst of changes into one call and sends it exactly once.
 //!
-//! A card stays in the channel it was first posted to (an owner change shows on it). A merged or
-//! deleted conversation's card loses its controls and says what happened.
+//! A card lives in its owner's triage channel: when the owner changes and the new owner's
+//! channel (else the default one) is another, the old card loses its controls and says where the
+//! conversation went ("Moved to #x"), and a new card is posted there (replies in the old card's
+//! thread still become notes). A merged or deleted conversation's card loses its controls and
+//! says what happened.
+//!
+//! Names on the card (the customer's, the account's) come from [`Names`] (cached `users.info`)
+//! and the account (named after its channel).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,18 +20,22 @@ use tokio::sync::broadcast::{error::RecvError, Receiver};
 
 use super::api::SlackApi;
 use super::card::{render, CardContext};
-use super::outbox::{Outbox, POST_MESSAGE};
+use super::names::Names;
+use super::outbox::{Outbox, POST_MESSAGE, UPDATE};
 use crate::domain::{Change, Conversation};
 use crate::pipeline::Pipeline;
-use crate::store::{ConversationFilter, NewOutboxItem, PageRequest, StoreError};
+use crate::store::{CardRef, ConversationFilter, NameKind, NewOutboxItem, PageRequest, StoreError};
+
+/// Conversations reconciled, at least, when the card service fell behind the event bus.
+const LAG_RECONCILE: usize = 2000;
 
 pub struct Cards {
     pipeline: Pipeline,
     outbox: Outbox,
     /// `TRIAGE_SLACK_TRIAGE_CHANNEL`: cards of conversations whose owner has no triage channel.
     default_channel: Option<String>,
-    /// Slack user id -> display name (`users.info`).
-    names: Mutex<HashMap<String, String>>,
+    /// Slack names (`users.info`), cached in the database.
+    names: Names,
     /// Conversation id -> permalink of its first message (`chat.getPermalink`).
     permalinks: Mutex<HashMap<String, String>>,
     /// Subscribed at construction, so no change published after it is missed.
@@ -33,13 +43,13 @@ pub struct Cards {
 }
 
 impl Cards {
-    pub fn new(pipeline: Pipeline, outbox: Outbox, default_channel: Option<String>) -> Self {
+    pub fn new(pipeline: Pipeline, outbox: Outbox, names: Names, default_channel: Option<String>) -> Self {
         Cards {
             rx: Mutex::new(Some(pipeline.events().subscribe())),
             pipeline,
             outbox,
             default_channel,
-            names: Mutex::default(),
+            names,
             permalinks: Mutex::default(),
         }
     }
@@ -66,7 +76,15 @@ impl Cards {
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "triage cards fell behind the event bus; some cards may be stale until their next change");
+                    // The missed changes are unknown: bring the recent cards in line instead.
+                    tracing::warn!(
+                        missed = n,
+                        "triage cards fell behind the event bus; reconciling recent cards"
+                    );
+                    let limit = (n as usize).max(LAG_RECONCILE);
+                    if let Err(e) = self.reconcile(limit).await {
+                        tracing::warn!(error = %e, "triage cards not reconciled after falling behind");
+                    }
                 }
                 Err(RecvError::Closed) => return,
             }
@@ -100,31 +118,36 @@ impl Cards {
         Ok(seen)
     }
 
-    /// The card work one change causes.
+    /// The card work one change causes. The card shows the conversation as it is now, read
+    /// from the store, not as the change carried it: changes of one conversation published by
+    /// concurrent requests may arrive in another order than they committed, and the last one
+    /// handled must not leave an older state.
     pub async fn handle(&self, change: &Change) -> Result<(), StoreError> {
-        let store = self.pipeline.store();
         match change {
-            Change::ConversationCreated { conversation } => self.upsert(conversation).await,
             // The first message comes with its conversation's creation, which cards it.
             Change::MessageAdded { conversation, .. } if conversation.message_count <= 1 => Ok(()),
-            Change::MessageAdded { conversation, .. } => self.upsert(conversation).await,
             Change::Merged { from, into, .. } => {
-                self.upsert(into).await?;
+                self.upsert_current(&into.id).await?;
                 self.retire(from, &format!("Merged into “{}”.", into.title)).await
             }
             Change::Moved { from, to, .. } => {
-                self.upsert(from).await?;
-                self.upsert(to).await
+                self.upsert_current(&from.id).await?;
+                self.upsert_current(&to.id).await
             }
             Change::ConversationDeleted { id } => self.retire(id, "This conversation was deleted.").await,
-            // Status, owner, priority, title (and whatever else changes a conversation): the
-            // card shows its current state.
-            other => match store.get_conversation(other.conversation_id()).await {
-                Ok(c) => self.upsert(&c).await,
-                // Deleted since: its own change retires the card.
-                Err(StoreError::NotFound(_)) => Ok(()),
-                Err(e) => Err(e),
-            },
+            // Creation, messages, status, owner, priority, title (and whatever else changes a
+            // conversation): the card shows its current state.
+            other => self.upsert_current(other.conversation_id()).await,
+        }
+    }
+
+    /// [`Self::upsert`] of the conversation as stored now; nothing when it is gone (its own
+    /// change retires the card).
+    async fn upsert_current(&self, id: &str) -> Result<(), StoreError> {
+        match self.pipeline.store().get_conversation(id).await {
+            Ok(c) => self.upsert(&c).await,
+            Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -135,6 +158,13 @@ impl Cards {
         // no longer unsent has its card by the time the card is read.
         let unsent = outbox.has_unsent(&conv.id, POST_MESSAGE).await?;
         let existing = outbox.card(&conv.id).await?;
+        if let (Some(card), false) = (&existing, unsent) {
+            match self.channel_for(conv).await? {
+                Some(to) if to != card.channel => return self.move_card(conv, card, &to).await,
+                _ => {}
+            }
+        }
+        let update_unsent = existing.is_some() && outbox.has_unsent(&conv.id, UPDATE).await?;
         let channel = match &existing {
             Some(card) => card.channel.clone(),
             None => match self.channel_for(conv).await? {
@@ -151,9 +181,14 @@ impl Cards {
         let ctx = self.context(conv).await?;
         let body = serde_json::to_value(render(conv, &ctx, &channel)).expect("a card serialises");
         let queued = existing.is_some() || unsent;
-        if queued && outbox.last_card_body(&conv.id).await?.as_ref() == Some(&body) {
-            // The card shows (or will show) exactly this already.
-            return Ok(());
+        if queued {
+            if let Some(content) = outbox.card_content(&conv.id).await? {
+                // The card shows (or a waiting row will send) exactly this already.
+                let sent_or_sending = content.shown_version >= content.version || unsent || update_unsent;
+                if content.body == body && content.version > 0 && sent_or_sending {
+                    return Ok(());
+                }
+            }
         }
         if queued {
             self.outbox.enqueue_card_update(&conv.id, body).await?;
@@ -168,6 +203,47 @@ impl Cards {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The card of `conv` moves from `card` (its current place) to channel `to`: the old card,
+    /// without controls, says where it went; a new card is posted in `to`.
+    async fn move_card(&self, conv: &Conversation, card: &CardRef, to: &str) -> Result<(), StoreError> {
+        let ctx = self.context(conv).await?;
+        let mut retired = serde_json::to_value(render(
+            conv,
+            &CardContext {
+                moved_to: Some(to.to_string()),
+                ..ctx.clone()
+            },
+            &card.channel,
+        ))
+        .expect("a card serialises");
+        retired["ts"] = serde_json::json!(card.ts);
+        let post = serde_json::to_value(render(conv, &ctx, to)).expect("a card serialises");
+        tracing::info!(
+            conversation = conv.id,
+            from = card.channel,
+            to,
+            "triage card moves to the owner's channel"
+        );
+        self.outbox
+            .move_card(
+                &conv.id,
+                NewOutboxItem {
+                    // Not the conversation's card any more: a plain update of that message.
+                    method: UPDATE.into(),
+                    channel: Some(card.channel.clone()),
+                    conversation_id: None,
+                    body: retired,
+                },
+                NewOutboxItem {
+                    method: POST_MESSAGE.into(),
+                    channel: Some(to.to_string()),
+                    conversation_id: Some(conv.id.clone()),
+                    body: post,
+                },
+            )
+            .await
     }
 
     /// A merged or deleted conversation's card, without controls, saying why.
@@ -239,7 +315,12 @@ impl Cards {
         };
         let (customer, permalink) = match &first {
             Some(m) => (
-                Some(self.name(&m.user).await),
+                Some(
+                    self.names
+                        .resolve(NameKind::User, &m.user)
+                        .await
+                        .unwrap_or_else(|| m.user.clone()),
+                ),
                 self.permalink(&conv.id, &m.channel, &m.ts).await,
             ),
             None => (None, None),
@@ -249,26 +330,8 @@ impl Cards {
             account,
             first_message: first.map(|m| m.text),
             permalink,
-            closed_note: None,
+            ..CardContext::default()
         })
-    }
-
-    /// A user's display name (`users.info`, cached); the id when Slack cannot say.
-    async fn name(&self, user: &str) -> String {
-        if let Some(n) = self.names.lock().unwrap().get(user) {
-            return n.clone();
-        }
-        match self.api().user_info(user).await {
-            Ok(info) => {
-                let name = info.display_name().to_string();
-                self.names.lock().unwrap().insert(user.into(), name.clone());
-                name
-            }
-            Err(e) => {
-                tracing::debug!(user, error = %e, "users.info failed; the card shows the user id");
-                user.to_string()
-            }
-        }
     }
 
     async fn permalink(&self, conversation: &str, channel: &str, ts: &str) -> Option<String> {

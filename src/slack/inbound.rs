@@ -4,21 +4,29 @@
 //!
 //! Outcomes: `ingested`, `duplicate` (the message (channel, ts) was stored before, e.g. re-sent
 //! under a new event id), `edited`, `deleted`, `unchanged`, `unknown_message` (an edit or deletion
-//! of a message triage never stored), `note`, `duplicate_note`, `ignored:<reason>` (see
+//! of a message triage never stored), `note`, `duplicate_note`, `account_created` /
+//! `account_kept` (our bot's `member_joined_channel`: triage was added to a channel), `ignored:<reason>` (see
 //! [`super::message::Item::Ignored`]; `ignored:<event type>` for events triage does not use), and
 //! `failed:<why>` after [`MAX_ATTEMPTS`] failures that are not transient. Transient failures (the
 //! models still loading, the embedder's queue full, the database unreachable) are retried, in
 //! order, with backoff, for as long as they last.
+//!
+//! Accounts: a message in a channel without an account creates one, unowned; our bot joining a
+//! channel creates one owned by the inviter; an existing account is kept as it is. Names
+//! (`users.info`, `conversations.info`) are only read from the cache here and fetched in the
+//! background ([`super::names`]), so Slack being slow or down never holds up a message.
 
+use super::api::SlackApi;
 use super::message::{interpret, Item, SlackMessage, Team};
+use super::names::Names;
 use crate::domain::{NewNote, SlackRef};
 use crate::pipeline::{InferenceError, Pipeline, PipelineError};
-use crate::store::{InboxItem, StoreError};
+use crate::store::{InboxItem, NameKind, StoreError};
 use crate::telemetry::Metrics;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -36,11 +44,73 @@ pub struct Inbound {
     /// `TRIAGE_TEAM_USERS`.
     pub team_users: HashSet<String>,
     pub metrics: Metrics,
+    /// User and channel names (absent without a bot token: accounts are named after channel ids).
+    pub names: Option<Names>,
+    /// Who our bot is, for `member_joined_channel`.
+    pub bot: BotUser,
+    /// Channels known to have an account (so a message costs no account lookup); bounded.
+    accounted: Arc<Mutex<HashSet<String>>>,
 }
+
+/// Channels remembered in [`Inbound`]'s set before it is cleared (the database still knows).
+const MAX_ACCOUNTED: usize = 10_000;
 
 impl Inbound {
     pub fn new(team_users: HashSet<String>, metrics: Metrics) -> Self {
-        Inbound { team_users, metrics }
+        Inbound {
+            team_users,
+            metrics,
+            names: None,
+            bot: BotUser::default(),
+            accounted: Arc::default(),
+        }
+    }
+
+    /// With the Slack side: names from the Web API (cached) and the bot's identity.
+    pub fn with_slack(mut self, names: Names, bot: BotUser) -> Self {
+        self.names = Some(names);
+        self.bot = bot;
+        self
+    }
+}
+
+/// Our bot's Slack user id: `TRIAGE_SLACK_BOT_USER` when set; else asked of Slack with `auth.test`
+/// (once it answers, remembered for the process); else, while Slack cannot be asked, the bot
+/// authorization Slack put in the event envelope.
+#[derive(Clone, Default)]
+pub struct BotUser {
+    configured: Option<String>,
+    api: Option<SlackApi>,
+    learned: Arc<Mutex<Option<String>>>,
+}
+
+impl BotUser {
+    pub fn new(configured: Option<String>, api: Option<SlackApi>) -> Self {
+        BotUser {
+            configured: configured.filter(|c| !c.trim().is_empty()),
+            api: api.filter(SlackApi::has_token),
+            learned: Arc::default(),
+        }
+    }
+
+    pub async fn id(&self, envelope: &Envelope) -> Option<String> {
+        if let Some(id) = &self.configured {
+            return Some(id.clone());
+        }
+        let learned = self.learned.lock().unwrap().clone();
+        if learned.is_some() {
+            return learned;
+        }
+        if let Some(api) = &self.api {
+            match api.auth_test().await {
+                Ok(id) => {
+                    *self.learned.lock().unwrap() = Some(id.clone());
+                    return Some(id);
+                }
+                Err(e) => tracing::warn!(error = %e, "auth.test failed; using the event's bot authorization"),
+            }
+        }
+        envelope.bot_user_id()
     }
 }
 
@@ -165,6 +235,9 @@ pub async fn process(
         return Ok("ignored:no_event".into());
     };
     let kind = event.get("type").and_then(Value::as_str).unwrap_or_default();
+    if kind == "member_joined_channel" {
+        return joined(pipeline, inbound, &envelope, event).await;
+    }
     if kind != "message" {
         return Ok(format!(
             "ignored:{}",
@@ -207,6 +280,11 @@ pub async fn process(
     }
     Ok(match item {
         Item::New(m) => {
+            account_for(pipeline, inbound, &m.channel).await?;
+            if let Some(names) = &inbound.names {
+                // Names never hold up a message: fetched in the background, shown once known.
+                names.refresh(NameKind::User, &m.user);
+            }
             if pipeline.ingest(m).await?.created {
                 "ingested"
             } else {
@@ -226,4 +304,99 @@ pub async fn process(
         Item::Ignored { reason } => return Ok(format!("ignored:{reason}")),
     }
     .into())
+}
+
+/// `member_joined_channel`: when the member is our bot (triage was added to the channel), the
+/// channel gets an account named after it and owned by whoever added triage (`inviter`). An
+/// account the channel already has is kept as it is.
+async fn joined(
+    pipeline: &Pipeline,
+    inbound: &Inbound,
+    envelope: &Envelope,
+    event: &Value,
+) -> Result<String, PipelineError> {
+    let text = |k: &str| event.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let (Some(user), Some(channel)) = (text("user"), text("channel")) else {
+        return Ok("ignored:malformed".into());
+    };
+    if inbound.bot.id(envelope).await.as_deref() != Some(user) {
+        return Ok("ignored:member_joined_channel".into());
+    }
+    let name = match &inbound.names {
+        Some(names) => names.cached(NameKind::Channel, channel).await,
+        None => None,
+    };
+    let (_, created) = pipeline
+        .ensure_account(channel, name.as_deref(), text("inviter"))
+        .await?;
+    remember_account(inbound, channel);
+    learn_channel_name(pipeline, inbound, channel);
+    Ok(if created {
+        "account_created"
+    } else {
+        "account_kept"
+    }
+    .into())
+}
+
+/// A message's channel without an account gets one, unowned, named after the channel (its id
+/// until the name is known).
+async fn account_for(pipeline: &Pipeline, inbound: &Inbound, channel: &str) -> Result<(), StoreError> {
+    if !inbound.accounted.lock().unwrap().contains(channel) {
+        ensure_unowned(pipeline, inbound, channel).await?;
+    }
+    // After the account exists, so the name reaches it. Due once per TTL per channel (after a
+    // failed fetch, once per retry period).
+    learn_channel_name(pipeline, inbound, channel);
+    Ok(())
+}
+
+async fn ensure_unowned(pipeline: &Pipeline, inbound: &Inbound, channel: &str) -> Result<(), StoreError> {
+    if !pipeline.has_account(channel).await? {
+        let name = match &inbound.names {
+            Some(names) => names.cached(NameKind::Channel, channel).await,
+            None => None,
+        };
+        let (account, created) = pipeline.ensure_account(channel, name.as_deref(), None).await?;
+        if created {
+            tracing::info!(
+                channel,
+                account = account.id,
+                name = account.name,
+                "account created for a new channel"
+            );
+        }
+    }
+    remember_account(inbound, channel);
+    Ok(())
+}
+
+fn remember_account(inbound: &Inbound, channel: &str) {
+    let mut set = inbound.accounted.lock().unwrap();
+    if set.len() >= MAX_ACCOUNTED {
+        set.clear();
+    }
+    set.insert(channel.to_string());
+}
+
+/// Fetches the channel's name in the background; its account, named after the channel id so far,
+/// takes it.
+fn learn_channel_name(pipeline: &Pipeline, inbound: &Inbound, channel: &str) {
+    let Some(task) = inbound
+        .names
+        .as_ref()
+        .and_then(|n| n.refresh(NameKind::Channel, channel))
+    else {
+        return;
+    };
+    let (pipeline, channel) = (pipeline.clone(), channel.to_string());
+    tokio::spawn(async move {
+        if let Ok(Some(name)) = task.await {
+            match pipeline.name_account(&channel, &name).await {
+                Ok(true) => tracing::info!(channel, name, "account named after its channel"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(channel, error = %e, "naming a channel's account failed"),
+            }
+        }
+    });
 }

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 
 use super::card::{conversation_of_block, priority_label, status_label};
 use super::outbox::RESPONSE_URL;
-use crate::domain::{Actor, ConversationPatch, Priority, Status};
+use crate::domain::{validate, Actor, ConversationPatch, Priority, Status};
 use crate::http::{ApiError, AppState};
 use crate::store::{NewOutboxItem, StoreError};
 
@@ -100,6 +100,7 @@ pub async fn interactivity(
         .as_ref()
         .map(|u| u.id.clone())
         .ok_or_else(|| ApiError::BadRequest("`payload.user.id` is missing".into()))?;
+    validate::id("payload.user.id", &user)?;
     let card_conversation = payload
         .message
         .as_ref()
@@ -115,7 +116,22 @@ pub async fn interactivity(
         else {
             continue;
         };
-        let patch = match patch_for(action) {
+        if let Err(e) = validate::id("conversation", conversation) {
+            respond(
+                &state,
+                payload.response_url.as_deref(),
+                &format!("Nothing changed: {e}."),
+            )
+            .await;
+            continue;
+        }
+        let patch = match patch_for(action).and_then(|p| match p {
+            Some(p) => p
+                .validate()
+                .map(|_| Some(p))
+                .map_err(|e| format!("Nothing changed: {e}.")),
+            None => Ok(None),
+        }) {
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(why) => {

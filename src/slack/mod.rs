@@ -14,7 +14,9 @@
 //!   current from the pipeline's event bus; [`interactivity`] turns the card's buttons into
 //!   ticket operations (`POST /slack/interactivity`).
 //! - [`events`]: `POST /slack/events`: verified, stored in the inbox, acknowledged at once.
-//! - [`inbound`]: the worker that processes the inbox through the pipeline (replayed at start).
+//! - [`inbound`]: the worker that processes the inbox through the pipeline (replayed at start);
+//!   `member_joined_channel` of our bot gives the channel an account.
+//! - [`names`]: user and channel names, cached in the database with a TTL.
 //! - `manifest.yml`: the Slack app manifest (scopes, events, interactivity URL).
 
 pub mod api;
@@ -24,6 +26,7 @@ pub mod events;
 pub mod inbound;
 pub mod interactivity;
 pub mod message;
+pub mod names;
 pub mod outbox;
 pub mod signing;
 
@@ -42,6 +45,10 @@ pub const MANIFEST: &str = include_str!("manifest.yml");
 #[derive(Clone)]
 pub struct Slack {
     pub outbox: outbox::Outbox,
+    /// User and channel names (`users.info`, `conversations.info`), cached.
+    pub names: names::Names,
+    /// `TRIAGE_SLACK_BOT_USER`, or learned with `auth.test`.
+    pub bot: inbound::BotUser,
     pub triage_channel: Option<String>,
     /// `TRIAGE_SLACK_SIGNING_SECRET`; without it Slack's requests are refused.
     pub verifier: Option<signing::Verifier>,
@@ -53,16 +60,28 @@ impl Slack {
         if s.slack_bot_token.is_empty() {
             return None;
         }
+        // A call outlives its lease never: the lease is at least twice the call's timeout.
+        let lease = Duration::from_millis(s.slack_outbox_lease_ms.max(200));
         let api = api::SlackApi::new(
             &s.slack_api_url,
             Some(s.slack_bot_token.clone()),
-            api::DEFAULT_TIMEOUT,
+            api::DEFAULT_TIMEOUT.min(lease / 2),
         );
         let config = outbox::OutboxConfig {
             post_interval: Duration::from_millis(s.slack_post_interval_ms),
+            retention: Duration::from_secs(s.slack_outbox_retention_hours * 3600),
+            lease,
             ..outbox::OutboxConfig::default()
         };
+        let names = names::Names::new(
+            pipeline.clone(),
+            Some(api.clone()),
+            Duration::from_secs(s.slack_names_ttl_hours * 3600),
+            names::DEFAULT_RETRY,
+        );
         Some(Slack {
+            bot: inbound::BotUser::new(s.slack_bot_user.clone(), Some(api.clone())),
+            names,
             outbox: outbox::Outbox::new(pipeline, api, metrics, config),
             triage_channel: s.slack_triage_channel.clone(),
             verifier: (!s.slack_signing_secret.is_empty())
@@ -72,7 +91,12 @@ impl Slack {
 
     /// The card service for this outbox (subscribed to the pipeline's events from now on).
     pub fn cards(&self, pipeline: Pipeline) -> cards::Cards {
-        cards::Cards::new(pipeline, self.outbox.clone(), self.triage_channel.clone())
+        cards::Cards::new(
+            pipeline,
+            self.outbox.clone(),
+            self.names.clone(),
+            self.triage_channel.clone(),
+        )
     }
 }
 

@@ -15,9 +15,16 @@
 //!   row was in flight, found by its expired lease) is first looked up in the channel's history by
 //!   its metadata (`triage_card`, the conversation id); when found it is recorded, not posted again,
 //!   and brought up to date with a `chat.update`.
-//! - **Cards.** A card update is sent to the card's (channel, ts) once its post is done; an update
-//!   superseded by a later one of the same card is dropped, so a retried old update never puts
-//!   stale content back.
+//! - **Retention.** Sent rows older than `retention` are deleted now and then (`prune_every`),
+//!   except each conversation's latest card row; failed rows stay for diagnosis.
+//! - **Cards.** A card's content is versioned in the store; a card row (its post, its updates)
+//!   sends the newest content when claimed, never the content it was queued with. A card's rows
+//!   are never in flight together: not in this process (a card in flight keeps its other rows
+//!   waiting) and not across processes (the claim refuses while another row of the card holds a
+//!   live lease, so a call from a dead or slow process cannot land after a newer one). Slack
+//!   therefore applies a card's calls in version order; the newest version Slack acknowledged is
+//!   recorded, and a row whose version is not newer is dropped. An update is sent to the card's
+//!   (channel, ts) once its post is done.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -53,6 +60,11 @@ pub struct OutboxConfig {
     pub concurrency: usize,
     /// How often the worker looks for due rows when nothing wakes it.
     pub poll: Duration,
+    /// Sent rows older than this are deleted (`TRIAGE_SLACK_OUTBOX_RETENTION_HOURS`), except the
+    /// latest card row of each conversation.
+    pub retention: Duration,
+    /// How often the worker deletes them.
+    pub prune_every: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -65,6 +77,8 @@ impl Default for OutboxConfig {
             max_backoff: Duration::from_secs(300),
             concurrency: 4,
             poll: Duration::from_millis(500),
+            retention: Duration::from_secs(72 * 3600),
+            prune_every: Duration::from_secs(3600),
         }
     }
 }
@@ -90,7 +104,6 @@ enum Outcome {
     /// A card post found in the channel's history: recorded, then brought up to date.
     Recovered {
         card: CardRef,
-        body: Value,
     },
     /// Not an attempt: try again after this long (a card update waiting for its post).
     Postponed(Duration),
@@ -137,12 +150,36 @@ impl Outbox {
         Ok(id)
     }
 
+    /// Moves a conversation's card (see [`crate::store::SlackOutbox::move_card`]).
+    pub async fn move_card(
+        &self,
+        conversation_id: &str,
+        retire: NewOutboxItem,
+        post: NewOutboxItem,
+    ) -> Result<(), StoreError> {
+        self.pipeline
+            .outbox()
+            .move_card(conversation_id, retire, post, now_ms())
+            .await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// Sends rows until `shutdown` resolves, then lets the calls in flight finish.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut running: JoinSet<String> = JoinSet::new();
+        let mut running: JoinSet<Vec<String>> = JoinSet::new();
         let mut busy: HashSet<String> = HashSet::new();
+        let mut pruned: Option<Instant> = None;
         loop {
+            if pruned.is_none_or(|t| t.elapsed() >= self.config.prune_every) {
+                pruned = Some(Instant::now());
+                match self.prune().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, "Slack outbox: sent rows past their retention deleted"),
+                    Err(e) => tracing::warn!(error = %e, "Slack outbox: deleting old sent rows failed"),
+                }
+            }
             let next = match self.start_due(&mut running, &mut busy).await {
                 Ok(next) => next,
                 Err(e) => {
@@ -153,7 +190,7 @@ impl Outbox {
             tokio::select! {
                 Some(done) = running.join_next(), if !running.is_empty() => {
                     match done {
-                        Ok(lane) => { busy.remove(&lane); }
+                        Ok(keys) => { for k in keys { busy.remove(&k); } }
                         Err(e) => {
                             // A panicked send leaves its row `sending`: its lease brings it back.
                             tracing::error!(error = %e, "Slack outbox: a send task failed");
@@ -167,6 +204,13 @@ impl Outbox {
             }
         }
         while running.join_next().await.is_some() {}
+    }
+
+    /// Deletes sent rows older than the retention (each conversation's latest card row stays);
+    /// returns how many.
+    pub async fn prune(&self) -> Result<u64, StoreError> {
+        let before = now_ms() - self.config.retention.as_millis() as i64;
+        self.pipeline.outbox().prune_sent(before).await
     }
 
     /// Sends every row due now, waiting for lanes closed by the post interval or a
@@ -195,7 +239,7 @@ impl Outbox {
     /// Claims and starts due rows on free lanes; returns how long to wait before looking again.
     async fn start_due(
         &self,
-        running: &mut JoinSet<String>,
+        running: &mut JoinSet<Vec<String>>,
         busy: &mut HashSet<String>,
     ) -> Result<Duration, StoreError> {
         let outbox = self.pipeline.outbox();
@@ -211,7 +255,12 @@ impl Outbox {
                 break;
             }
             let lane = lane(&item);
-            if busy.contains(&lane) || closed.contains(&lane) {
+            // One call per card at a time, whatever the lease says about a slow one.
+            let card = card_key(&item);
+            if busy.contains(&lane)
+                || closed.contains(&lane)
+                || card.as_ref().is_some_and(|c| busy.contains(c))
+            {
                 continue;
             }
             if let Some(left) = self.lane_wait(&lane) {
@@ -219,15 +268,20 @@ impl Outbox {
                 closed.insert(lane);
                 continue;
             }
-            // Sent as it is now: a card's newer content may have replaced the listed body.
+            // Sent as it is now: a card row carries the card's newest content.
             let Some(item) = outbox.claim(item.id, now, stale).await? else {
                 continue;
             };
             busy.insert(lane.clone());
+            let mut keys = vec![lane];
+            if let Some(card) = card {
+                busy.insert(card.clone());
+                keys.push(card);
+            }
             let this = self.clone();
             running.spawn(async move {
                 this.send(item).await;
-                lane
+                keys
             });
         }
         Ok(wait)
@@ -301,7 +355,6 @@ impl Outbox {
                         channel: msg.channel.clone(),
                         ts,
                     },
-                    body: item.body.clone(),
                 });
             }
         }
@@ -326,8 +379,17 @@ impl Outbox {
             method: UPDATE.into(),
             message: format!("the store: {e}"),
         };
-        if outbox.superseded(item.id, conversation).await.map_err(store)? {
-            return Ok(Outcome::Dropped("superseded by a later update of the card"));
+        match (item.version, item.shown_version) {
+            (Some(version), Some(shown)) if shown >= version => {
+                return Ok(Outcome::Dropped("the card already shows this content or newer"));
+            }
+            (Some(_), _) => {}
+            // A row queued before card contents were versioned.
+            (None, _) => {
+                if outbox.superseded(item.id, conversation).await.map_err(store)? {
+                    return Ok(Outcome::Dropped("superseded by a later update of the card"));
+                }
+            }
         }
         let Some(card) = outbox.card(conversation).await.map_err(store)? else {
             if outbox
@@ -370,15 +432,14 @@ impl Outbox {
         match outcome {
             Ok(Outcome::Done { result, card }) => {
                 self.metrics.sent.get_or_create(&labels).inc();
-                outbox.complete(item.id, result, card, now).await
+                // A card call Slack acknowledged: the card shows the version the row carried.
+                outbox.complete(item.id, result, card, item.version, now).await
             }
-            Ok(Outcome::Recovered { card, body }) => {
+            Ok(Outcome::Recovered { card }) => {
                 self.metrics.cards_recovered.inc();
-                let conversation = card.conversation_id.clone();
                 let result = json!({"channel": card.channel, "ts": card.ts, "found_in_history": true});
-                outbox.complete(item.id, result, Some(card), now).await?;
-                // The found card may show an older state than this row's.
-                outbox.enqueue_card_update(&conversation, body, now).await?;
+                // The found card may show an older version than the newest: an update follows.
+                outbox.recover_card(item.id, result, card, now).await?;
                 self.wake.notify_one();
                 Ok(())
             }
@@ -390,7 +451,9 @@ impl Outbox {
                     why,
                     "Slack outbox row dropped"
                 );
-                outbox.complete(item.id, json!({"dropped": why}), None, now).await
+                outbox
+                    .complete(item.id, json!({"dropped": why}), None, None, now)
+                    .await
             }
             Err(e) => {
                 let code = e.code();
@@ -428,6 +491,15 @@ impl Outbox {
         let jitter = 0.8 + 0.4 * rand::random::<f64>();
         Duration::from_secs_f64((base * jitter).min(self.config.max_backoff.as_secs_f64()))
     }
+}
+
+/// The in-process busy key of a card row (one call per card at a time).
+fn card_key(item: &OutboxItem) -> Option<String> {
+    let card = item.method == POST_MESSAGE || item.method == UPDATE;
+    item.conversation_id
+        .as_ref()
+        .filter(|_| card)
+        .map(|c| format!("card:{c}"))
 }
 
 /// A row's lane: its method and channel (rate limits are per method and channel).

@@ -9,7 +9,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CardDetail {
     pub conversation_id: String,
-    /// The author of the conversation's first customer message.
+    /// The author of the conversation's first customer message: the Slack name cached for the
+    /// user (`slack_names`), else the user id.
     pub customer: Option<String>,
     /// When the customer last wrote.
     pub last_customer_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -48,7 +49,8 @@ macro_rules! board_queries {
             for chunk in ids.chunks(super::board::CARD_CHUNK) {
                 let mut qb = sqlx::QueryBuilder::<Db>::new(
                     "SELECT c.id, \
-                     (SELECT m.user_id FROM messages m WHERE m.conversation_id = c.id \
+                     (SELECT COALESCE(n.name, m.user_id) FROM messages m LEFT JOIN slack_names n \
+                      ON n.kind = 'user' AND n.id = m.user_id WHERE m.conversation_id = c.id \
                       AND m.role = 'customer' ORDER BY m.ts LIMIT 1) AS customer, \
                      (SELECT MAX(m.sent_at) FROM messages m WHERE m.conversation_id = c.id \
                       AND m.role = 'customer') AS last_customer_at, \

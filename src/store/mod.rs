@@ -24,6 +24,9 @@ mod outbox;
 mod notes;
 #[macro_use]
 mod inbox;
+#[macro_use]
+mod slack_names;
+mod open;
 mod rows;
 mod tx;
 
@@ -47,7 +50,8 @@ pub use crate::domain::{
     EventKind, FileRef, IssueChange, LinkedIssue, Message, MessageEdit, NewConversation, Note, Priority,
     ReplyLabel, Role, Status, TeamMember,
 };
-pub use outbox::{CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
+pub use outbox::{CardContent, CardRef, NewOutboxItem, OutboxCounts, OutboxItem, SlackOutbox};
+pub use slack_names::{CachedName, NameKind, SlackDirectory};
 
 /// Boxed so that `Store` stays object-safe: the server holds an `Arc<dyn Store>` chosen at start-up.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -217,6 +221,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The Slack outbox and the triage cards' locations.
     fn outbox(&self) -> &dyn SlackOutbox;
+    /// Slack names (cached) and the accounts of channels triage was added to.
+    fn directory(&self) -> &dyn SlackDirectory;
 }
 
 /// A background import (`POST /v1/import`) as stored: its progress and, once done, its summary.

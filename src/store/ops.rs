@@ -631,6 +631,10 @@ macro_rules! store_ops {
                 self
             }
 
+            fn directory(&self) -> &dyn super::slack_names::SlackDirectory {
+                self
+            }
+
             fn analytics(&self) -> StoreFuture<'_, Analytics> {
                 Box::pin(self.analytics_inner())
             }

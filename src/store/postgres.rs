@@ -10,7 +10,8 @@ use super::rows::{
 use super::*;
 use crate::domain::{
     apply_delete, apply_edit, apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch,
-    build_conversation, check_merge, check_move, human_label, new_id, split_conversation, CONTEXT_MESSAGES,
+    build_conversation, check_merge, check_move, human_label, new_id, split_conversation, ContextMessage,
+    CONTEXT_MESSAGES,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::Postgres;
@@ -36,6 +37,8 @@ message_edit_ops!(PgStore);
 outbox_ops!(PgStore);
 note_ops!(PgStore);
 inbox_ops!(PgStore);
+slack_names_ops!(PgStore);
+open_context_ops!();
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Postgres>;
 
@@ -157,6 +160,7 @@ async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<C
     }
     ctx.recent.sort_by(|a, b| a.ts.cmp(&b.ts));
     ctx.thread.sort_by(|a, b| a.ts.cmp(&b.ts));
+    ctx.open = load_open(conn, msg).await?;
     Ok(Some(ctx))
 }
 

@@ -44,6 +44,8 @@ message_edit_ops!(SqliteStore);
 outbox_ops!(SqliteStore);
 note_ops!(SqliteStore);
 inbox_ops!(SqliteStore);
+slack_names_ops!(SqliteStore);
+open_context_ops!();
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Sqlite>;
 
@@ -213,6 +215,7 @@ async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<C
     Ok(Some(ChannelContext {
         recent: context_rows(&recent)?,
         thread: context_rows(&thread)?,
+        open: load_open(conn, msg).await?,
     }))
 }
 

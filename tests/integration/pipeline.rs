@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::helpers::{self, spawn_app_with, TOKEN};
 use crate::tickets::helpers::{Backend, TestDb};
 
-const AGENT: &str = "UTEAM1";
+pub(crate) const AGENT: &str = "UTEAM1";
 
 fn settings() -> triage::config::Settings {
     let mut s = helpers::settings();

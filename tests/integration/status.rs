@@ -70,6 +70,8 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
         command: "test".into(),
         balance_sources: false,
         eval: Vec::new(),
+        cv_folds: 0,
+        source_weights: Vec::new(),
     };
     let emb = embedder();
     let a = train_status(&emb, &opts).unwrap();
@@ -438,6 +440,8 @@ fn finetuning_is_deterministic_and_the_tuned_layers_round_trip() {
         command: "test".into(),
         balance_sources: true,
         eval: Vec::new(),
+        cv_folds: 0,
+        source_weights: Vec::new(),
     };
     let emb = embedder();
     let a = train_status(&emb, &opts(5)).unwrap();

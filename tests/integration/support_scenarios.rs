@@ -30,28 +30,9 @@ on_both_backends!(
     any_update_two_hours_later_joins_the_open_ticket,
     a_new_question_the_day_after_closing_starts_a_new_ticket,
     two_customers_at_once_get_their_own_answers,
+    any_update_joins_the_open_ticket_in_a_busy_channel,
+    a_team_announcement_starts_its_own_conversation,
 );
-
-// Known gap of the committed model (issue 14 left open): a team announcement an hour after the
-// team answered the only open ticket joins that ticket. Run with `--ignored` to see it.
-macro_rules! known_gap {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "known gap of the committed grouping model (issue 14)"]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "known gap of the committed grouping model (issue 14)"]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
-known_gap!(a_team_announcement_starts_its_own_conversation);
 
 /// The real server over a fresh database of `backend` (None when PostgreSQL is absent here).
 async fn app(backend: Backend) -> Option<(TestApp, TestDb)> {
@@ -62,13 +43,35 @@ async fn app(backend: Backend) -> Option<(TestApp, TestDb)> {
     Some((spawn_app_with(s).await, db))
 }
 
+/// Slack ts of a message `secs` after T0.
+fn ts(secs: u64) -> String {
+    format!("{}.000100", T0 + secs)
+}
+
 /// Posts a top-level message `secs` after T0; returns the response body (status 201 checked).
 async fn say(app: &TestApp, secs: u64, user: &str, text: &str) -> Value {
+    post(
+        app,
+        json!({"channel": "CHELP", "ts": ts(secs), "user": user, "text": text}),
+    )
+    .await
+}
+
+/// Posts a reply in the thread of the message sent `root` seconds after T0.
+async fn reply(app: &TestApp, root: u64, secs: u64, user: &str, text: &str) -> Value {
+    post(
+        app,
+        json!({"channel": "CHELP", "ts": ts(secs), "thread_ts": ts(root), "user": user, "text": text}),
+    )
+    .await
+}
+
+async fn post(app: &TestApp, body: Value) -> Value {
     let r = app
         .client
         .post(format!("{}/v1/messages", app.addr))
         .bearer_auth(TOKEN)
-        .json(&json!({"channel": "CHELP", "ts": format!("{}.000100", T0 + secs), "user": user, "text": text}))
+        .json(&body)
         .send()
         .await
         .expect("request");
@@ -177,30 +180,42 @@ async fn a_team_announcement_starts_its_own_conversation(backend: Backend) {
     );
 }
 
-async fn any_update_two_hours_later_joins_the_open_ticket(backend: Backend) {
-    let Some((app, _db)) = app(backend).await else {
-        return;
-    };
+/// UCUST1's webhooks question at T0, answered in the channel by the team 90 s later; the body of
+/// the question.
+async fn webhooks_ticket(app: &TestApp) -> Value {
     let q = say(
-        &app,
+        app,
         0,
         "UCUST1",
         "Hi, our webhooks stopped delivering since this morning.",
     )
     .await;
-    let a = say(&app, 90, TEAM[0], "Taking a look, give me a few minutes.").await;
+    let a = say(app, 90, TEAM[0], "Taking a look, give me a few minutes.").await;
     assert_eq!(conv(&a), conv(&q), "{a}");
-    let other = say(&app, 1800, "UCUST2", "How do I rename a project?").await;
-    assert_ne!(conv(&other), conv(&q), "{other}");
+    q
+}
+
+/// UCUST1's "any update?" two hours later, in the channel: it joins the ticket `q`, On You.
+async fn any_update_joins(app: &TestApp, q: &Value) {
     let up = say(
-        &app,
+        app,
         7200,
         "UCUST1",
         "Any update on the webhooks? Still nothing delivered.",
     )
     .await;
-    assert_eq!(conv(&up), conv(&q), "the follow-up joins the open ticket: {up}");
+    assert_eq!(conv(&up), conv(q), "the follow-up joins the open ticket: {up}");
     assert_eq!(up["conversation"]["status"], "on_you", "{up}");
+}
+
+async fn any_update_two_hours_later_joins_the_open_ticket(backend: Backend) {
+    let Some((app, _db)) = app(backend).await else {
+        return;
+    };
+    let q = webhooks_ticket(&app).await;
+    let other = say(&app, 1800, "UCUST2", "How do I rename a project?").await;
+    assert_ne!(conv(&other), conv(&q), "{other}");
+    any_update_joins(&app, &q).await;
 }
 
 async fn a_new_question_the_day_after_closing_starts_a_new_ticket(backend: Backend) {
@@ -234,4 +249,43 @@ async fn a_new_question_the_day_after_closing_starts_a_new_ticket(backend: Backe
     .await;
     assert_ne!(conv(&next), conv(&q), "{next}");
     assert_eq!(next["conversation"]["status"], "new", "{next}");
+}
+
+/// A busy channel: four other customers' tickets take 80 messages (their questions, then their
+/// threads with the team) between the customer's ticket and their "any update?" two hours later,
+/// so the ticket's messages are far outside the channel's recent messages. The store's open
+/// conversations still bring it to the grouper.
+async fn any_update_joins_the_open_ticket_in_a_busy_channel(backend: Backend) {
+    let Some((app, _db)) = app(backend).await else {
+        return;
+    };
+    let q = webhooks_ticket(&app).await;
+    let others = [
+        ("UCUST2", "How do I rename a project?"),
+        ("UCUST3", "Can we get invoices sent to a second billing address?"),
+        ("UCUST4", "The CSV export is missing the custom fields column"),
+        ("UCUST5", "Is there an API to bulk-archive old tickets?"),
+    ];
+    let mut roots = Vec::new();
+    for (k, (user, text)) in others.iter().enumerate() {
+        let secs = 300 + 60 * k as u64;
+        let b = say(&app, secs, user, text).await;
+        assert_ne!(conv(&b), conv(&q), "{b}");
+        roots.push((secs, *user, conv(&b).to_string()));
+    }
+    // 76 thread replies, alternating customer and team, every 80 seconds.
+    for n in 0..76u64 {
+        let (root, user, id) = &roots[(n % 4) as usize];
+        let (who, text) = if n % 8 < 4 {
+            (
+                *user,
+                format!("Thanks, one more detail on this: step {n} still shows the old value."),
+            )
+        } else {
+            (TEAM[1], format!("Checked step {}: try again now please.", n - 4))
+        };
+        let r = reply(&app, *root, 600 + 80 * n, who, &text).await;
+        assert_eq!(conv(&r), id, "{r}");
+    }
+    any_update_joins(&app, &q).await;
 }

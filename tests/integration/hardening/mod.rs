@@ -1,11 +1,12 @@
 //! Hardening (issue 16): connection limits and shutdown with a raw TCP client, one validation layer
 //! on both backends, cursors tied to their query, ingestion ahead of bulk embedding, and property
-//! tests (differential SQLite/PostgreSQL, and fuzzed JSON bodies).
+//! tests (differential SQLite/PostgreSQL, fuzzed JSON bodies, fuzzed Slack events and card actions).
 
 mod connections;
 mod priority;
 mod properties;
 mod shutdown;
+mod slack_fuzz;
 mod validation;
 
 use std::sync::Arc;

@@ -18,7 +18,7 @@ use sha2::Sha256;
 use crate::tickets::helpers::{send, spawn_app, Backend, TestApp, GITHUB_SECRET, LINEAR_SECRET, TOKEN};
 
 /// The same cases on every run.
-fn runner(cases: u32) -> TestRunner {
+pub(super) fn runner(cases: u32) -> TestRunner {
     let config = Config {
         cases,
         failure_persistence: None,
@@ -29,7 +29,7 @@ fn runner(cases: u32) -> TestRunner {
 
 /// Strings that have broken something before: NULs, control characters, long runs, unicode
 /// (combining marks, right-to-left, astral emoji), whitespace only, near the limits.
-fn nasty_string() -> impl Strategy<Value = String> {
+pub(super) fn nasty_string() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-zA-Z0-9 ]{0,12}",
         "\\PC{0,16}",
@@ -46,7 +46,7 @@ fn nasty_string() -> impl Strategy<Value = String> {
 }
 
 /// Odd `ts` values: zero, negative, exponents, huge, fractions, strings and numbers.
-fn odd_ts() -> impl Strategy<Value = Value> {
+pub(super) fn odd_ts() -> impl Strategy<Value = Value> {
     prop_oneof![
         (1_700_000_000u64..1_700_000_100).prop_map(|s| json!(format!("{s}.000100"))),
         (1_700_000_000u64..1_700_000_100).prop_map(|s| json!(s)),
@@ -204,7 +204,7 @@ fn sqlite_and_postgres_answer_and_store_alike() {
 }
 
 /// Any JSON value, nested a little.
-fn any_json() -> impl Strategy<Value = Value> {
+pub(super) fn any_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),

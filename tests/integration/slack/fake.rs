@@ -10,6 +10,7 @@
 //! - a POST body without `Content-Type`: `missing_post_type`; another type: `invalid_post_type`;
 //!   JSON that does not parse: `invalid_json`; a JSON body to a read method is not read, so its
 //!   arguments are missing;
+//! - `auth.test` answers who the bot token is (`user_id` [`BOT_USER`], `bot_id` [`BOT_ID`]);
 //! - a missing or unknown `channel`: `channel_not_found`; `users.info` without a known `user`:
 //!   `user_not_found`; `chat.update` / `chat.getPermalink` without a known `ts` / `message_ts`:
 //!   `message_not_found`; neither `text` nor `blocks`: `no_text`; `blocks` that are not an array:
@@ -218,12 +219,38 @@ impl FakeSlack {
         });
     }
 
+    /// Forgets every fault rule (Slack is well again).
+    pub fn clear_faults(&self) {
+        self.with(|s| s.rules.clear());
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.with(|s| s.calls.clone())
     }
 
     pub fn calls_of(&self, method: &str) -> Vec<Call> {
         self.with(|s| s.calls.iter().filter(|c| c.method == method).cloned().collect())
+    }
+
+    /// The calls made, for a test's figures: per method of the card work, and the faults.
+    pub fn summary(&self) -> String {
+        let calls = self.calls();
+        let by = |m: &str| calls.iter().filter(|c| c.method == m).count();
+        format!(
+            "Slack calls {} (chat.postMessage {}, chat.update {}, conversations.history {}, users.info {}, \
+             chat.getPermalink {}); 429s {}, internal_error {}",
+            calls.len(),
+            by("chat.postMessage"),
+            by("chat.update"),
+            by("conversations.history"),
+            by("users.info"),
+            by("chat.getPermalink"),
+            calls.iter().filter(|c| c.status == 429).count(),
+            calls
+                .iter()
+                .filter(|c| c.error.as_deref() == Some("internal_error"))
+                .count(),
+        )
     }
 
     /// A channel's messages, oldest first, as stored (with metadata and edits).
@@ -397,6 +424,9 @@ fn dispatch(s: &mut FakeState, method: &str, args: &Map<String, Value>) -> Value
                 "is_ext_shared": false, "context_team_id": "T0TEAM"}}),
             None => err("channel_not_found"),
         },
+        "auth.test" => json!({"ok": true, "url": "https://fake.slack.test/", "team": "Fake Team",
+            "user": "triage", "team_id": "T0TEAM", "user_id": BOT_USER, "bot_id": BOT_ID,
+            "is_enterprise_install": false}),
         "users.info" => match arg(args, "user").and_then(|u| s.users.get(u)) {
             Some(u) => json!({"ok": true, "user": u}),
             None => err("user_not_found"),

@@ -9,8 +9,10 @@ use serde_json::Value;
 use triage::config::Secret;
 use triage::http::{self, AppState, Models};
 use triage::slack::api::SlackApi;
+use triage::slack::inbound::{spawn_worker, BotUser, Inbound};
+use triage::slack::names::{Names, DEFAULT_TTL};
 use triage::slack::outbox::{Outbox, OutboxConfig};
-use triage::slack::signing::Verifier;
+use triage::slack::signing::{sign, Verifier};
 use triage::slack::Slack;
 use triage::store;
 
@@ -27,11 +29,13 @@ pub struct SlackApp {
     pub state: AppState,
     pub fake: FakeSlack,
     stop: tokio::sync::watch::Sender<bool>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for SlackApp {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        self.worker.abort();
     }
 }
 
@@ -69,19 +73,30 @@ pub async fn spawn_with(
     let db = Arc::new(TestDb::create(backend).await?);
     let fake = fake_slack().await;
     let store = store::connect(&db.url).await.expect("connect and migrate");
+    let mut cfg = config();
+    cfg.slack_verifier = Some(Verifier::system(Secret::new(SIGNING_SECRET)));
     let mut state = AppState::new(
         Models::default(),
         store,
         Arc::new(TestGrouper),
         Arc::new(KeywordClassifier),
-        config(),
+        cfg,
     );
     let api = SlackApi::new(
         &fake.api_url,
         Some(Secret::new(BOT_TOKEN)),
         Duration::from_secs(5),
     );
+    // Names refetched at once after a failure, so a test sees the next message fill them in.
+    let names = Names::new(
+        state.pipeline.clone(),
+        Some(api.clone()),
+        DEFAULT_TTL,
+        Duration::ZERO,
+    );
     let slack = Slack {
+        names: names.clone(),
+        bot: BotUser::new(None, Some(api.clone())),
         outbox: Outbox::new(state.pipeline.clone(), api, state.metrics.slack.clone(), outbox),
         triage_channel: Some(TRIAGE_CHANNEL.into()),
         verifier: Some(Verifier::system(Secret::new(SIGNING_SECRET))),
@@ -101,6 +116,10 @@ pub async fn spawn_with(
     if worker {
         tokio::spawn(slack.outbox.clone().run(until_stopped(stopped.clone())));
     }
+    // The inbound worker: Slack events through the inbox, names and accounts from the fake.
+    let inbound = Inbound::new(state.config.team_users.clone(), state.metrics.clone())
+        .with_slack(slack.names.clone(), slack.bot.clone());
+    let worker = spawn_worker(state.pipeline.clone(), inbound, state.slack_inbox.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(http::run(listener, state.clone(), until_stopped(stopped)));
@@ -113,6 +132,7 @@ pub async fn spawn_with(
         state,
         fake,
         stop,
+        worker,
     })
 }
 
@@ -132,6 +152,46 @@ impl SlackApp {
             .await;
         assert_eq!(status, 201, "{body}");
         body["conversation"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// Delivers `event` to `POST /slack/events` as Slack does (an `event_callback`, signed now);
+    /// asserts it was acknowledged.
+    pub async fn deliver(&self, event_id: &str, event: Value) {
+        let body = serde_json::json!({
+            "token": "unused", "team_id": "T0TEAM", "api_app_id": "A0TRIAGE",
+            "type": "event_callback", "event_id": event_id, "event_time": 1700000000,
+            "event": event,
+        })
+        .to_string();
+        let ts = chrono::Utc::now().timestamp().to_string();
+        let resp = self
+            .app
+            .client
+            .post(format!("{}/slack/events", self.app.address))
+            .header("content-type", "application/json")
+            .header("x-slack-request-timestamp", &ts)
+            .header(
+                "x-slack-signature",
+                sign(&Secret::new(SIGNING_SECRET), &ts, body.as_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    }
+
+    /// Waits until the inbound worker has processed every delivery; the outcome counts.
+    pub async fn settled(&self) -> std::collections::BTreeMap<String, i64> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let counts = self.state.pipeline.inbox_counts().await.unwrap();
+            if !counts.contains_key("pending") {
+                return counts;
+            }
+            assert!(Instant::now() < deadline, "deliveries still pending: {counts:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The cards in the triage channel (top-level messages with triage_card metadata).

@@ -23,7 +23,6 @@ const OWNERS: usize = 10;
 const CHANNELS: usize = 50;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky: 1 run in 4 left one card showing an older state (suspect: the aborted worker's blocking HTTP call landing after the newer update); run with --ignored"]
 async fn every_card_is_posted_once_and_up_to_date_under_faults_and_a_crash() {
     let n: usize = std::env::var("TRIAGE_SLACK_LOAD_CONVERSATIONS")
         .ok()
@@ -126,24 +125,14 @@ async fn every_card_is_posted_once_and_up_to_date_under_faults_and_a_crash() {
         }
     }
     assert_eq!(stale, 0, "cards not showing their conversation's current state");
-    let calls = s.fake.calls();
-    let by = |m: &str| calls.iter().filter(|c| c.method == m).count();
     let m = s.metrics().await;
     eprintln!(
         "slack load: {n} conversations, {CHANNELS} channels, {OWNERS} triage channels; worker killed at {:.1} s, \
-         {reconciled} conversations reconciled, outbox drained at {:.1} s; calls: {} (chat.postMessage {}, chat.update {}, conversations.history {}, \
-         users.info {}, chat.getPermalink {}); 429s {}, internal_error {}; retries {}; cards recovered from history {}; \
+         {reconciled} conversations reconciled, outbox drained at {:.1} s; {}; retries {}; cards recovered from history {}; \
          duplicate cards 0, stale cards 0",
         killed_at.as_secs_f64(),
         drained.as_secs_f64(),
-        calls.len(),
-        by("chat.postMessage"),
-        by("chat.update"),
-        by("conversations.history"),
-        by("users.info"),
-        by("chat.getPermalink"),
-        calls.iter().filter(|c| c.status == 429).count(),
-        calls.iter().filter(|c| c.error.as_deref() == Some("internal_error")).count(),
+        s.fake.summary(),
         metric_sum(&m, "triage_slack_retries_total"),
         metric(&m, "triage_slack_cards_recovered_total"),
     );

@@ -1,4 +1,7 @@
 //! The Slack adapter against a strict local fake of Slack's Web API.
+mod acceptance;
+mod accounts;
+mod card_moves;
 pub mod fake;
 pub mod harness;
 mod interactivity;

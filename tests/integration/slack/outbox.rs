@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use triage::slack::outbox::now_ms;
+use triage::store::{CardRef, NewOutboxItem};
 
 use super::fake::Fault;
 use super::harness::{eventually, fast, metric, spawn, until, CUSTOMER_CHANNEL, TRIAGE_CHANNEL};
@@ -18,6 +19,8 @@ on_both_backends!(
     rate_limits_and_the_channel_pace_are_honoured,
     an_ambiguous_failure_does_not_post_a_second_card,
     a_crash_mid_send_does_not_post_a_second_card,
+    card_rows_send_the_newest_version_one_at_a_time,
+    a_recovered_card_is_brought_to_the_newest_version,
 );
 
 fn blocks_text(card: &Value) -> String {
@@ -263,4 +266,163 @@ async fn a_crash_mid_send_does_not_post_a_second_card(backend: Backend) {
     let card = outbox.card(&sent).await.unwrap().unwrap();
     assert_eq!(card.ts, posted.ts);
     assert!(outbox.card(&lost).await.unwrap().is_some());
+}
+
+fn card_post(conversation: &str, body: Value) -> NewOutboxItem {
+    NewOutboxItem {
+        method: "chat.postMessage".into(),
+        channel: Some(TRIAGE_CHANNEL.into()),
+        conversation_id: Some(conversation.into()),
+        body,
+    }
+}
+
+fn card_at(conversation: &str, ts: &str) -> CardRef {
+    CardRef {
+        conversation_id: conversation.into(),
+        channel: TRIAGE_CHANNEL.into(),
+        ts: ts.into(),
+    }
+}
+
+/// The store's side of card ordering, step by step (no worker): a claimed card row carries the
+/// newest content and its version, a card's rows are never claimed while another is in flight
+/// with a live lease, and content arriving while rows wait and retry is never lost.
+async fn card_rows_send_the_newest_version_one_at_a_time(backend: Backend) {
+    let Some(s) = spawn(backend, fast(), false).await else {
+        return;
+    };
+    let o = s.state.pipeline.outbox();
+    let c = "conversation-ordering";
+    let v = |n: i64| json!({"channel": TRIAGE_CHANNEL, "text": format!("v{n}")});
+    let text = |i: &triage::store::OutboxItem| i.body["text"].as_str().unwrap().to_string();
+    let lease = 60_000;
+    let t = now_ms();
+    let stale = t - lease;
+
+    let post = o.enqueue(card_post(c, v(1)), t).await.unwrap();
+    let p = o.claim(post, t, stale).await.unwrap().expect("the post");
+    assert_eq!((text(&p), p.version), ("v1".into(), Some(1)));
+    // New content while the post is in flight: a new row, which cannot go while the post is out.
+    let u = o.enqueue_card_update(c, v(2), t).await.unwrap();
+    assert_ne!(u, post);
+    assert!(
+        o.claim(u, t, stale).await.unwrap().is_none(),
+        "claimed beside the post in flight"
+    );
+    o.complete(
+        post,
+        json!({}),
+        Some(card_at(c, "1700000000.000001")),
+        p.version,
+        t,
+    )
+    .await
+    .unwrap();
+    let u1 = o.claim(u, t, stale).await.unwrap().expect("the update");
+    assert_eq!(
+        (text(&u1), u1.version, u1.shown_version),
+        ("v2".into(), Some(2), Some(1))
+    );
+    // v3 while it is in flight (a new row); then it fails and waits for its retry.
+    let later = o.enqueue_card_update(c, v(3), t).await.unwrap();
+    assert_ne!(later, u);
+    o.retry(u, t + 60_000, "internal_error", true).await.unwrap();
+    // The later row goes first, with the newest content; v4 arrives meanwhile and waits in the
+    // retried row, which then sends it (it used to be dropped there as superseded: a stale card).
+    let u2 = o.claim(later, t, stale).await.unwrap().expect("the later row");
+    assert_eq!((text(&u2), u2.version), ("v3".into(), Some(3)));
+    assert_eq!(o.enqueue_card_update(c, v(4), t).await.unwrap(), u);
+    o.complete(later, json!({}), None, u2.version, t).await.unwrap();
+    let u3 = o.claim(u, t, stale).await.unwrap().expect("the retried row");
+    assert_eq!(
+        (text(&u3), u3.version, u3.shown_version),
+        ("v4".into(), Some(4), Some(3))
+    );
+    o.complete(u, json!({}), None, u3.version, t).await.unwrap();
+    let content = o.card_content(c).await.unwrap().unwrap();
+    assert_eq!((content.version, content.shown_version), (4, 4));
+
+    // A process dies with v5 in flight: another process does not send v6 beside it until the
+    // lease is over (the dead call could still land after v6 and put v5 back).
+    let dying = o.enqueue_card_update(c, v(5), t).await.unwrap();
+    assert!(o.claim(dying, t, stale).await.unwrap().is_some());
+    let newer = o.enqueue_card_update(c, v(6), t).await.unwrap();
+    let soon = t + 1_000;
+    assert!(o.claim(newer, soon, soon - lease).await.unwrap().is_none());
+    let after = t + lease + 1;
+    let retaken = o
+        .claim(dying, after, after - lease)
+        .await
+        .unwrap()
+        .expect("after the lease");
+    assert_eq!(
+        (text(&retaken), retaken.version, retaken.uncertain),
+        ("v6".into(), Some(6), true)
+    );
+    o.complete(dying, json!({}), None, retaken.version, after)
+        .await
+        .unwrap();
+    let last = o
+        .claim(newer, after, after - lease)
+        .await
+        .unwrap()
+        .expect("the newer row");
+    // Nothing newer than what the card shows: the worker drops it without a call.
+    assert_eq!((last.version, last.shown_version), (Some(6), Some(6)));
+}
+
+/// A card post found in Slack's history may show an older version: one `chat.update` follows,
+/// unless a waiting card row already will send the newest content.
+async fn a_recovered_card_is_brought_to_the_newest_version(backend: Backend) {
+    let Some(s) = spawn(backend, fast(), false).await else {
+        return;
+    };
+    let o = s.state.pipeline.outbox();
+    let t = now_ms();
+    let stale = t - 60_000;
+    let v = |n: i64| json!({"channel": TRIAGE_CHANNEL, "text": format!("v{n}")});
+
+    // Content changed while the post was out: the waiting row carries it, no second update.
+    let post = o.enqueue(card_post("with-waiting", v(1)), t).await.unwrap();
+    o.claim(post, t, stale).await.unwrap().unwrap();
+    o.enqueue_card_update("with-waiting", v(2), t).await.unwrap();
+    o.recover_card(
+        post,
+        json!({"found_in_history": true}),
+        card_at("with-waiting", "1700000000.000002"),
+        t,
+    )
+    .await
+    .unwrap();
+    let h = o.history_of("with-waiting").await.unwrap();
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(
+        o.card_content("with-waiting")
+            .await
+            .unwrap()
+            .unwrap()
+            .shown_version,
+        0
+    );
+
+    // Nothing waiting: an update of the newest content is queued with the recovery.
+    let post = o.enqueue(card_post("alone", v(1)), t).await.unwrap();
+    o.claim(post, t, stale).await.unwrap().unwrap();
+    o.recover_card(
+        post,
+        json!({"found_in_history": true}),
+        card_at("alone", "1700000000.000003"),
+        t,
+    )
+    .await
+    .unwrap();
+    let h = o.history_of("alone").await.unwrap();
+    assert_eq!(
+        h.iter()
+            .map(|(m, st, _)| (m.as_str(), st.as_str()))
+            .collect::<Vec<_>>(),
+        [("chat.postMessage", "done"), ("chat.update", "pending")]
+    );
+    assert_eq!(o.card("alone").await.unwrap().unwrap().ts, "1700000000.000003");
 }

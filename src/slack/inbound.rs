@@ -17,7 +17,8 @@
 //! channel creates one owned by the inviter; an existing account is kept as it is (all through
 //! the [`Core`]). Names (`users.info`, `conversations.info`) are only read from the cache here
 //! (this process's store: Slack's data, kept on the Slack side) and fetched in the background
-//! ([`super::names`]), so Slack being slow or down never holds up a message.
+//! ([`super::names`]); a message waits at most [`NAME_WAIT`] for its author's name, so Slack
+//! being slow or down holds up a message by at most a second.
 
 use super::api::SlackApi;
 use super::core::{Core, CoreError};

@@ -143,8 +143,8 @@ pub trait SlackOutbox: Send + Sync {
         now_ms: i64,
     ) -> StoreFuture<'_, ()>;
     /// Deletes rows sent (`done`) before `before_ms`, except each conversation's latest card row
-    /// (what its card shows, which [`SlackOutbox::last_card_body`] compares against); returns how
-    /// many. Failed and unsent rows are kept.
+    /// (what its card shows, which [`SlackOutbox::card_content`] falls back to for a card without a
+    /// versioned content row); returns how many. Failed and unsent rows are kept.
     fn prune_sent(&self, before_ms: i64) -> StoreFuture<'_, u64>;
 }
 

@@ -10,8 +10,8 @@ use super::rows::{
 use super::*;
 use crate::domain::{
     apply_delete, apply_edit, apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch,
-    build_conversation, check_merge, check_move, human_label, new_id, split_conversation, ContextMessage,
-    CONTEXT_MESSAGES,
+    build_conversation, check_merge, check_move, human_label, new_id, split_conversation,
+    CONTEXT_MESSAGES, OPEN_CONVERSATIONS,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::Postgres;
@@ -38,7 +38,6 @@ outbox_ops!(PgStore);
 note_ops!(PgStore);
 inbox_ops!(PgStore);
 slack_names_ops!(PgStore);
-open_context_ops!();
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Postgres>;
 
@@ -142,12 +141,18 @@ async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<C
          UNION ALL (SELECT 2, ctx.* FROM (",
         context_select!(),
         " WHERE m.seq IN (SELECT seq FROM messages WHERE channel = $1 AND ts = $3 \
-         UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $3) ORDER BY m.ts LIMIT $4) ctx)"
+         UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $3) ORDER BY m.ts LIMIT $4) ctx) \
+         UNION ALL (SELECT 3, ctx.* FROM (",
+        context_select!(),
+        " WHERE ",
+        open_messages_where!(),
+        ") ctx)"
     ))
     .bind(&msg.channel)
     .bind(&msg.ts)
     .bind(msg.thread_key())
     .bind(CONTEXT_MESSAGES)
+    .bind(OPEN_CONVERSATIONS)
     .fetch_all(&mut *conn)
     .await?;
     let mut ctx = ChannelContext::default();
@@ -155,12 +160,13 @@ async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<C
         match part {
             0 => return Ok(None),
             1 => ctx.recent.push(row.into_domain()?),
-            _ => ctx.thread.push(row.into_domain()?),
+            2 => ctx.thread.push(row.into_domain()?),
+            _ => ctx.open.push(row.into_domain()?),
         }
     }
     ctx.recent.sort_by(|a, b| a.ts.cmp(&b.ts));
     ctx.thread.sort_by(|a, b| a.ts.cmp(&b.ts));
-    ctx.open = load_open(conn, msg).await?;
+    ctx.open.sort_by(|a, b| a.ts.cmp(&b.ts));
     Ok(Some(ctx))
 }
 

@@ -13,7 +13,7 @@ use super::*;
 use crate::domain::{
     apply_delete, apply_edit, apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch,
     build_conversation, check_merge, check_move, human_label, new_id, split_conversation, ContextMessage,
-    CONTEXT_MESSAGES,
+    CONTEXT_MESSAGES, OPEN_CONVERSATIONS,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -45,7 +45,6 @@ outbox_ops!(SqliteStore);
 note_ops!(SqliteStore);
 inbox_ops!(SqliteStore);
 slack_names_ops!(SqliteStore);
-open_context_ops!();
 
 type WriteTx<'a> = super::tx::WriteTx<'a, Sqlite>;
 
@@ -188,9 +187,10 @@ macro_rules! context_json {
 
 /// The channel context in one round trip, or `None` when (channel, ts) is already stored. sqlx
 /// hands SQLite rows over one at a time between threads, and at a hundred rows per message that
-/// hand-over, not SQLite, was most of the ingest time: both lists come back as one JSON array each.
+/// hand-over, not SQLite, was most of the ingest time: each list (recent, thread, open) comes back
+/// as one JSON array.
 async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<ChannelContext>, StoreError> {
-    let (stored, recent, thread): (bool, String, String) = sqlx::query_as(concat!(
+    let (stored, recent, thread, open): (bool, String, String, String) = sqlx::query_as(concat!(
         "SELECT EXISTS (SELECT 1 FROM messages WHERE channel = $1 AND ts = $2), (SELECT ",
         context_json!(),
         " FROM (SELECT * FROM messages WHERE channel = $1 AND ts < $2 ORDER BY ts DESC LIMIT $4) m \
@@ -201,12 +201,18 @@ async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<C
               (SELECT seq FROM messages WHERE channel = $1 AND ts = $3 \
                UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $3) \
               ORDER BY ts LIMIT $4) m \
-           JOIN conversations c ON c.id = m.conversation_id)"
+           JOIN conversations c ON c.id = m.conversation_id), \
+         (SELECT ",
+        context_json!(),
+        " FROM (SELECT * FROM messages m WHERE ",
+        open_messages_where!(),
+        ") m JOIN conversations c ON c.id = m.conversation_id)"
     ))
     .bind(&msg.channel)
     .bind(&msg.ts)
     .bind(msg.thread_key())
     .bind(CONTEXT_MESSAGES)
+    .bind(OPEN_CONVERSATIONS)
     .fetch_one(&mut *conn)
     .await?;
     if stored {
@@ -215,7 +221,7 @@ async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<C
     Ok(Some(ChannelContext {
         recent: context_rows(&recent)?,
         thread: context_rows(&thread)?,
-        open: load_open(conn, msg).await?,
+        open: context_rows(&open)?,
     }))
 }
 

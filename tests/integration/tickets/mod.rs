@@ -4,6 +4,7 @@ pub(crate) mod helpers;
 
 mod bench;
 mod concurrency;
+mod context;
 mod edge_routes;
 mod edits;
 mod errors;

@@ -10,8 +10,8 @@ use super::rows::{
 use super::*;
 use crate::domain::{
     apply_delete, apply_edit, apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch,
-    build_conversation, check_merge, check_move, human_label, new_id, split_conversation,
-    CONTEXT_MESSAGES, OPEN_CONVERSATIONS,
+    build_conversation, check_merge, check_move, human_label, new_id, split_conversation, CONTEXT_MESSAGES,
+    OPEN_CONVERSATIONS,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::Postgres;

@@ -38,7 +38,10 @@ async fn open_conversations_beyond_the_window(backend: Backend) {
     for k in 0..10u64 {
         let user = format!("U{k}");
         let id = ingest(msg(k * 3600, &user, Role::Customer, None, "question"), None).await;
-        assert_eq!(ingest(msg(k * 3600 + 30, &user, Role::Customer, None, "more"), None).await, id);
+        assert_eq!(
+            ingest(msg(k * 3600 + 30, &user, Role::Customer, None, "more"), None).await,
+            id
+        );
         tickets.push(id);
     }
     // Ticket 3 is closed by a team reply in its thread.
@@ -56,12 +59,19 @@ async fn open_conversations_beyond_the_window(backend: Backend) {
     let busy = ingest(msg(busy_start, "UB", Role::Customer, None, "hello"), None).await;
     let window = CONTEXT_MESSAGES as u64;
     for i in 1..window + 10 {
-        assert_eq!(ingest(msg(busy_start + i * 10, "UB", Role::Customer, None, "chat"), None).await, busy);
+        assert_eq!(
+            ingest(msg(busy_start + i * 10, "UB", Role::Customer, None, "chat"), None).await,
+            busy
+        );
     }
 
     let incoming = msg(30 * 3600, "U9", Role::Customer, None, "any update?");
     let mut unit = store.begin_ingest("C1").await.unwrap();
-    let ctx = unit.load_context(&incoming).await.unwrap().expect("not stored yet");
+    let ctx = unit
+        .load_context(&incoming)
+        .await
+        .unwrap()
+        .expect("not stored yet");
     unit.rollback().await.unwrap();
 
     assert_eq!(ctx.recent.len() as u64, window);
@@ -73,16 +83,26 @@ async fn open_conversations_beyond_the_window(backend: Backend) {
     for (k, id) in tickets.iter().enumerate() {
         if k != 3 {
             want.insert((id.clone(), format!("{}.000100", 1_700_000_000 + k as u64 * 3600)));
-            want.insert((id.clone(), format!("{}.000100", 1_700_000_000 + k as u64 * 3600 + 30)));
+            want.insert((
+                id.clone(),
+                format!("{}.000100", 1_700_000_000 + k as u64 * 3600 + 30),
+            ));
         }
     }
     want.insert((busy.clone(), format!("{}.000100", 1_700_000_000 + busy_start)));
-    let got: BTreeSet<_> = ctx.open.iter().map(|m| (m.conversation_id.clone(), m.ts.clone())).collect();
+    let got: BTreeSet<_> = ctx
+        .open
+        .iter()
+        .map(|m| (m.conversation_id.clone(), m.ts.clone()))
+        .collect();
     assert_eq!(got, want);
     assert!(ctx.open.iter().all(|m| m.ts < oldest_recent));
     assert!(ctx.open.windows(2).all(|w| w[0].ts < w[1].ts), "oldest first");
     let first = &ctx.open[0];
-    assert_eq!((first.user.as_str(), first.embedding.as_deref()), ("U0", Some(&[0.0f32; 4][..])));
+    assert_eq!(
+        (first.user.as_str(), first.embedding.as_deref()),
+        ("U0", Some(&[0.0f32; 4][..]))
+    );
 
     // A message older than the busy stretch sees only what came before it: the window then holds
     // the tickets' messages, so none of them is repeated as open.

@@ -11,8 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// How long a helper or a barrier spins before yielding / sleeping.
+/// How long a helper or a barrier spins before sleeping.
 const SPIN: Duration = Duration::from_micros(300);
+
+/// How long a waiting member sleeps between checks once it has spun for [`SPIN`]. Sleeping, not
+/// `yield_now`, is what frees the core: on an oversubscribed machine the member being waited for is
+/// often not running, and a yielding waiter is picked again at once (the scheduler keeps it
+/// runnable), so every barrier cost a whole time slice and a forward pass crawled.
+const NAP: Duration = Duration::from_micros(50);
 
 /// A thread's place in a team: its index, the team size, and the team's barrier.
 pub struct Member<'a> {
@@ -71,7 +77,7 @@ impl Barrier {
             }
             spins += 1;
             if spins % 256 == 0 && start.elapsed() > SPIN {
-                std::thread::yield_now();
+                std::thread::sleep(NAP);
             } else {
                 std::hint::spin_loop();
             }
@@ -187,7 +193,7 @@ fn spin_until(done: impl Fn() -> bool) {
     while !done() {
         spins = spins.wrapping_add(1);
         if spins % 256 == 0 && start.elapsed() > SPIN {
-            std::thread::yield_now();
+            std::thread::sleep(NAP);
         } else {
             std::hint::spin_loop();
         }

@@ -26,6 +26,7 @@ mod notes;
 mod inbox;
 #[macro_use]
 mod slack_names;
+mod embeddings;
 #[macro_use]
 mod open;
 mod rows;

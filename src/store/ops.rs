@@ -19,6 +19,7 @@ macro_rules! store_ops {
         /// One message's ingest, in a transaction holding the channel's lock.
         struct Unit<'a> {
             tx: WriteTx<'a>,
+            embeddings: &'a EmbeddingCache,
         }
 
         impl<'a> IngestUnit<'a> for Unit<'a> {
@@ -26,7 +27,7 @@ macro_rules! store_ops {
                 &'b mut self,
                 msg: &'b IncomingMessage,
             ) -> StoreFuture<'b, Option<ChannelContext>> {
-                Box::pin(load_context(&mut self.tx, msg))
+                Box::pin(load_context(&mut self.tx, self.embeddings, msg))
             }
 
             fn conversation<'b>(&'b mut self, id: &'b str) -> StoreFuture<'b, Option<Conversation>> {
@@ -42,7 +43,14 @@ macro_rules! store_ops {
                 plan: &'b IngestPlan,
                 msg: &'b IncomingMessage,
             ) -> StoreFuture<'b, bool> {
-                Box::pin(write_ingest(&mut self.tx, plan, msg))
+                Box::pin(async move {
+                    let written = write_ingest(&mut self.tx, plan, msg).await?;
+                    // The next message's context reads this one: its embedding is known here.
+                    if let (true, Some(e)) = (written, &msg.embedding) {
+                        self.embeddings.put(&plan.message.id, &plan.message.text, e.as_slice().into());
+                    }
+                    Ok(written)
+                })
             }
 
             fn record_reasons<'b>(&'b mut self, reasons: &'b MessageReasons) -> StoreFuture<'b, ()> {
@@ -555,7 +563,10 @@ macro_rules! store_ops {
             fn begin_ingest<'a>(&'a self, channel: &'a str) -> StoreFuture<'a, Box<dyn IngestUnit<'a> + 'a>> {
                 Box::pin(async move {
                     let tx = self.ingest_tx(channel).await?;
-                    Ok(Box::new(Unit { tx }) as Box<dyn IngestUnit<'a> + 'a>)
+                    Ok(Box::new(Unit {
+                        tx,
+                        embeddings: &self.embeddings,
+                    }) as Box<dyn IngestUnit<'a> + 'a>)
                 })
             }
 

@@ -4,6 +4,7 @@
 //! advisory lock on the channel, so two replicas never split one conversation between them or both
 //! insert the same message; human edits lock the rows they change (`FOR UPDATE`).
 
+use super::embeddings::EmbeddingCache;
 use super::rows::{
     parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, NoteRow, StatusLabelSql,
 };
@@ -21,6 +22,7 @@ type Db = Postgres;
 
 pub struct PgStore {
     pool: PgPool,
+    embeddings: EmbeddingCache,
 }
 
 /// Locks the rows a write transaction reads before changing them.
@@ -45,7 +47,10 @@ impl PgStore {
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new().max_connections(16).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            embeddings: EmbeddingCache::default(),
+        })
     }
 
     async fn write_tx(&self) -> Result<WriteTx<'_>, StoreError> {
@@ -130,7 +135,11 @@ struct PartRow {
 
 /// The channel context in one round trip, or `None` when (channel, ts) is already stored (read
 /// after the channel lock, so a replica's concurrent insert is seen).
-async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<ChannelContext>, StoreError> {
+async fn load_context(
+    conn: &mut Conn,
+    cache: &EmbeddingCache,
+    msg: &IncomingMessage,
+) -> Result<Option<ChannelContext>, StoreError> {
     let rows = sqlx::query_as::<_, PartRow>(concat!(
         "(SELECT 0 AS part, ctx.* FROM (",
         context_select!(),
@@ -155,19 +164,32 @@ async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<C
     .bind(OPEN_CONVERSATIONS)
     .fetch_all(&mut *conn)
     .await?;
-    let mut ctx = ChannelContext::default();
+    let (mut recent, mut thread, mut open) = (Vec::new(), Vec::new(), Vec::new());
     for PartRow { part, row } in rows {
         match part {
             0 => return Ok(None),
-            1 => ctx.recent.push(row.into_domain()?),
-            2 => ctx.thread.push(row.into_domain()?),
-            _ => ctx.open.push(row.into_domain()?),
+            1 => recent.push(row),
+            2 => thread.push(row),
+            _ => open.push(row),
         }
     }
-    ctx.recent.sort_by(|a, b| a.ts.cmp(&b.ts));
-    ctx.thread.sort_by(|a, b| a.ts.cmp(&b.ts));
-    ctx.open.sort_by(|a, b| a.ts.cmp(&b.ts));
-    Ok(Some(ctx))
+    let all = || recent.iter().chain(&thread).chain(&open);
+    let missing = cache.misses(all());
+    let fetched = if missing.is_empty() {
+        Default::default()
+    } else {
+        let rows: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT id, embedding FROM messages WHERE id = ANY($1) AND embedding IS NOT NULL")
+                .bind(&missing)
+                .fetch_all(&mut *conn)
+                .await?;
+        cache.remember(all(), rows)
+    };
+    Ok(Some(ChannelContext {
+        recent: cache.resolve(recent, &fetched)?,
+        thread: cache.resolve(thread, &fetched)?,
+        open: cache.resolve(open, &fetched)?,
+    }))
 }
 
 /// `INSERT INTO events` selecting from ten array parameters (their `$n` given as literals), one

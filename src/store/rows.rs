@@ -1,7 +1,7 @@
 //! Row shapes shared by both backends (`FromRow` is derived generically over the database) and
 //! their mapping to the domain.
 
-use super::{embedding_from_bytes, GroupingRow, StatusLabelRow, StoreError};
+use super::{GroupingRow, StatusLabelRow, StoreError};
 use crate::domain::{
     ContextMessage, Conversation, Event, FileRef, LinkedIssue, Message, Note, NoteKind, ReplyLabel,
 };
@@ -187,11 +187,12 @@ pub struct ContextRow {
     pub user_id: String,
     pub role: String,
     pub text: String,
-    pub embedding: Option<Vec<u8>>,
+    /// The embedding itself comes from the [`EmbeddingCache`](super::embeddings::EmbeddingCache).
+    pub has_embedding: bool,
 }
 
 impl ContextRow {
-    pub fn into_domain(self) -> Result<ContextMessage, StoreError> {
+    pub fn into_domain(self, embedding: Option<Vec<f32>>) -> Result<ContextMessage, StoreError> {
         Ok(ContextMessage {
             id: self.id,
             conversation_id: self.conversation_id,
@@ -201,7 +202,7 @@ impl ContextRow {
             user: self.user_id,
             role: parse_column(&self.role, "role")?,
             text: self.text,
-            embedding: self.embedding.as_deref().and_then(embedding_from_bytes),
+            embedding,
         })
     }
 }

@@ -32,7 +32,7 @@ macro_rules! event_select {
 macro_rules! context_select {
     () => {
         "SELECT m.id, m.conversation_id, c.status AS conversation_status, m.ts, m.thread_ts, m.user_id, \
-         m.role, m.text, m.embedding FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+         m.role, m.text, m.embedding IS NOT NULL AS has_embedding FROM messages m JOIN conversations c ON c.id = m.conversation_id"
     };
 }
 

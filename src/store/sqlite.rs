@@ -6,14 +6,15 @@
 //! mutex first: SQLite's busy handler waits by sleeping and polling, which under contention
 //! costs far more than the writes themselves; the busy timeout remains for other processes.
 
+use super::embeddings::EmbeddingCache;
 use super::rows::{
     parse_column, ContextRow, ConversationRow, EventRow, GroupingSql, MessageRow, NoteRow, StatusLabelSql,
 };
 use super::*;
 use crate::domain::{
     apply_delete, apply_edit, apply_issue_closed, apply_issue_reopened, apply_merge, apply_move, apply_patch,
-    build_conversation, check_merge, check_move, human_label, new_id, split_conversation, ContextMessage,
-    CONTEXT_MESSAGES, OPEN_CONVERSATIONS,
+    build_conversation, check_merge, check_move, human_label, new_id, split_conversation, CONTEXT_MESSAGES,
+    OPEN_CONVERSATIONS,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -28,6 +29,7 @@ type Db = Sqlite;
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: Mutex<()>,
+    embeddings: EmbeddingCache,
 }
 
 /// Row locks: none needed, the writer lock covers every row.
@@ -69,6 +71,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             writer: Mutex::new(()),
+            embeddings: EmbeddingCache::default(),
         })
     }
 
@@ -177,19 +180,24 @@ fn fts_terms(q: &str) -> Option<Vec<String>> {
     (!terms.is_empty()).then_some(terms)
 }
 
-/// One context row as JSON: `[id, conversation_id, status, ts, thread_ts, user, role, text, hex(embedding)]`.
+/// One context row as JSON: `[id, conversation_id, status, ts, thread_ts, user, role, text,
+/// has_embedding]`; the embeddings come from the store's `EmbeddingCache`.
 macro_rules! context_json {
     () => {
         "json_group_array(json_array(m.id, m.conversation_id, c.status, m.ts, m.thread_ts, m.user_id, m.role, \
-         m.text, hex(m.embedding)))"
+         m.text, m.embedding IS NOT NULL))"
     };
 }
 
 /// The channel context in one round trip, or `None` when (channel, ts) is already stored. sqlx
 /// hands SQLite rows over one at a time between threads, and at a hundred rows per message that
 /// hand-over, not SQLite, was most of the ingest time: each list (recent, thread, open) comes back
-/// as one JSON array.
-async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<ChannelContext>, StoreError> {
+/// as one JSON array. Embeddings come from `cache`; the ones it lacks are read by id.
+async fn load_context(
+    conn: &mut Conn,
+    cache: &EmbeddingCache,
+    msg: &IncomingMessage,
+) -> Result<Option<ChannelContext>, StoreError> {
     let (stored, recent, thread, open): (bool, String, String, String) = sqlx::query_as(concat!(
         "SELECT EXISTS (SELECT 1 FROM messages WHERE channel = $1 AND ts = $2), (SELECT ",
         context_json!(),
@@ -218,10 +226,30 @@ async fn load_context(conn: &mut Conn, msg: &IncomingMessage) -> Result<Option<C
     if stored {
         return Ok(None);
     }
+    let (recent, thread, open) = (
+        context_rows(&recent)?,
+        context_rows(&thread)?,
+        context_rows(&open)?,
+    );
+    let all = || recent.iter().chain(&thread).chain(&open);
+    let missing = cache.misses(all());
+    let fetched = if missing.is_empty() {
+        Default::default()
+    } else {
+        let ids = serde_json::to_string(&missing).map_err(|e| StoreError::Unexpected(e.into()))?;
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, embedding FROM messages WHERE id IN (SELECT value FROM json_each($1)) \
+             AND embedding IS NOT NULL",
+        )
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        cache.remember(all(), rows)
+    };
     Ok(Some(ChannelContext {
-        recent: context_rows(&recent)?,
-        thread: context_rows(&thread)?,
-        open: context_rows(&open)?,
+        recent: cache.resolve(recent, &fetched)?,
+        thread: cache.resolve(thread, &fetched)?,
+        open: cache.resolve(open, &fetched)?,
     }))
 }
 
@@ -234,36 +262,29 @@ type ContextJson = (
     String,
     String,
     String,
-    Option<String>,
+    i64,
 );
 
-/// Parses a `context_json!` array, oldest first.
-fn context_rows(json: &str) -> Result<Vec<ContextMessage>, StoreError> {
+/// Parses a `context_json!` array.
+fn context_rows(json: &str) -> Result<Vec<ContextRow>, StoreError> {
     let rows: Vec<ContextJson> = serde_json::from_str(json)
         .map_err(|e| StoreError::Unexpected(anyhow::anyhow!("context rows: {e}")))?;
-    let mut out = rows
+    Ok(rows
         .into_iter()
         .map(
-            |(id, conversation_id, status, ts, thread_ts, user_id, role, text, embedding)| {
-                ContextRow {
-                    id,
-                    conversation_id,
-                    conversation_status: status,
-                    ts,
-                    thread_ts,
-                    user_id,
-                    role,
-                    text,
-                    embedding: embedding
-                        .filter(|h| !h.is_empty())
-                        .and_then(|h| hex::decode(h).ok()),
-                }
-                .into_domain()
+            |(id, conversation_id, status, ts, thread_ts, user_id, role, text, has_embedding)| ContextRow {
+                id,
+                conversation_id,
+                conversation_status: status,
+                ts,
+                thread_ts,
+                user_id,
+                role,
+                text,
+                has_embedding: has_embedding != 0,
             },
         )
-        .collect::<Result<Vec<_>, _>>()?;
-    out.sort_by(|a, b| a.ts.cmp(&b.ts));
-    Ok(out)
+        .collect())
 }
 
 /// Inserts unless (channel, ts) exists; false when another writer stored it first.

@@ -3,9 +3,10 @@
 
 A reply goes to dev when sha1("owner/repo") of its source URL falls in the first third of the
 hash range, so every repository's replies stay on one side (no thread leaks between files) and
-new rows land on the same side as earlier rows from that repository. New training rows go to
-real-train-2.jsonl (the second round; its labels were read a second time, and it is not in the
-committed model's training data: see BENCHMARKS.md); both training files count as the train side.
+new rows land on the same side as earlier rows from that repository. New rows go to the third
+round's files, real-train-3.jsonl and real-dev-2.jsonl (rounds one and two stay as they were, so
+numbers reported on them stay comparable); every real-train* file counts as the train side and
+every real-dev* file as the dev side.
 
     python3 scripts/split_real_status.py NEW_ROWS.jsonl     # append rows (deduplicated by text+url)
     python3 scripts/split_real_status.py --check            # verify the split invariant
@@ -19,11 +20,13 @@ DIR = Path(__file__).resolve().parent.parent / "training-data" / "status"
 FILES = {
     "train": DIR / "real-train.jsonl",
     "train-2": DIR / "real-train-2.jsonl",
+    "train-3": DIR / "real-train-3.jsonl",
     "dev": DIR / "real-dev.jsonl",
+    "dev-2": DIR / "real-dev-2.jsonl",
 }
 # Which side of the split each file is on; new rows of a side are appended to its first file below.
-SIDE = {"train": "train", "train-2": "train", "dev": "dev"}
-APPEND = {"train": "train-2", "dev": "dev"}
+SIDE = {"train": "train", "train-2": "train", "train-3": "train", "dev": "dev", "dev-2": "dev"}
+APPEND = {"train": "train-3", "dev": "dev-2"}
 
 
 def repo(url: str) -> str:
@@ -49,12 +52,13 @@ def main() -> int:
         for k, u in bad:
             print(f"{u} is in {k} but belongs to {side(u)}", file=sys.stderr)
         repos = {k: {repo(r["url"]) for r in rows} for k, rows in existing.items()}
-        train_repos = repos["train"] | repos["train-2"]
+        train_repos = set().union(*(repos[k] for k in FILES if SIDE[k] == "train"))
+        dev_repos = set().union(*(repos[k] for k in FILES if SIDE[k] == "dev"))
         print(json.dumps({k: {"rows": len(v), "repos": len(repos[k])} for k, v in existing.items()}
-                         | {"misplaced": len(bad), "shared_repos": len(train_repos & repos["dev"])}))
+                         | {"misplaced": len(bad), "shared_repos": len(train_repos & dev_repos)}))
         return 1 if bad else 0
     seen = {(r["text"], r["url"]) for rows in existing.values() for r in rows}
-    added = {"train-2": 0, "dev": 0}
+    added = {v: 0 for v in APPEND.values()}
     for arg in sys.argv[1:]:
         for r in load(Path(arg)):
             for f in ("text", "label", "kind", "url"):

@@ -4,11 +4,15 @@
 use crate::tickets::helpers::{on_both_backends, Backend, KeywordClassifier, TestDb, TestGrouper};
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use triage::domain::MessageEdit;
 use triage::domain::{ReplyLabel, Role, CONTEXT_MESSAGES};
 use triage::pipeline::{IncomingMessage, Pipeline, Prediction};
 use triage::store::{self, Store};
 
-on_both_backends!(open_conversations_beyond_the_window);
+on_both_backends!(
+    open_conversations_beyond_the_window,
+    embeddings_cached_and_stored_agree
+);
 
 fn msg(secs: u64, user: &str, role: Role, thread: Option<u64>, text: &str) -> IncomingMessage {
     IncomingMessage {
@@ -112,4 +116,66 @@ async fn open_conversations_beyond_the_window(backend: Backend) {
     unit.rollback().await.unwrap();
     assert_eq!(ctx.recent.len(), 13, "ten tickets' messages before it");
     assert!(ctx.open.is_empty(), "{:?}", ctx.open);
+}
+
+/// The context's embeddings: the store keeps the ones it wrote or read in a cache; a second store
+/// on the same database (another replica, or this process after a restart) reads them from the
+/// rows; both agree, and an edit made through either is seen by both.
+async fn embeddings_cached_and_stored_agree(backend: Backend) {
+    let Some(db) = TestDb::create(backend).await else {
+        return;
+    };
+    let a: Arc<dyn Store> = store::connect(&db.url).await.unwrap();
+    let pipeline = Pipeline::new(a.clone(), Arc::new(KeywordClassifier), Arc::new(TestGrouper));
+    let mut no_embedding = msg(20, "U2", Role::Customer, None, "a file");
+    no_embedding.embedding = None;
+    for m in [
+        msg(0, "U1", Role::Customer, None, "first"),
+        msg(10, "U1", Role::Customer, None, "second"),
+        no_embedding,
+    ] {
+        pipeline.ingest_analysed(&m, None).await.unwrap();
+    }
+    let context = |store: Arc<dyn Store>| async move {
+        let incoming = msg(100, "U1", Role::Customer, None, "third");
+        let mut unit = store.begin_ingest("C1").await.unwrap();
+        let ctx = unit
+            .load_context(&incoming)
+            .await
+            .unwrap()
+            .expect("not stored yet");
+        unit.rollback().await.unwrap();
+        ctx.recent
+            .into_iter()
+            .map(|m| (m.text, m.embedding))
+            .collect::<Vec<_>>()
+    };
+    let want = vec![
+        ("first".to_string(), Some(vec![0.0f32; 4])),
+        ("second".to_string(), Some(vec![10.0f32; 4])),
+        ("a file".to_string(), None),
+    ];
+    assert_eq!(context(a.clone()).await, want, "the writer's cache");
+    let b: Arc<dyn Store> = store::connect(&db.url).await.unwrap();
+    assert_eq!(context(b.clone()).await, want, "read from the rows");
+
+    // Another replica edits "second": the first store's cached vector is for the old text.
+    let ts = format!("{}.000100", 1_700_000_000 + 10);
+    let edit = MessageEdit {
+        text: "second, edited".into(),
+        embedding: Some(vec![7.0; 4]),
+        prediction: None,
+    };
+    b.edit_message("C1", &ts, edit).await.unwrap();
+    let want = vec![
+        ("first".to_string(), Some(vec![0.0f32; 4])),
+        ("second, edited".to_string(), Some(vec![7.0f32; 4])),
+        ("a file".to_string(), None),
+    ];
+    assert_eq!(
+        context(a).await,
+        want,
+        "the cache saw the new text and read the new vector"
+    );
+    assert_eq!(context(b).await, want);
 }

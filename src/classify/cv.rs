@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
 use super::fit::{train_head_weighted, HeadConfig};
-use super::head::prediction;
+use super::head::{prediction, Head};
 use super::metrics::Metrics;
 use super::{Label, StatusError};
 
@@ -50,6 +50,8 @@ pub struct CvResult {
     pub metrics: Metrics,
     /// Mean out-of-fold negative log-likelihood at temperature 1.
     pub loss: f64,
+    /// Each fold's head (trained without that fold, early-stopped on it), in fold order.
+    pub heads: Vec<Head>,
 }
 
 impl CvResult {
@@ -85,6 +87,7 @@ pub fn cross_validate(
         best_epochs: Vec::new(),
         metrics: Metrics::compute(&[], &[]),
         loss: 0.0,
+        heads: Vec::new(),
     };
     for f in 0..k {
         let (held, kept): (Vec<usize>, Vec<usize>) = (0..x.len()).partition(|&i| folds[i] == Some(f));
@@ -105,6 +108,7 @@ pub fn cross_validate(
         out.best_epochs.push(t.best_epoch);
         out.rows.extend(&held);
         out.logits.extend(t.dev_logits);
+        out.heads.push(t.head);
     }
     if out.rows.is_empty() {
         return Err(StatusError::Other(
@@ -158,6 +162,7 @@ mod tests {
             best_epochs: e,
             metrics: Metrics::compute(&[], &[]),
             loss: 0.0,
+            heads: vec![],
         };
         assert_eq!(r(vec![9, 3, 5]).epochs(), 5);
         assert_eq!(r(vec![8, 2, 4, 6]).epochs(), 4);

@@ -151,6 +151,55 @@ impl Head {
     }
 }
 
+/// One head whose logits are the mean of `heads`' logits (all of one kind and cue layout): logistic
+/// heads average their weights; MLPs become one MLP with their hidden units side by side and the
+/// output layer divided by their number. Exact up to float rounding, and as cheap to run as the
+/// members together (for logistic heads, as one member).
+pub fn average(heads: &[Head]) -> candle_core::Result<Head> {
+    let Some(first) = heads.first() else {
+        candle_core::bail!("no heads to average");
+    };
+    if heads
+        .iter()
+        .any(|h| h.kind != first.kind || h.cues != first.cues || h.input_dim() != first.input_dim())
+    {
+        candle_core::bail!("heads of different kinds cannot be averaged");
+    }
+    let n = heads.len() as f64;
+    let layer = |i: usize| -> (Vec<Tensor>, Vec<Tensor>) {
+        heads
+            .iter()
+            .map(|h| (h.layers[i].0.clone(), h.layers[i].1.clone()))
+            .unzip()
+    };
+    let mean = |t: &[Tensor]| Tensor::stack(t, 0)?.mean(0);
+    let layers = match first.kind {
+        HeadKind::Logistic => {
+            let (w, b) = layer(0);
+            vec![(mean(&w)?, mean(&b)?)]
+        }
+        HeadKind::Mlp { .. } => {
+            let (w1, b1) = layer(0);
+            let (w2, b2) = layer(1);
+            vec![
+                (Tensor::cat(&w1, 1)?, Tensor::cat(&b1, 0)?),
+                ((Tensor::cat(&w2, 0)? / n)?, mean(&b2)?),
+            ]
+        }
+    };
+    let kind = match first.kind {
+        HeadKind::Logistic => HeadKind::Logistic,
+        HeadKind::Mlp { hidden } => HeadKind::Mlp {
+            hidden: hidden * heads.len(),
+        },
+    };
+    Ok(Head {
+        kind,
+        cues: first.cues,
+        layers,
+    })
+}
+
 /// Width of a head's input over one embedding.
 pub fn input_dim(cues: bool) -> usize {
     DIM + if cues { N_CUES } else { 0 }
@@ -197,4 +246,69 @@ pub fn prediction(logits: &[f32], temperature: f32) -> Prediction {
         Label::InProgress
     };
     Prediction { label, scores }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_head(kind: HeadKind, seed: u64) -> Head {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut m = |r: usize, c: usize| {
+            let v: Vec<f32> = (0..r * c).map(|_| rng.random_range(-1.0..1.0f32)).collect();
+            Tensor::from_vec(v, (r, c), &Device::Cpu).unwrap()
+        };
+        let layers = match kind {
+            HeadKind::Logistic => vec![(m(DIM, 2), m(1, 2).squeeze(0).unwrap())],
+            HeadKind::Mlp { hidden } => vec![
+                (m(DIM, hidden), m(1, hidden).squeeze(0).unwrap()),
+                (m(hidden, 2), m(1, 2).squeeze(0).unwrap()),
+            ],
+        };
+        Head {
+            kind,
+            cues: false,
+            layers,
+        }
+    }
+
+    #[test]
+    fn the_average_head_gives_the_mean_of_the_members_logits() {
+        let x = random_head(HeadKind::Mlp { hidden: 5 }, 99).layers[0]
+            .0
+            .t()
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let x = x.narrow(0, 0, 4).unwrap().contiguous().unwrap(); // 4 rows of width DIM
+        for kind in [HeadKind::Logistic, HeadKind::Mlp { hidden: 8 }] {
+            let heads: Vec<Head> = (0..3).map(|s| random_head(kind, s)).collect();
+            let avg = average(&heads).unwrap();
+            let got = avg.logits(&x, None).unwrap().to_vec2::<f32>().unwrap();
+            let mut want = vec![vec![0f32; 2]; 4];
+            for h in &heads {
+                for (w, r) in want
+                    .iter_mut()
+                    .zip(h.logits(&x, None).unwrap().to_vec2::<f32>().unwrap())
+                {
+                    for (a, b) in w.iter_mut().zip(r) {
+                        *a += b / 3.0;
+                    }
+                }
+            }
+            for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+                assert!((g - w).abs() < 1e-4, "{kind}: {g} vs {w}");
+            }
+            if let HeadKind::Mlp { hidden } = avg.kind {
+                assert_eq!(hidden, 24);
+            }
+        }
+        let mixed = [
+            random_head(HeadKind::Logistic, 1),
+            random_head(HeadKind::Mlp { hidden: 8 }, 2),
+        ];
+        assert!(average(&mixed).is_err());
+        assert!(average(&[]).is_err());
+    }
 }

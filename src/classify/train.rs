@@ -103,6 +103,10 @@ pub struct TrainOptions {
     /// Multiply the loss weight of every row of a source (a row's `source`, else its file) by a
     /// factor, after `balance_sources`.
     pub source_weights: Vec<(String, f32)>,
+    /// With `cv_folds`: the final head is the mean of the chosen head's fold heads (one head with
+    /// the same logits, [`super::head::average`]) instead of one head retrained on every row for
+    /// the folds' median epoch count.
+    pub cv_ensemble: bool,
 }
 
 /// What `train_status` produced: the model and everything the report shows.
@@ -135,9 +139,13 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
     let mut train = Vec::new();
     let mut train_files = Vec::new();
     let mut groups = Vec::new();
-    for p in &opts.data {
+    // The training file of every row (an index into `opts.data`), for the per-file out-of-fold
+    // scores of cross-validation.
+    let mut file_of = Vec::new();
+    for (fi, p) in opts.data.iter().enumerate() {
         let rows = load_jsonl(p)?;
         train_files.push(file_info(p, rows.len(), rows.len())?);
+        file_of.extend(std::iter::repeat_n(fi, rows.len()));
         let file = short_name(p);
         groups.extend(
             rows.iter()
@@ -329,6 +337,45 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                 );
                 cvs.push(r);
             }
+            // Out-of-fold scores per training file, so that runs with different training files
+            // can be compared on the same held-out rows (a repository's fold does not depend on
+            // which other files are trained on).
+            let by_file = |r: &super::cv::CvResult| -> serde_json::Value {
+                let mut out = serde_json::Map::new();
+                for (fi, p) in opts.data.iter().enumerate() {
+                    let (gold, pred): (Vec<Label>, Vec<Label>) = r
+                        .rows
+                        .iter()
+                        .zip(&r.logits)
+                        .filter(|(&i, _)| file_of[i] == fi)
+                        .map(|(&i, l)| (set.y[i], prediction(l, 1.0).label))
+                        .unzip();
+                    if gold.is_empty() {
+                        continue;
+                    }
+                    let m = Metrics::compute(&gold, &pred);
+                    out.insert(
+                        short_name(p),
+                        json!({
+                            "n": m.n,
+                            "macro_f1": m.macro_f1,
+                            "closed_precision": m.label(Label::Closed).precision,
+                            "closed_recall": m.label(Label::Closed).recall,
+                        }),
+                    );
+                }
+                serde_json::Value::Object(out)
+            };
+            let cv_by_file: serde_json::Map<String, serde_json::Value> = opts
+                .variants
+                .iter()
+                .zip(&cvs)
+                .map(|(cfg, r)| {
+                    let v = by_file(r);
+                    tracing::info!(variant = %cfg.name(), out_of_fold_by_file = %v, "cross-validation per file");
+                    (cfg.name(), v)
+                })
+                .collect();
             let variants: Vec<VariantResult> = opts
                 .variants
                 .iter()
@@ -358,7 +405,45 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                 early_stopping: false,
                 ..opts.variants[best]
             };
-            let winner = run(set, &final_cfg)?;
+            let winner = if opts.cv_ensemble {
+                let head = super::head::average(&r.heads)?;
+                let dx = super::head::to_tensor(&dev_feats[usize::from(final_cfg.cues)])?;
+                let dev_logits: Vec<[f32; 2]> = head
+                    .logits(&dx, None)?
+                    .to_vec2::<f32>()?
+                    .into_iter()
+                    .map(|l| [l[0], l[1]])
+                    .collect();
+                let pred: Vec<Label> = dev_logits.iter().map(|l| prediction(l, 1.0).label).collect();
+                let m = Metrics::compute(&dev_y, &pred);
+                let name = format!("{} (mean of {} fold heads)", final_cfg.name(), r.heads.len());
+                let v = VariantResult {
+                    name: name.clone(),
+                    head: final_cfg.name(),
+                    mixed_in: Vec::new(),
+                    best_epoch: r.epochs(),
+                    dev_loss: dev_logits
+                        .iter()
+                        .zip(&dev_y)
+                        .map(|(l, g)| -f64::from(prediction(l, 1.0).score(*g)).max(1e-12).ln())
+                        .sum::<f64>()
+                        / dev_y.len().max(1) as f64,
+                    dev_macro_f1: m.macro_f1,
+                    dev_accuracy: m.accuracy,
+                    dev_closed_precision: m.label(Label::Closed).precision,
+                    dev_closed_recall: m.label(Label::Closed).recall,
+                };
+                let t = super::fit::Trained {
+                    head,
+                    best_epoch: r.epochs(),
+                    epochs_run: 0,
+                    dev_loss: v.dev_loss,
+                    dev_logits,
+                };
+                (v, t, final_cfg, Vec::new())
+            } else {
+                run(set, &final_cfg)?
+            };
             let gold: Vec<Label> = r.rows.iter().map(|&i| set.y[i]).collect();
             let temperature = fit_temperature(&r.logits, &gold);
             let selection = json!({
@@ -368,7 +453,13 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                 "best_epochs": r.best_epochs,
                 "final_epochs": r.epochs(),
                 "out_of_fold": r.metrics,
+                "out_of_fold_by_file": cv_by_file,
                 "temperature_from": "out-of-fold logits",
+                "final_head": if opts.cv_ensemble {
+                    "mean of the fold heads (each trained without its fold, early-stopped on it)"
+                } else {
+                    "retrained on every row for final_epochs"
+                },
             });
             (variants, winner, temperature, selection)
         }

@@ -83,6 +83,16 @@ pub struct TrainArgs {
     /// default: all six.
     #[arg(long, value_delimiter = ',', value_name = "HEAD,...")]
     pub heads: Vec<String>,
+    /// With --cv-folds: the final head is the mean of the chosen head's K fold heads (merged
+    /// into one head with the same logits) instead of one head retrained on every row.
+    #[arg(long)]
+    pub cv_ensemble: bool,
+    /// Learning rate and weight decay of every candidate head, in place of each head's default
+    /// (logistic 1e-2 / 1e-4, MLP-64 2e-3 / 1e-2, MLP-256 1e-3 / 1e-2).
+    #[arg(long)]
+    pub head_lr: Option<f64>,
+    #[arg(long)]
+    pub head_weight_decay: Option<f64>,
     /// Start fine-tuning from these tuned layers (an earlier model's `encoder.safetensors`)
     /// instead of the pre-trained ones; with `--finetune-epochs 0` they are kept as they are.
     #[arg(long)]
@@ -118,6 +128,9 @@ pub fn run_classify(args: ClassifyArgs) -> anyhow::Result<()> {
 
 /// `triage train status`.
 pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
+    if args.cv_ensemble && args.cv_folds < 2 {
+        anyhow::bail!("--cv-ensemble needs --cv-folds K (K >= 2)");
+    }
     let s = args.config.settings(Overrides::default())?;
     let finetune = match args.finetune_layers {
         0 => None,
@@ -148,6 +161,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         eval: args.eval,
         cv_folds: args.cv_folds,
         source_weights: args.source_weight,
+        cv_ensemble: args.cv_ensemble,
         variants: {
             let all = train::default_variants();
             let unknown: Vec<&String> = args
@@ -163,6 +177,11 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             }
             all.into_iter()
                 .filter(|v| args.heads.is_empty() || args.heads.contains(&v.name()))
+                .map(|v| train::HeadConfig {
+                    lr: args.head_lr.unwrap_or(v.lr),
+                    weight_decay: args.head_weight_decay.unwrap_or(v.weight_decay),
+                    ..v
+                })
                 .collect()
         },
         command: command_line(),

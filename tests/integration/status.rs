@@ -72,6 +72,7 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
         eval: Vec::new(),
         cv_folds: 0,
         source_weights: Vec::new(),
+        cv_ensemble: false,
     };
     let emb = embedder();
     let a = train_status(&emb, &opts).unwrap();
@@ -511,6 +512,7 @@ fn finetuning_is_deterministic_and_the_tuned_layers_round_trip() {
         eval: Vec::new(),
         cv_folds: 0,
         source_weights: Vec::new(),
+        cv_ensemble: false,
     };
     let emb = embedder();
     let a = train_status(&emb, &opts(5)).unwrap();

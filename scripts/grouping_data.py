@@ -18,6 +18,8 @@ Sources (licences in training-data/grouping/SOURCES.md):
 Outputs (JSON Lines in the format of ../shared/data/grouping/README.md, plus `role`):
   slack-train.jsonl, slack-dev.jsonl   HubSpot help channels, split by channel (dev channels never
                                        trained on)
+  slack-dev-threads.jsonl              slack-dev with the Slack threads kept (replies carry
+                                       thread_ts): only top-level messages are decided by the model
   ubuntu-roles-train.jsonl, ubuntu-roles-dev.jsonl
   roles-train.jsonl                    slack-train + ubuntu-roles-train + scenes (what the role
                                        scorers are trained on)
@@ -46,6 +48,13 @@ TRAIN_CHANNELS = [
     "api", "hubl", "javascript", "local-development", "themes", "modules", "email-development",
     "workflows", "design-manager", "new-to-hubspot-cms", "templates", "ui-extensions",
     "hs-cms-boilerplate", "help-the-community", "marketplace", "data-driven-content", "seo",
+]
+# More help channels (threads in most messages, people asking and others answering), used with
+# --more-channels; none of them is a dev channel.
+MORE_TRAIN_CHANNELS = [
+    "cms-membership", "cms-migration", "drag-n-drop-pages", "multi-language", "accessibility",
+    "crm-development-beta", "automation-workflows-api-beta", "drag-drop-email-beta",
+    "js-frameworks-in-hubspot-cms", "academy-courses",
 ]
 # Messages of these kinds are not conversation turns.
 SKIP_SUBTYPES = {"channel_topic", "channel_purpose", "channel_leave", "pinned_item", "channel_archive",
@@ -132,6 +141,7 @@ def slack_chunks(name, msgs, helpers, months):
                 idx_of.setdefault(root, i)
                 last_in[i] = i
             lines.append({
+                "thread_root": (root is not None) and (lines[gold_idx]["ts"] if gold_idx != i else epoch(root)),
                 "channel": channel, "idx": i, "ts": m["ts"] + (i % 1000) * 1e-6, "user": m["user"],
                 "text": m["text"], "kind": "msg", "system": False,
                 "role": "agent" if m["user"] in helpers else "customer", "eval": eval_,
@@ -139,6 +149,25 @@ def slack_chunks(name, msgs, helpers, months):
             })
         if sum(l["eval"] for l in lines) >= 20:
             yield lines
+
+
+def with_threads(lines):
+    """The same lines with Slack threads kept: a reply carries its root's ts as `thread_ts` (ts
+    written as strings so the two match), so the grouper attaches it by rule and only top-level
+    messages are decided by the scorers."""
+    out = []
+    for l in lines:
+        l = dict(l)
+        root = l.pop("thread_root")
+        l["ts"] = f"{l['ts']:.6f}"
+        if root is not False:
+            l["thread_ts"] = f"{root:.6f}"
+        out.append(l)
+    return out
+
+
+def flat(lines):
+    return [{k: v for k, v in l.items() if k != "thread_root"} for l in lines]
 
 
 def ubuntu_helpers(path):
@@ -217,11 +246,14 @@ def main():
     ap.add_argument("--months", type=int, default=3, help="months per Slack chunk (one grouper channel)")
     ap.add_argument("--max-train-lines", type=int, default=40000, help="cap on Slack train lines (newest kept)")
     ap.add_argument("--ubuntu-channels", type=int, default=30, help="Ubuntu train channels in roles-train (0: all)")
+    ap.add_argument("--more-channels", action="store_true",
+                    help="also train on MORE_TRAIN_CHANNELS (smaller help channels)")
     ap.add_argument("--scene-copies", type=int, default=5, help="copies of each hand-written scene in training")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
-    names = DEV_CHANNELS + TRAIN_CHANNELS
+    train_names = TRAIN_CHANNELS + (MORE_TRAIN_CHANNELS if args.more_channels else [])
+    names = DEV_CHANNELS + train_names
     channels = {n: load_channel(args.raw, n) for n in names}
     # Helpers are computed over every channel of the archive, not only these.
     everything = {}
@@ -236,14 +268,16 @@ def main():
     for n in DEV_CHANNELS:
         for chunk in slack_chunks(n, channels[n], helpers, args.months):
             dev.extend(chunk)
-    train_chunks = [c for n in TRAIN_CHANNELS for c in slack_chunks(n, channels[n], helpers, args.months)]
+    train_chunks = [c for n in train_names for c in slack_chunks(n, channels[n], helpers, args.months)]
     # Newest chunks first until the cap (recent years have threads throughout).
     train_chunks.sort(key=lambda c: c[0]["ts"], reverse=True)
     for c in train_chunks:
         if len(train) + len(c) > args.max_train_lines:
             continue
         train.extend(c)
-    write(os.path.join(args.out, "slack-dev.jsonl"), dev)
+    write(os.path.join(args.out, "slack-dev.jsonl"), flat(dev))
+    write(os.path.join(args.out, "slack-dev-threads.jsonl"), with_threads(dev))
+    train = flat(train)
     write(os.path.join(args.out, "slack-train.jsonl"), train)
 
     ub = {}

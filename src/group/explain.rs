@@ -16,7 +16,21 @@ pub(crate) fn describe(
     let on = |f: F| x[f as usize] != 0.0;
     let mins = |secs: f64| (secs / 60.0).round() as i64;
     match (sig, cand) {
-        (Signal::Time, Some(c)) => format!("{} min after the candidate", mins(prep.ts - c.ts)),
+        (Signal::Time, Some(c)) => {
+            let opened = state
+                .conversations
+                .get(&c.conversation)
+                .and_then(|k| k.roles.start_ts)
+                .filter(|_| on(F::CONV_LOG_AGE));
+            match opened {
+                Some(t) => format!(
+                    "{} min after the candidate, ticket open for {}",
+                    mins(prep.ts - c.ts),
+                    idle(prep.ts - t)
+                ),
+                None => format!("{} min after the candidate", mins(prep.ts - c.ts)),
+            }
+        }
         (Signal::Time, None) => match state.newest_ts() {
             Some(t) => format!("{} min since the channel's previous message", mins(prep.ts - t)),
             None => "first message in the channel".into(),
@@ -50,15 +64,26 @@ pub(crate) fn describe(
         (Signal::Mention, None) if on(F::NEW_ADDR_ABSENT) => "addresses a user not in the window".into(),
         (Signal::Mention, None) => "addresses or mentions a known user".into(),
         (Signal::Conversation, Some(c)) => {
-            let size = state.conversations.get(&c.conversation).map_or(0, |k| k.size);
+            let conv = state.conversations.get(&c.conversation);
+            let size = conv.map_or(0, |k| k.size);
             let mine = if on(F::CONV_AUTHOR_LAST) {
                 ", the author's last conversation"
             } else {
                 ""
             };
-            format!("conversation of {size} messages{mine}")
+            let thread = if conv.is_some_and(|k| k.thread.is_some()) {
+                " in a thread"
+            } else {
+                ""
+            };
+            format!("conversation of {size} messages{thread}{mine}")
         }
         (Signal::Text, Some(_)) if on(F::CAND_QUESTION_ANSWER) => "answers a question".into(),
+        (Signal::Text, Some(_)) if on(F::CONV_WORD_LOG_COMMON) => format!(
+            "{:.0}% of its words are the ticket's (word overlap {:.2})",
+            100.0 * x[F::CONV_WORD_SHARE as usize],
+            x[F::JACCARD as usize]
+        ),
         (Signal::Text, Some(_)) => format!("word overlap {:.2}", x[F::JACCARD as usize]),
         (Signal::Text, None) if on(F::NEW_GREETING) => "opens like a new request".into(),
         (Signal::Text, None) if x[F::NEW_START_CUE as usize] > 0.0 => format!(

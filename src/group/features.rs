@@ -171,6 +171,13 @@ features! {
     TEAM_TO_ANSWERED = "team_message_to_conversation_the_team_answered_last": Role,
     NEW_TEAM_NONE_WAITING = "new_team_no_conversation_waiting": Role,
     NEW_START_CUE = "new_learned_start_cue": Text,
+    // Long support threads (issue 14, third round): what the candidate ticket is about and how
+    // long it has been open, so a message that comes back to it hours or days later is judged by
+    // its topic rather than by an IRC-sized silence.
+    CONV_WORD_SHARE = "conversation_word_share": Text,
+    CONV_WORD_LOG_COMMON = "conversation_log_common_words": Text,
+    CONV_LOG_AGE = "conversation_log_age_min": Time,
+    NEW_LOG_GAP_AUTHOR_FULL = "new_log_gap_own_prev_min_uncapped": Time,
 }
 
 pub const NUM_FEATURES: usize = FEATURE_NAMES.len();
@@ -257,9 +264,10 @@ fn dist_bucket(d: usize) -> F {
 }
 
 /// A top-level message may not join a conversation that holds a Slack thread (a thread never
-/// mixes with another), nor a closed one.
-pub fn eligible(conv: Option<&Conversation>) -> bool {
-    conv.is_none_or(|c| !c.closed && c.thread.is_none())
+/// mixes with another) unless `threads` (a message with a role, when the model's
+/// [`OpenBounds::threads`] is on), nor a closed one.
+pub fn eligible(conv: Option<&Conversation>, threads: bool) -> bool {
+    conv.is_none_or(|c| !c.closed && (threads || c.thread.is_none()))
 }
 
 /// Fills `out` with the candidate rows for `msg` (a top-level message; thread replies are decided
@@ -288,6 +296,7 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
     let mut outside: Vec<usize> = Vec::new();
     let mut open_convs: Vec<u64> = Vec::new();
     let roles = msg.role.is_some();
+    let threads_ok = roles && window.open.threads;
     let open_ok = |m: &StoredMessage, open_convs: &mut Vec<u64>| {
         if !state.parked_live(m, msg.ts, &window.open) {
             return false;
@@ -306,7 +315,7 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
         if !in_window && !roles {
             break;
         }
-        if !eligible(state.conversations.get(&m.conversation)) {
+        if !eligible(state.conversations.get(&m.conversation), threads_ok) {
             continue;
         }
         if in_window {
@@ -404,6 +413,26 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
                     };
                     conv_cos.push((id, cos[k], centroid));
                 }
+            }
+        }
+    }
+
+    // Per support conversation: content words of the message found in the ticket's words.
+    let mut conv_words: Vec<(u64, usize)> = Vec::new();
+    if roles && !msg.text.words.is_empty() {
+        for &i in &cands {
+            let id = state.msg(i).conversation;
+            if conv_words.iter().any(|(c, _)| *c == id) {
+                continue;
+            }
+            if let Some(c) = state.conversations.get(&id).filter(|c| c.roles.known) {
+                let common = msg
+                    .text
+                    .words
+                    .iter()
+                    .filter(|w| text::contains(&c.roles.words, **w))
+                    .count();
+                conv_words.push((id, common));
             }
         }
     }
@@ -559,6 +588,13 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
                     F::TEAM_TO_ANSWERED,
                     (team && r.last_role == Some(Role::Agent)) as u8 as f32,
                 );
+                if let Some(t) = r.start_ts {
+                    set(F::CONV_LOG_AGE, minutes_log(msg.ts - t));
+                }
+                if let Some((_, common)) = conv_words.iter().find(|(c, _)| *c == m.conversation) {
+                    set(F::CONV_WORD_SHARE, *common as f32 / msg.text.words.len() as f32);
+                    set(F::CONV_WORD_LOG_COMMON, (1.0 + *common as f32).ln());
+                }
             }
         }
         if let (Some(a), Some(b)) = (msg.role, m.role) {
@@ -627,6 +663,10 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
             Role::Customer => set(F::NEW_CUSTOMER_OPEN, my_latest_open.is_some() as u8 as f32),
         }
         set(F::NEW_START_CUE, msg.start_cue);
+        // The capped gap above hides a customer coming back after days.
+        if let Some(a) = me {
+            set(F::NEW_LOG_GAP_AUTHOR_FULL, minutes_log(msg.ts - a.last_ts));
+        }
     }
 }
 
@@ -642,7 +682,7 @@ mod tests {
     #[test]
     fn names_and_signals_align() {
         assert_eq!(FEATURE_NAMES.len(), FEATURE_SIGNALS.len());
-        assert_eq!(F::NEW_START_CUE as usize, NUM_FEATURES - 1);
+        assert_eq!(F::NEW_LOG_GAP_AUTHOR_FULL as usize, NUM_FEATURES - 1);
         let mut names = FEATURE_NAMES.to_vec();
         names.sort();
         names.dedup();

@@ -547,21 +547,21 @@ mod tests {
             .is_err());
     }
 
-    #[test]
-    fn open_support_conversations_stay_candidates_with_role_explanations() {
-        // A scorer that only likes "team reply to a conversation waiting for the team".
+    /// A hand-weighted linear model whose role scorers (both roles) and role-less scorer share
+    /// `weights`.
+    fn role_model(weights: &[(F, f32)], config: GroupConfig) -> GroupModel {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
         let mut s = Scorer::new(vec![1.0; NUM_FEATURES], 0, &mut rng);
-        s.linear[F::TEAM_TO_WAITING as usize] = 3.0;
-        s.linear[F::CUSTOMER_OWN as usize] = 3.0;
-        s.linear[F::NEW_BIAS as usize] = 1.0;
+        for &(f, w) in weights {
+            s.linear[f as usize] = w;
+        }
         let pair = || crate::group::model::ScorerPair {
             text: s.clone(),
             embedding: None,
         };
-        let model = GroupModel {
+        GroupModel {
             format: MODEL_FORMAT,
-            config: GroupConfig::default(),
+            config,
             text: s.clone(),
             embedding: None,
             roles: Some(crate::group::model::RoleScorers {
@@ -569,7 +569,20 @@ mod tests {
                 agent: pair(),
                 cues: None,
             }),
-        };
+        }
+    }
+
+    #[test]
+    fn open_support_conversations_stay_candidates_with_role_explanations() {
+        // A scorer that only likes "team reply to a conversation waiting for the team".
+        let model = role_model(
+            &[
+                (F::TEAM_TO_WAITING, 3.0),
+                (F::CUSTOMER_OWN, 3.0),
+                (F::NEW_BIAS, 1.0),
+            ],
+            GroupConfig::default(),
+        );
         let role = |r: Role, m: IncomingMessage<'static>| IncomingMessage { role: Some(r), ..m };
         let mut g = Grouper::new(model.clone());
         let q = g
@@ -606,6 +619,60 @@ mod tests {
                 .unwrap()
                 .new
         );
+    }
+
+    #[test]
+    fn ticket_words_and_age_explain_and_threaded_tickets_join_only_when_allowed() {
+        // A scorer that likes the ticket's words and a customer's own conversation.
+        let model = |threads: bool| {
+            let mut config = GroupConfig::default();
+            config.bounds.open.threads = threads;
+            role_model(
+                &[
+                    (F::CUSTOMER_OWN, 1.5),
+                    (F::CONV_WORD_LOG_COMMON, 2.0),
+                    (F::CONV_LOG_AGE, 0.1),
+                    (F::NEW_BIAS, 2.0),
+                ],
+                config,
+            )
+        };
+        let role = |r: Role, m: IncomingMessage<'static>| IncomingMessage { role: Some(r), ..m };
+        for threads in [false, true] {
+            let mut g = Grouper::new(model(threads));
+            let q = g
+                .process(
+                    &role(Role::Customer, msg("0", "U1", "webhooks stopped delivering")),
+                    false,
+                )
+                .unwrap();
+            // The team answers in the question's thread.
+            let a = IncomingMessage {
+                thread_ts: Some("0"),
+                ..role(Role::Agent, msg("60", "U9", "looking into it"))
+            };
+            assert_eq!(g.process(&a, false).unwrap().conversation_id, q.conversation_id);
+            // Two hours later the customer asks again at the top level.
+            let up = role(
+                Role::Customer,
+                msg("7200", "U1", "any update on the webhooks delivering?"),
+            );
+            let d = g.process(&up, false).unwrap();
+            if !threads {
+                assert!(d.new, "a threaded ticket is no candidate by default: {d:?}");
+                continue;
+            }
+            assert_eq!(d.conversation_id, q.conversation_id, "{d:?}");
+            let detail = |sig: &str| {
+                d.reasons
+                    .iter()
+                    .find(|r| r.signal == sig)
+                    .map(|r| r.detail.clone())
+                    .unwrap_or_default()
+            };
+            assert!(detail("text").contains("of its words are the ticket's"), "{d:?}");
+            assert!(detail("time").contains("ticket open for 2 h"), "{d:?}");
+        }
     }
 
     #[test]

@@ -70,6 +70,14 @@ pub struct ConversationRoles {
     /// Time of the latest team message.
     #[serde(default)]
     pub last_team_ts: Option<f64>,
+    /// Time of its first message with a role (how long the ticket has been open).
+    #[serde(default)]
+    pub start_ts: Option<f64>,
+    /// Content words of its messages with a role (sorted hashes, the first
+    /// [`MAX_CONVERSATION_WORDS`] distinct ones): what the ticket is about, for messages that
+    /// come back to it long after its last message left the window.
+    #[serde(default)]
+    pub words: Vec<u64>,
 }
 
 impl ConversationRoles {
@@ -80,6 +88,8 @@ impl ConversationRoles {
 }
 
 const MAX_CONVERSATION_AUTHORS: usize = 32;
+/// Distinct content words kept per support conversation.
+pub const MAX_CONVERSATION_WORDS: usize = 96;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthorInfo {
@@ -117,6 +127,11 @@ pub struct OpenBounds {
     pub seconds: f64,
     /// At most this many such conversations (the most recently active) per decision.
     pub conversations: usize,
+    /// Conversations that live in a Slack thread are candidates too (a customer's top-level
+    /// "any update?" after the team answered in the thread). Off by default: a top-level message
+    /// then never joins a threaded conversation.
+    #[serde(default)]
+    pub threads: bool,
 }
 
 impl Default for OpenBounds {
@@ -124,6 +139,7 @@ impl Default for OpenBounds {
         OpenBounds {
             seconds: 3.0 * 86_400.0,
             conversations: 30,
+            threads: false,
         }
     }
 }
@@ -206,7 +222,7 @@ impl ChannelState {
             (c.start_seq == m.seq || c.last_seq == m.seq)
                 && c.roles.known
                 && !c.closed
-                && c.thread.is_none()
+                && (open.threads || c.thread.is_none())
                 && now - c.last_ts <= open.seconds
         })
     }
@@ -264,6 +280,7 @@ impl ChannelState {
             let r = &mut conv.roles;
             if !r.known {
                 r.known = true;
+                r.start_ts = Some(c.ts);
                 if conv.start_seq == seq {
                     r.starter = Some(c.user_key);
                     r.starter_role = Some(role);
@@ -276,6 +293,9 @@ impl ChannelState {
                     r.last_team_ts = Some(c.ts);
                 }
                 Role::Customer => r.last_customer_ts = Some(c.ts),
+            }
+            if r.words.len() < MAX_CONVERSATION_WORDS {
+                merge_words(&mut r.words, &c.text.words, MAX_CONVERSATION_WORDS);
             }
         }
         conv.last_seq = seq;
@@ -372,6 +392,20 @@ impl ChannelState {
         if sweep || self.authors.len() > b.memory_items {
             self.authors.retain(|_, a| keep(a.last_ts));
             trim_oldest(&mut self.authors, b.memory_items, |a| a.last_ts);
+        }
+    }
+}
+
+/// Adds the sorted unique `new` hashes to the sorted unique `words`, at most `max` in all (the
+/// smallest hashes of the new ones win when full, so the result does not depend on anything but
+/// the messages).
+fn merge_words(words: &mut Vec<u64>, new: &[u64], max: usize) {
+    for &w in new {
+        if words.len() >= max {
+            break;
+        }
+        if let Err(at) = words.binary_search(&w) {
+            words.insert(at, w);
         }
     }
 }

@@ -10,6 +10,9 @@ Set up once, outside the repository:
   python3 -m venv ../venv-bench && ../venv-bench/bin/pip install torch sentence-transformers onnx onnxruntime
   ../venv-bench/bin/python ../shared/tools/ort_baseline.py export ../ort-models
   ../venv-bench/bin/python ../shared/tools/ort_baseline.py quantize ../ort-models
+(last set up 2026-12-05 on an AMD EPYC family 23 machine: torch 2.15.0, sentence-transformers 6.3.0,
+transformers 5.25.0, onnx 1.23.2, onnxruntime 1.32.0; the export needs `MODEL_DIR` set to the model
+folder when it is not `models/all-MiniLM-L6-v2` below the current directory.)
 
   python3 scripts/bench_embed.py [--rounds 3] [--downstream]
 
@@ -49,7 +52,7 @@ def triage_bench(precision):
                          check=True, capture_output=True, text=True)
     o = last_json(out.stdout)
     return dict(per_s=o["sentences_per_s"], p50=o["single_p50_ms"], p99=o["single_p99_ms"], rss=o["peak_rss_mb"],
-                threads=o["threads"])
+                threads=o["threads"], kernels=o.get("kernels", "?"))
 
 
 def ort_bench(model):
@@ -65,7 +68,7 @@ def cpu():
     info = open("/proc/cpuinfo").read()
     get = lambda k: (re.search(rf"^{k}\s*:\s*(.*)$", info, re.M) or [None, "?"])[1]
     flags = get("flags").split()
-    isa = [f for f in ("avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
+    isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
     return f"{get('model name')} (family {get('cpu family')}, model {get('model')}; {os.cpu_count()} CPUs; {' '.join(isa)})"
 
 
@@ -175,6 +178,7 @@ med["rounds"] = args.rounds
 med["threads"] = rows["triage_f32"][0]["threads"]
 med["onnxruntime"] = rows["ort_f32"][0]["version"]
 med["cpu"] = cpu()
+med["kernels"] = {name: rows[name][0]["kernels"] for name in TRIAGE}
 med["started"] = started
 
 
@@ -190,6 +194,7 @@ def row(label, name):
 
 print(f"""
 CPU: {med['cpu']}; {med['threads']} threads each; ONNX Runtime {med['onnxruntime']}; started {started};
+our kernels: f32 {med['kernels']['triage_f32']}, int8 {med['kernels']['triage_int8']};
 medians of {args.rounds} interleaved rounds.
 
 | implementation | batch msg/s | single p50 / p99 (ms, < 40 tokens) | parity min cosine | peak RSS (MB) |

@@ -187,7 +187,7 @@ pub fn bench_embed(files: &ModelFiles, input: &Path, opts: &BenchOptions) -> any
     // The serving path's planner and runner (batches side by side when there are several); the
     // stock model runs the same plan one batch after another.
     let run_all = |msgs: &[&str]| -> anyhow::Result<()> {
-        let ids = msgs.iter().map(|m| tok(m)).collect::<Result<Vec<_>, _>>()?;
+        let ids = embedder.tokenize_all(msgs)?;
         let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let plan = plan_batches(&lengths, opts.limits);

@@ -456,36 +456,12 @@ unsafe fn matmul_amx(
                     );
                 }
                 if cols == NR {
-                    let ws0 = _mm512_loadu_ps(w.w_scale.as_ptr().add(col0));
-                    let ws1 = _mm512_loadu_ps(w.w_scale.as_ptr().add(col0 + 16));
-                    let cs0 = _mm512_loadu_si512(w.col_sum.as_ptr().add(col0).cast());
-                    let cs1 = _mm512_loadu_si512(w.col_sum.as_ptr().add(col0 + 16).cast());
-                    let (bb0, bb1) = if bias.len() >= col0 + NR {
-                        (
-                            _mm512_loadu_ps(bias.as_ptr().add(col0)),
-                            _mm512_loadu_ps(bias.as_ptr().add(col0 + 16)),
-                        )
-                    } else {
-                        (_mm512_setzero_ps(), _mm512_setzero_ps())
-                    };
+                    let k = PanelConsts::load(w, bias, col0);
                     for ii in 0..rows {
-                        let r = i + ii;
                         let acc0 = _mm512_loadu_si512(cp.add(ii * NR).cast());
                         let acc1 = _mm512_loadu_si512(cp.add(ii * NR + 16).cast());
-                        let zp = _mm512_set1_epi32(a.zp[r]);
-                        let sc = _mm512_set1_ps(a.scale[r]);
-                        let v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc0, _mm512_mullo_epi32(zp, cs0)));
-                        let v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc1, _mm512_mullo_epi32(zp, cs1)));
-                        let v0 = _mm512_fmadd_ps(v0, _mm512_mul_ps(sc, ws0), bb0);
-                        let v1 = _mm512_fmadd_ps(v1, _mm512_mul_ps(sc, ws1), bb1);
-                        let dst = out.ptr.add(r * out.ld + col0);
-                        _mm512_storeu_ps(dst, v0);
-                        _mm512_storeu_ps(dst.add(16), v1);
-                        if epilogue == Epilogue::BiasGelu {
-                            for cc in 0..NR {
-                                *dst.add(cc) = gelu(*dst.add(cc));
-                            }
-                        }
+                        let r = i + ii;
+                        k.finish_row(acc0, acc1, a, r, epilogue, out.ptr.add(r * out.ld + col0));
                     }
                 } else {
                     for ii in 0..rows {
@@ -720,34 +696,16 @@ unsafe fn tile_vnni_m<const M: usize>(
     let col0 = p * NR;
     let cols = NR.min(w.n - col0);
     if cols == NR {
-        let ws0 = _mm512_loadu_ps(w.w_scale.as_ptr().add(col0));
-        let ws1 = _mm512_loadu_ps(w.w_scale.as_ptr().add(col0 + 16));
-        let cs0 = _mm512_loadu_si512(w.col_sum.as_ptr().add(col0).cast());
-        let cs1 = _mm512_loadu_si512(w.col_sum.as_ptr().add(col0 + 16).cast());
-        let (bb0, bb1) = if bias.len() >= col0 + NR {
-            (
-                _mm512_loadu_ps(bias.as_ptr().add(col0)),
-                _mm512_loadu_ps(bias.as_ptr().add(col0 + 16)),
-            )
-        } else {
-            (_mm512_setzero_ps(), _mm512_setzero_ps())
-        };
+        let k = PanelConsts::load(w, bias, col0);
         for i in 0..M {
-            let r = row0 + i;
-            let zp = _mm512_set1_epi32(a.zp[r]);
-            let sc = _mm512_set1_ps(a.scale[r]);
-            let v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc0[i], _mm512_mullo_epi32(zp, cs0)));
-            let v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc1[i], _mm512_mullo_epi32(zp, cs1)));
-            let v0 = _mm512_fmadd_ps(v0, _mm512_mul_ps(sc, ws0), bb0);
-            let v1 = _mm512_fmadd_ps(v1, _mm512_mul_ps(sc, ws1), bb1);
-            let dst = out.ptr.add(r * out.ld + col0);
-            _mm512_storeu_ps(dst, v0);
-            _mm512_storeu_ps(dst.add(16), v1);
-            if epilogue == Epilogue::BiasGelu {
-                for c in 0..NR {
-                    *dst.add(c) = gelu(*dst.add(c));
-                }
-            }
+            k.finish_row(
+                acc0[i],
+                acc1[i],
+                a,
+                row0 + i,
+                epilogue,
+                out.ptr.add((row0 + i) * out.ld + col0),
+            );
         }
         return;
     }
@@ -757,6 +715,74 @@ unsafe fn tile_vnni_m<const M: usize>(
         _mm512_storeu_si512(tmp.as_mut_ptr().add(16).cast(), acc1[i]);
         for (c, &t) in tmp.iter().enumerate().take(cols) {
             *out.ptr.add((row0 + i) * out.ld + col0 + c) = store(t, a, w, bias, epilogue, row0 + i, col0 + c);
+        }
+    }
+}
+
+/// A full panel's per-column epilogue constants in AVX-512 registers (VNNI and AMX kernels).
+#[cfg(target_arch = "x86_64")]
+struct PanelConsts {
+    ws: [std::arch::x86_64::__m512; 2],
+    cs: [std::arch::x86_64::__m512i; 2],
+    bias: [std::arch::x86_64::__m512; 2],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl PanelConsts {
+    /// SAFETY: AVX-512 F present; columns `col0..col0 + NR` exist in `w` (a full panel).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma")]
+    #[inline]
+    unsafe fn load(w: &PackedI8, bias: &[f32], col0: usize) -> Self {
+        use std::arch::x86_64::*;
+        let half = |h: usize| col0 + 16 * h;
+        let bias = if bias.len() >= col0 + NR {
+            [
+                _mm512_loadu_ps(bias.as_ptr().add(half(0))),
+                _mm512_loadu_ps(bias.as_ptr().add(half(1))),
+            ]
+        } else {
+            [_mm512_setzero_ps(); 2]
+        };
+        Self {
+            ws: [
+                _mm512_loadu_ps(w.w_scale.as_ptr().add(half(0))),
+                _mm512_loadu_ps(w.w_scale.as_ptr().add(half(1))),
+            ],
+            cs: [
+                _mm512_loadu_si512(w.col_sum.as_ptr().add(half(0)).cast()),
+                _mm512_loadu_si512(w.col_sum.as_ptr().add(half(1)).cast()),
+            ],
+            bias,
+        }
+    }
+
+    /// Row `r`'s 32 sums (two registers) -> `dst[..32] = epilogue(dequantized + bias)`.
+    /// SAFETY: AVX-512 F present; `dst` has room for 32 floats; row `r` of `a` exists.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,fma")]
+    #[inline]
+    unsafe fn finish_row(
+        &self,
+        acc0: std::arch::x86_64::__m512i,
+        acc1: std::arch::x86_64::__m512i,
+        a: &QuantRows,
+        r: usize,
+        epilogue: Epilogue,
+        dst: *mut f32,
+    ) {
+        use std::arch::x86_64::*;
+        let zp = _mm512_set1_epi32(a.zp[r]);
+        let sc = _mm512_set1_ps(a.scale[r]);
+        for (h, acc) in [acc0, acc1].into_iter().enumerate() {
+            let v = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc, _mm512_mullo_epi32(zp, self.cs[h])));
+            _mm512_storeu_ps(
+                dst.add(16 * h),
+                _mm512_fmadd_ps(v, _mm512_mul_ps(sc, self.ws[h]), self.bias[h]),
+            );
+        }
+        if epilogue == Epilogue::BiasGelu {
+            for c in 0..NR {
+                *dst.add(c) = gelu(*dst.add(c));
+            }
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct BenchReport {
     #[serde(rename = "impl")]
     pub implementation: Impl,
     pub precision: crate::embed::Precision,
+    /// The instruction set our kernels ran on (`avx512`, `avx2`, `portable`; int8: `avx512-vnni`).
+    pub kernels: &'static str,
 }
 
 /// Something that embeds one planned batch of token sequences.
@@ -185,7 +187,7 @@ pub fn bench_embed(files: &ModelFiles, input: &Path, opts: &BenchOptions) -> any
     // The serving path's planner and runner (batches side by side when there are several); the
     // stock model runs the same plan one batch after another.
     let run_all = |msgs: &[&str]| -> anyhow::Result<()> {
-        let ids = msgs.iter().map(|m| tok(m)).collect::<Result<Vec<_>, _>>()?;
+        let ids = embedder.tokenize_all(msgs)?;
         let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let plan = plan_batches(&lengths, opts.limits);
@@ -256,5 +258,9 @@ pub fn bench_embed(files: &ModelFiles, input: &Path, opts: &BenchOptions) -> any
         max_batch_size: opts.limits.max_batch_size,
         implementation: opts.implementation,
         precision: opts.limits.precision,
+        kernels: match opts.limits.precision {
+            crate::embed::Precision::Int8 => crate::embed::qkernels::isa(),
+            _ => crate::embed::kernels::isa(),
+        },
     })
 }

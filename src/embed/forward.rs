@@ -306,8 +306,9 @@ fn uninit(n: usize) -> Vec<f32> {
 fn attention(qkv: &[f32], ctx: OutMat, n: usize, h: usize, hd: usize, hh: usize) {
     ATTN.with(|a| {
         let (scores, kt) = &mut *a.borrow_mut();
-        scores.resize(n * n, 0.0);
-        kt.resize(hd * n, 0.0);
+        let np = n.next_multiple_of(LANES);
+        scores.resize(n * np, 0.0);
+        kt.resize(hd * np, 0.0);
         attention_rows(qkv, ctx, n, h, hd, hh, scores, kt);
     });
 }
@@ -323,6 +324,14 @@ macro_rules! multiversion {
                 unsafe fn v4($($arg: $ty),*) { $kernel($($arg),*) }
                 // SAFETY: the CPU has the features `v4` is compiled for.
                 return unsafe { v4($($arg),*) };
+            }
+            #[cfg(target_arch = "x86_64")]
+            if kernels::avx2() {
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn v3($($arg: $ty),*) { $kernel($($arg),*) }
+                // SAFETY: the CPU has the features `v3` is compiled for.
+                return unsafe { v3($($arg),*) };
             }
             $kernel($($arg),*)
         }
@@ -355,6 +364,15 @@ fn attention_rows(
                         // SAFETY: the CPU has the features `v4` is compiled for.
                         return unsafe { v4(qkv, ctx, n, h, hh, scores, kt) };
                     }
+                    #[cfg(target_arch = "x86_64")]
+                    if kernels::avx2() {
+                        #[target_feature(enable = "avx2,fma")]
+                        unsafe fn v3(qkv: &[f32], ctx: OutMat, n: usize, h: usize, hh: usize, scores: &mut [f32], kt: &mut [f32]) {
+                            attention_kernel::<$hd>(qkv, ctx, n, h, hh, scores, kt)
+                        }
+                        // SAFETY: the CPU has the features `v3` is compiled for.
+                        return unsafe { v3(qkv, ctx, n, h, hh, scores, kt) };
+                    }
                     attention_kernel::<$hd>(qkv, ctx, n, h, hh, scores, kt)
                 })*
                 _ => unreachable!("head size {hd} (checked at load)"),
@@ -365,6 +383,9 @@ fn attention_rows(
 }
 
 multiversion!(fn add_norm(x: &mut [f32], residual: &[f32], p: &AddNorm) => add_norm_kernel);
+
+/// Keys per vector step of the attention kernel (one `zmm` of f32).
+const LANES: usize = 16;
 
 #[inline(always)]
 fn attention_kernel<const HD: usize>(
@@ -379,32 +400,55 @@ fn attention_kernel<const HD: usize>(
     let hd = HD;
     let (qo, ko, vo) = (hh * hd, h + hh * hd, 2 * h + hh * hd);
     let w = 3 * h;
-    // K transposed ([hd, n]) so each score row is a sum of hd scaled rows (vectorises over keys).
-    for j in 0..n {
-        for d in 0..hd {
-            kt[d * n + j] = qkv[j * w + ko + d];
+    // K transposed ([hd, np], zero-padded to whole vectors of keys) so each score row is a sum of
+    // hd scaled rows in whole 16-key steps: no scalar remainder for short messages.
+    let np = n.next_multiple_of(LANES);
+    for d in 0..hd {
+        for j in 0..n {
+            kt[d * np + j] = qkv[j * w + ko + d];
         }
+        kt[d * np + n..(d + 1) * np].fill(0.0);
     }
     for i in 0..n {
-        let row = &mut scores[i * n..(i + 1) * n];
+        let row = &mut scores[i * np..(i + 1) * np];
         row.fill(0.0);
         let q: &[f32; HD] = qkv[i * w + qo..i * w + qo + HD]
             .try_into()
             .expect("a head's columns");
         for (d, &qd) in q.iter().enumerate() {
-            for (s, &k) in row.iter_mut().zip(&kt[d * n..(d + 1) * n]) {
-                *s = qd.mul_add(k, *s);
+            for (s, k) in row
+                .chunks_exact_mut(LANES)
+                .zip(kt[d * np..(d + 1) * np].chunks_exact(LANES))
+            {
+                for l in 0..LANES {
+                    s[l] = qd.mul_add(k[l], s[l]);
+                }
             }
         }
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0f32;
-        for s in row.iter_mut() {
-            *s = super::ops::exp(*s - max);
-            sum += *s;
+        row[n..].fill(f32::NEG_INFINITY);
+        let mut maxes = [f32::NEG_INFINITY; LANES];
+        for c in row.chunks_exact(LANES) {
+            for l in 0..LANES {
+                maxes[l] = maxes[l].max(c[l]);
+            }
         }
-        let inv = 1.0 / sum;
+        let max = maxes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sums = [0f32; LANES];
+        for c in row.chunks_exact_mut(LANES) {
+            for l in 0..LANES {
+                c[l] = super::ops::exp(c[l] - max);
+            }
+        }
+        // Padded keys: exactly 0 (the clamped exp would leave ~1e-38).
+        row[n..].fill(0.0);
+        for c in row.chunks_exact(LANES) {
+            for l in 0..LANES {
+                sums[l] += c[l];
+            }
+        }
+        let inv = 1.0 / sums.iter().sum::<f32>();
         let mut out = [0f32; HD];
-        for (j, &p) in row.iter().enumerate() {
+        for (j, &p) in row[..n].iter().enumerate() {
             let v: &[f32; HD] = qkv[j * w + vo..j * w + vo + HD]
                 .try_into()
                 .expect("a head's columns");

@@ -184,12 +184,18 @@ impl Embedder {
         self.model.embed(seqs)
     }
 
+    /// Tokenizes texts, in input order; many texts are split over the compute threads.
+    pub fn tokenize_all(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>, EmbedError> {
+        if texts.len() >= 64 && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            return texts.par_iter().map(|t| self.tokenize(t)).collect();
+        }
+        texts.iter().map(|t| self.tokenize(t)).collect()
+    }
+
     /// Embeds texts in length-sorted batches; results in input order.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let ids = texts
-            .iter()
-            .map(|t| self.tokenize(t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = self.tokenize_all(texts)?;
         self.embed_ids(&ids)
     }
 

@@ -144,11 +144,17 @@ async fn start(
     state.store.put_import_job(&job).await?;
     tokio::spawn(async move {
         let progress = Arc::new(Progress::default());
+        // The ticker is stopped between writes, never in the middle of one: an aborted write could
+        // still run in the database's worker after the final state and put "running" back.
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let ticker = {
             let (store, progress, mut job) = (state.store.clone(), progress.clone(), job.clone());
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stopped.changed() => break,
+                    }
                     job.total = progress.total.load(Ordering::Relaxed) as i64;
                     job.done = progress.done.load(Ordering::Relaxed) as i64;
                     job.updated_at = Utc::now();
@@ -159,7 +165,7 @@ async fn start(
             })
         };
         let result = import::import(&state.pipeline, Arc::new(export), &opts, progress.clone()).await;
-        ticker.abort();
+        let _ = stop.send(true);
         let _ = ticker.await;
         drop(upload);
         job.total = progress.total.load(Ordering::Relaxed) as i64;

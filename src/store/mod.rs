@@ -212,7 +212,8 @@ pub trait Store: Send + Sync + 'static {
     fn export_grouping(&self, since: Option<DateTime<Utc>>) -> StoreFuture<'_, Vec<GroupingRow>>;
     fn analytics(&self) -> StoreFuture<'_, Analytics>;
 
-    /// Creates or updates a background import's row.
+    /// Creates or updates a background import's row. A finished job (`done`, `failed`) is final:
+    /// a later write (a late progress update) leaves it as it is.
     fn put_import_job<'a>(&'a self, job: &'a ImportJob) -> StoreFuture<'a, ()>;
     fn get_import_job<'a>(&'a self, id: &'a str) -> StoreFuture<'a, ImportJob>;
     /// What board cards show beyond the conversations `ids` (any order; unknown ids are skipped).

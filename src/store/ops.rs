@@ -658,7 +658,7 @@ macro_rules! store_ops {
                          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                          ON CONFLICT (id) DO UPDATE SET state = excluded.state, total = excluded.total, \
                          done = excluded.done, summary = excluded.summary, error = excluded.error, \
-                         updated_at = excluded.updated_at",
+                         updated_at = excluded.updated_at WHERE import_jobs.state = 'running'",
                     )
                     .bind(&job.id)
                     .bind(&job.state)

@@ -118,4 +118,34 @@ async fn http_import_runs_in_the_background(backend: Backend) {
     assert!(error.contains("general/2016-07-24.json line 2"), "{error}");
 }
 
-on_both_backends!(http_import_runs_in_the_background);
+on_both_backends!(http_import_runs_in_the_background, a_finished_job_stays_finished);
+
+/// A progress update that lands after the final state (the ticker's write was in flight when the
+/// import finished) must not put a finished job back to `running`.
+async fn a_finished_job_stays_finished(backend: Backend) {
+    let Some(db) = crate::tickets::helpers::TestDb::create(backend).await else {
+        return;
+    };
+    let store = triage::store::connect(&db.url).await.unwrap();
+    let now = chrono::Utc::now();
+    let mut job = triage::store::ImportJob {
+        id: "job-1".into(),
+        state: "running".into(),
+        total: 10,
+        done: 3,
+        summary: None,
+        error: None,
+        created_at: now,
+        updated_at: now,
+    };
+    store.put_import_job(&job).await.unwrap();
+    let progress = job.clone();
+    job.state = "done".into();
+    job.done = 10;
+    job.summary = Some(serde_json::json!({"messages_imported": 10}));
+    store.put_import_job(&job).await.unwrap();
+    store.put_import_job(&progress).await.unwrap();
+    let got = store.get_import_job("job-1").await.unwrap();
+    assert_eq!((got.state.as_str(), got.done), ("done", 10));
+    assert_eq!(got.summary, job.summary);
+}

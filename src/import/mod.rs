@@ -238,8 +238,11 @@ impl Action {
     }
 }
 
-/// A batch for the writer: the actions and the analyses of the `New` ones, in order.
-type Batch = (String, Vec<Action>, Vec<Analysis>);
+/// A batch for the writer: a channel's actions and the analysis of the `New` ones (in order), still
+/// running: the reader starts the next batch's analysis while the embedder works on this one, so
+/// the embedder's queue never runs dry while the reader parses and checks what is stored.
+type Batch = (String, Vec<Action>, Analysing);
+type Analysing = tokio::task::JoinHandle<Result<Vec<Analysis>, ImportError>>;
 
 /// Imports `export` through `pipeline`.
 pub async fn import(
@@ -266,7 +269,7 @@ pub async fn import(
     } else {
         opts.batch
     };
-    // Analysis runs ahead of the writes by up to two batches.
+    // Analysis runs ahead of the writes by up to three batches (two queued, one being received).
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let producer = {
         let (export, pipeline, opts, progress) =
@@ -283,9 +286,12 @@ pub async fn import(
     let clock = &progress.phases;
     loop {
         let idle = Instant::now();
-        let Some((channel, actions, analyses)) = rx.recv().await else {
+        let Some((channel, actions, analysing)) = rx.recv().await else {
             break;
         };
+        let analyses = analysing
+            .await
+            .map_err(|e| ImportError::Invalid(format!("analysis task failed: {e}")))??;
         PhaseClock::add(&clock.writer_idle, idle);
         let busy = Instant::now();
         let mut analyses = analyses.into_iter();
@@ -415,7 +421,7 @@ async fn read_channels(
     people: &People,
     batch: usize,
     tx: &tokio::sync::mpsc::Sender<Batch>,
-    progress: &Progress,
+    progress: &Arc<Progress>,
 ) -> Result<ImportSummary, ImportError> {
     let mut counts = ImportSummary {
         team_users: people.team_size() as u64,
@@ -544,7 +550,7 @@ async fn send(
     channel: &str,
     actions: Vec<Action>,
     tx: &tokio::sync::mpsc::Sender<Batch>,
-    progress: &Progress,
+    progress: &Arc<Progress>,
 ) -> Result<(), ImportError> {
     if actions.is_empty() {
         return Ok(());
@@ -554,12 +560,20 @@ async fn send(
         return Ok(());
     }
     let inputs: Vec<(String, Role)> = actions.iter().filter_map(Action::analysis_input).collect();
-    let analysing = Instant::now();
-    let analyses = pipeline.analyse_batch(inputs).await?;
-    PhaseClock::add(&progress.phases.analyse, analysing);
-    // The writer has gone only when it failed; its error is the one reported.
-    let _ = tx.send((channel.to_owned(), actions, analyses)).await;
-    Ok(())
+    let analysing = {
+        let (pipeline, progress) = (pipeline.clone(), progress.clone());
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let analyses = pipeline.analyse_batch(inputs).await?;
+            PhaseClock::add(&progress.phases.analyse, started);
+            Ok(analyses)
+        })
+    };
+    // The writer has gone only when it failed; its error is the one reported, and reading on
+    // would only analyse what nobody writes.
+    tx.send((channel.to_owned(), actions, analysing))
+        .await
+        .map_err(|_| ImportError::Invalid("the import's writer stopped".into()))
 }
 
 /// The indexes of the channels to import, by name or id; an unknown one is an error.

@@ -14,7 +14,7 @@
 
 use super::rows::ContextRow;
 use super::{embedding_from_bytes, StoreError};
-use crate::domain::ContextMessage;
+use crate::domain::{ChannelContext, ContextMessage};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -93,7 +93,7 @@ impl EmbeddingCache {
 
     /// Caches the embeddings just read for `rows` (`fetched`: message id, little-endian f32
     /// bytes) and returns them by id.
-    pub(super) fn remember<'r>(
+    fn remember<'r>(
         &self,
         rows: impl IntoIterator<Item = &'r ContextRow>,
         fetched: Vec<(String, Vec<u8>)>,
@@ -116,9 +116,27 @@ impl EmbeddingCache {
         out
     }
 
+    /// The channel context from its three lists of rows, each oldest first, with the embeddings
+    /// in `fetched` (the rows [`Self::misses`] named, just read: message id, little-endian f32
+    /// bytes; cached here) or in this cache.
+    pub(super) fn context(
+        &self,
+        recent: Vec<ContextRow>,
+        thread: Vec<ContextRow>,
+        open: Vec<ContextRow>,
+        fetched: Vec<(String, Vec<u8>)>,
+    ) -> Result<ChannelContext, StoreError> {
+        let fetched = self.remember(recent.iter().chain(&thread).chain(&open), fetched);
+        Ok(ChannelContext {
+            recent: self.resolve(recent, &fetched)?,
+            thread: self.resolve(thread, &fetched)?,
+            open: self.resolve(open, &fetched)?,
+        })
+    }
+
     /// The context rows as the domain's messages, oldest first, each with its embedding from
     /// `fetched` or this cache.
-    pub(super) fn resolve(
+    fn resolve(
         &self,
         rows: Vec<ContextRow>,
         fetched: &HashMap<String, Arc<[f32]>>,

@@ -173,23 +173,16 @@ async fn load_context(
             _ => open.push(row),
         }
     }
-    let all = || recent.iter().chain(&thread).chain(&open);
-    let missing = cache.misses(all());
+    let missing = cache.misses(recent.iter().chain(&thread).chain(&open));
     let fetched = if missing.is_empty() {
-        Default::default()
+        Vec::new()
     } else {
-        let rows: Vec<(String, Vec<u8>)> =
-            sqlx::query_as("SELECT id, embedding FROM messages WHERE id = ANY($1) AND embedding IS NOT NULL")
-                .bind(&missing)
-                .fetch_all(&mut *conn)
-                .await?;
-        cache.remember(all(), rows)
+        sqlx::query_as("SELECT id, embedding FROM messages WHERE id = ANY($1) AND embedding IS NOT NULL")
+            .bind(&missing)
+            .fetch_all(&mut *conn)
+            .await?
     };
-    Ok(Some(ChannelContext {
-        recent: cache.resolve(recent, &fetched)?,
-        thread: cache.resolve(thread, &fetched)?,
-        open: cache.resolve(open, &fetched)?,
-    }))
+    Ok(Some(cache.context(recent, thread, open, fetched)?))
 }
 
 /// `INSERT INTO events` selecting from ten array parameters (their `$n` given as literals), one

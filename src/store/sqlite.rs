@@ -231,26 +231,20 @@ async fn load_context(
         context_rows(&thread)?,
         context_rows(&open)?,
     );
-    let all = || recent.iter().chain(&thread).chain(&open);
-    let missing = cache.misses(all());
+    let missing = cache.misses(recent.iter().chain(&thread).chain(&open));
     let fetched = if missing.is_empty() {
-        Default::default()
+        Vec::new()
     } else {
         let ids = serde_json::to_string(&missing).map_err(|e| StoreError::Unexpected(e.into()))?;
-        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(
+        sqlx::query_as(
             "SELECT id, embedding FROM messages WHERE id IN (SELECT value FROM json_each($1)) \
              AND embedding IS NOT NULL",
         )
         .bind(ids)
         .fetch_all(&mut *conn)
-        .await?;
-        cache.remember(all(), rows)
+        .await?
     };
-    Ok(Some(ChannelContext {
-        recent: cache.resolve(recent, &fetched)?,
-        thread: cache.resolve(thread, &fetched)?,
-        open: cache.resolve(open, &fetched)?,
-    }))
+    Ok(Some(cache.context(recent, thread, open, fetched)?))
 }
 
 type ContextJson = (

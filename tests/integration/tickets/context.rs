@@ -5,7 +5,7 @@ use crate::tickets::helpers::{on_both_backends, Backend, KeywordClassifier, Test
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use triage::domain::MessageEdit;
-use triage::domain::{ReplyLabel, Role, CONTEXT_MESSAGES};
+use triage::domain::{ChannelContext, ReplyLabel, Role, CONTEXT_MESSAGES};
 use triage::pipeline::{IncomingMessage, Pipeline, Prediction};
 use triage::store::{self, Store};
 
@@ -25,6 +25,19 @@ fn msg(secs: u64, user: &str, role: Role, thread: Option<u64>, text: &str) -> In
         files: Vec::new(),
         embedding: Some(vec![secs as f32; 4]),
     }
+}
+
+/// The context the store would hand the grouper for `incoming` (not stored yet), read in an ingest
+/// unit that is then rolled back.
+async fn context_for(store: &Arc<dyn Store>, incoming: &IncomingMessage) -> ChannelContext {
+    let mut unit = store.begin_ingest(&incoming.channel).await.unwrap();
+    let ctx = unit
+        .load_context(incoming)
+        .await
+        .unwrap()
+        .expect("not stored yet");
+    unit.rollback().await.unwrap();
+    ctx
 }
 
 async fn open_conversations_beyond_the_window(backend: Backend) {
@@ -70,13 +83,7 @@ async fn open_conversations_beyond_the_window(backend: Backend) {
     }
 
     let incoming = msg(30 * 3600, "U9", Role::Customer, None, "any update?");
-    let mut unit = store.begin_ingest("C1").await.unwrap();
-    let ctx = unit
-        .load_context(&incoming)
-        .await
-        .unwrap()
-        .expect("not stored yet");
-    unit.rollback().await.unwrap();
+    let ctx = context_for(&store, &incoming).await;
 
     assert_eq!(ctx.recent.len() as u64, window);
     assert!(ctx.recent.iter().all(|m| m.conversation_id == busy));
@@ -111,9 +118,7 @@ async fn open_conversations_beyond_the_window(backend: Backend) {
     // A message older than the busy stretch sees only what came before it: the window then holds
     // the tickets' messages, so none of them is repeated as open.
     let early = msg(5 * 3600 + 100, "U5", Role::Customer, None, "again");
-    let mut unit = store.begin_ingest("C1").await.unwrap();
-    let ctx = unit.load_context(&early).await.unwrap().expect("not stored yet");
-    unit.rollback().await.unwrap();
+    let ctx = context_for(&store, &early).await;
     assert_eq!(ctx.recent.len(), 13, "ten tickets' messages before it");
     assert!(ctx.open.is_empty(), "{:?}", ctx.open);
 }
@@ -138,14 +143,9 @@ async fn embeddings_cached_and_stored_agree(backend: Backend) {
     }
     let context = |store: Arc<dyn Store>| async move {
         let incoming = msg(100, "U1", Role::Customer, None, "third");
-        let mut unit = store.begin_ingest("C1").await.unwrap();
-        let ctx = unit
-            .load_context(&incoming)
+        context_for(&store, &incoming)
             .await
-            .unwrap()
-            .expect("not stored yet");
-        unit.rollback().await.unwrap();
-        ctx.recent
+            .recent
             .into_iter()
             .map(|m| (m.text, m.embedding))
             .collect::<Vec<_>>()

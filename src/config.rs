@@ -402,9 +402,10 @@ impl Settings {
     }
 }
 
-/// Sets the compute thread count once, before any inference: candle's matmul asks rayon how many
-/// threads to use, so both the global pool and `RAYON_NUM_THREADS` must agree. An explicit count
-/// avoids over-subscription when several pools would otherwise each take every core.
+/// Sets the compute thread count once, before any inference: candle's matmul asks
+/// rayon how many threads to use, so both the global pool and `RAYON_NUM_THREADS` must agree. An
+/// explicit count avoids over-subscription when several pools would otherwise each take every
+/// core. The pool's threads are named `compute-N` (per-thread CPU figures, profiles).
 pub fn init_compute_threads(requested: usize) -> usize {
     let n = if requested > 0 {
         requested
@@ -418,7 +419,10 @@ pub fn init_compute_threads(requested: usize) -> usize {
     };
     // Called from main before other threads exist (single-threaded), so setting the variable is sound.
     std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("compute-{i}"))
+        .build_global();
     rayon::current_num_threads()
 }
 

@@ -487,7 +487,7 @@ fn run_jobs(embedder: &Embedder, jobs: Vec<Job>, metrics: &EmbedMetrics) {
         }
     }
     let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
-    let plan = plan_batches(&lengths, embedder.limits());
+    let plan = embedder.plan(&lengths);
     let result = embedder.run_plan_with_tail(&seqs, embedder.tail(), &wants, &plan, |b| {
         metrics.inference.observe(b.elapsed.as_secs_f64());
         metrics.batch_size.observe(b.sequences as f64);

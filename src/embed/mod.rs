@@ -115,6 +115,54 @@ pub fn plan_batches(lengths: &[usize], limits: BatchLimits) -> Vec<Vec<usize>> {
     batches
 }
 
+/// [`plan_batches`] for `threads` compute threads, which take the batches one each: a plan of few
+/// batches whose count is not a multiple of `threads` leaves threads idle while the last batches
+/// run (three batches on two threads: one thread waits a third of the time). Such a plan is cut
+/// again into the next multiple of `threads` batches of about equal tokens, still in length order.
+/// Plans of many batches (at least eight per thread) lose little and are kept, as is any plan the
+/// cut would put over the limits.
+pub fn plan_parallel(lengths: &[usize], limits: BatchLimits, threads: usize) -> Vec<Vec<usize>> {
+    let plan = plan_batches(lengths, limits);
+    let n = plan.len();
+    if threads <= 1 || n == 0 || n >= 8 * threads || n % threads == 0 {
+        return plan;
+    }
+    let order: Vec<usize> = plan.iter().flatten().copied().collect();
+    let target = n.div_ceil(threads).saturating_mul(threads).min(order.len());
+    if target <= n {
+        return plan;
+    }
+    let cost = |i: usize| lengths[i].max(1);
+    let total: usize = order.iter().map(|&i| cost(i)).sum();
+    let mut balanced: Vec<Vec<usize>> = Vec::with_capacity(target);
+    let mut current = Vec::new();
+    let mut done = 0;
+    for (k, &i) in order.iter().enumerate() {
+        current.push(i);
+        done += cost(i);
+        let groups_left = target - balanced.len() - 1;
+        let items_left = order.len() - k - 1;
+        // Close the group at its share of the tokens, or when every later group needs one of the
+        // items left.
+        let share = (balanced.len() + 1) * total / target;
+        if groups_left > 0 && (done >= share || items_left == groups_left) {
+            balanced.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        balanced.push(current);
+    }
+    let fits = |b: &Vec<usize>| {
+        b.len() <= limits.max_batch_size
+            && (b.len() == 1 || b.iter().map(|&i| cost(i)).sum::<usize>() <= limits.max_batch_tokens)
+    };
+    if balanced.len() == target && balanced.iter().all(fits) {
+        balanced
+    } else {
+        plan
+    }
+}
+
 pub struct Embedder {
     tokenizer: Tokenizer,
     model: Bert,
@@ -179,6 +227,12 @@ impl Embedder {
         &self.tokenizer
     }
 
+    /// The batches for sequences of these lengths on this process's compute threads
+    /// ([`plan_parallel`]).
+    pub fn plan(&self, lengths: &[usize]) -> Vec<Vec<usize>> {
+        plan_parallel(lengths, self.limits, rayon::current_num_threads())
+    }
+
     /// One forward pass over one batch (as planned by [`plan_batches`]).
     pub fn embed_tokens(&self, seqs: &[&[u32]]) -> Result<Vec<Vec<f32>>, EmbedError> {
         self.model.embed(seqs)
@@ -203,7 +257,7 @@ impl Embedder {
     pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
-        self.run_plan(&seqs, &plan_batches(&lengths, self.limits), |_| {})
+        self.run_plan(&seqs, &self.plan(&lengths), |_| {})
     }
 
     /// Embeds texts through `tail` only (the shared top layers are skipped), in input order: the
@@ -232,13 +286,7 @@ impl Embedder {
         let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
         let wants = vec![want; seqs.len()];
-        self.run_plan_with_tail(
-            &seqs,
-            Some(tail),
-            &wants,
-            &plan_batches(&lengths, self.limits),
-            |_| {},
-        )
+        self.run_plan_with_tail(&seqs, Some(tail), &wants, &self.plan(&lengths), |_| {})
     }
 
     /// Runs planned batches (from [`plan_batches`] over `seqs`) and returns one vector per
@@ -382,6 +430,39 @@ mod tests {
         }
         // Sorted: the 300-token sequence is alone and first.
         assert_eq!(plan[0], vec![4]);
+    }
+
+    #[test]
+    fn a_plan_of_few_batches_is_cut_into_a_multiple_of_the_threads() {
+        let limits = BatchLimits {
+            max_batch_tokens: 100,
+            max_batch_size: 50,
+            ..BatchLimits::default()
+        };
+        // 25 sequences of 10 tokens: three greedy batches (100, 100, 50 tokens).
+        let lengths = vec![10; 25];
+        assert_eq!(plan_batches(&lengths, limits).len(), 3);
+        let plan = plan_parallel(&lengths, limits, 2);
+        assert_eq!(plan.len(), 4);
+        let mut seen: Vec<usize> = plan.iter().flatten().copied().collect();
+        assert_eq!(
+            seen,
+            plan_batches(&lengths, limits).concat(),
+            "length order is kept"
+        );
+        seen.sort();
+        assert_eq!(seen, (0..25).collect::<Vec<_>>());
+        let tokens: Vec<usize> = plan.iter().map(|b| b.iter().map(|&i| lengths[i]).sum()).collect();
+        assert!(tokens.iter().all(|&t| (60..=70).contains(&t)), "{tokens:?}");
+        // One thread, an even count, or many batches: the greedy plan.
+        assert_eq!(plan_parallel(&lengths, limits, 1), plan_batches(&lengths, limits));
+        assert_eq!(plan_parallel(&lengths, limits, 3), plan_batches(&lengths, limits));
+        let many = vec![10; 10 * 16 + 5];
+        assert_eq!(plan_parallel(&many, limits, 2), plan_batches(&many, limits));
+        // Two short sequences in one batch: one each.
+        assert_eq!(plan_parallel(&[3, 4], limits, 2).len(), 2);
+        // A lone sequence stays one batch.
+        assert_eq!(plan_parallel(&[3], limits, 2), vec![vec![0]]);
     }
 
     #[test]

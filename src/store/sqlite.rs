@@ -185,7 +185,16 @@ fn fts_terms(q: &str) -> Option<Vec<String>> {
 macro_rules! context_json {
     () => {
         "json_group_array(json_array(m.id, m.conversation_id, c.status, m.ts, m.thread_ts, m.user_id, m.role, \
-         m.text, m.embedding IS NOT NULL))"
+         m.text, m.has_embedding))"
+    };
+}
+
+/// The columns a context list reads, for its subqueries: `SELECT *` would copy every row's
+/// embedding (1.5 kB) into the sorted subquery's temporary table only to test it for NULL.
+macro_rules! context_columns {
+    () => {
+        "SELECT seq, id, conversation_id, ts, thread_ts, user_id, role, text, \
+         embedding IS NOT NULL AS has_embedding FROM messages"
     };
 }
 
@@ -201,18 +210,24 @@ async fn load_context(
     let (stored, recent, thread, open): (bool, String, String, String) = sqlx::query_as(concat!(
         "SELECT EXISTS (SELECT 1 FROM messages WHERE channel = $1 AND ts = $2), (SELECT ",
         context_json!(),
-        " FROM (SELECT * FROM messages WHERE channel = $1 AND ts < $2 ORDER BY ts DESC LIMIT $4) m \
+        " FROM (",
+        context_columns!(),
+        " WHERE channel = $1 AND ts < $2 ORDER BY ts DESC LIMIT $4) m \
            JOIN conversations c ON c.id = m.conversation_id), \
          (SELECT ",
         context_json!(),
-        " FROM (SELECT * FROM messages WHERE seq IN \
+        " FROM (",
+        context_columns!(),
+        " WHERE seq IN \
               (SELECT seq FROM messages WHERE channel = $1 AND ts = $3 \
                UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $3) \
               ORDER BY ts LIMIT $4) m \
            JOIN conversations c ON c.id = m.conversation_id), \
          (SELECT ",
         context_json!(),
-        " FROM (SELECT * FROM messages m WHERE ",
+        " FROM (",
+        context_columns!(),
+        " m WHERE ",
         open_messages_where!(),
         ") m JOIN conversations c ON c.id = m.conversation_id)"
     ))
@@ -279,6 +294,21 @@ fn context_rows(json: &str) -> Result<Vec<ContextRow>, StoreError> {
             },
         )
         .collect())
+}
+
+/// The timestamps among `ts` that `channel` has stored.
+async fn stored_among(conn: &mut Conn, channel: &str, ts: &[String]) -> Result<Vec<String>, StoreError> {
+    if ts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = serde_json::to_string(ts).map_err(|e| StoreError::Unexpected(e.into()))?;
+    Ok(sqlx::query_scalar(
+        "SELECT ts FROM messages WHERE channel = $1 AND ts IN (SELECT value FROM json_each($2))",
+    )
+    .bind(channel)
+    .bind(list)
+    .fetch_all(conn)
+    .await?)
 }
 
 /// Inserts unless (channel, ts) exists; false when another writer stored it first.

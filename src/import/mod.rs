@@ -451,9 +451,15 @@ async fn read_channels(
         progress
             .total
             .fetch_sub((loaded.repeats + loaded.invalid) as u64, Ordering::Relaxed);
+        PhaseClock::add(&clock.parse, parsing);
+        // What the database already has of this channel, in a few queries instead of one per
+        // message (a message stored meanwhile, live, is still caught by the writer).
+        let checking = Instant::now();
+        let keys: Vec<String> = loaded.messages.iter().map(|(ts, _)| ts.clone()).collect();
+        let stored = pipeline.stored_ts(&channel.id, &keys).await?;
+        PhaseClock::add(&clock.stored_check, checking);
         let mut pending = Vec::new();
         let mut in_window = false;
-        PhaseClock::add(&clock.parse, parsing);
         for (ts, m) in loaded.messages {
             let parsing = Instant::now();
             let at = ts_to_time(&ts);
@@ -480,10 +486,7 @@ async fn read_channels(
                     continue;
                 }
                 Item::New(msg) => {
-                    let checking = Instant::now();
-                    let stored = pipeline.is_stored(&channel.id, &msg.ts).await?;
-                    PhaseClock::add(&clock.stored_check, checking);
-                    if stored {
+                    if stored.contains(&msg.ts) {
                         counts.duplicates_skipped += 1;
                         skip(progress);
                         continue;
@@ -501,7 +504,7 @@ async fn read_channels(
                 // An export's tombstone: a deleted thread root (its own ts).
                 Item::Delete { ts: deleted, .. } if deleted == ts => {
                     counts.deleted += 1;
-                    if pipeline.is_stored(&channel.id, &ts).await? {
+                    if stored.contains(&ts) {
                         counts.duplicates_skipped += 1;
                         Action::Delete { ts }
                     } else {

@@ -22,6 +22,7 @@ use crate::domain::IngestPlan;
 use crate::domain::{self, status, Change, Conversation, Message, Role};
 use crate::store::{IngestUnit, MessageReasons, Store, StoreError};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -173,6 +174,10 @@ pub struct Pipeline {
     grouping: Arc<dyn Grouping>,
     events: EventBus,
 }
+
+/// Timestamps per duplicate-check query (bounded: SQLite's JSON argument and PostgreSQL's array
+/// stay small).
+const STORED_CHECK_CHUNK: usize = 2_000;
 
 impl Pipeline {
     pub fn new(store: Arc<dyn Store>, inference: Arc<dyn Inference>, grouping: Arc<dyn Grouping>) -> Self {
@@ -371,9 +376,14 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// Whether (channel, ts) has been ingested.
-    pub async fn is_stored(&self, channel: &str, ts: &str) -> Result<bool, StoreError> {
-        Ok(self.store.find_message(channel, ts).await?.is_some())
+    /// Which of these timestamps of `channel` have been ingested, in chunks of
+    /// [`STORED_CHECK_CHUNK`] per query.
+    pub async fn stored_ts(&self, channel: &str, ts: &[String]) -> Result<HashSet<String>, StoreError> {
+        let mut stored = HashSet::new();
+        for chunk in ts.chunks(STORED_CHECK_CHUNK) {
+            stored.extend(self.store.stored_ts(channel, chunk).await?);
+        }
+        Ok(stored)
     }
 
     /// The stored outcome of a message already ingested, if it was.

@@ -160,6 +160,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreFuture<'a, Written<Moved>>;
 
     fn find_message<'a>(&'a self, channel: &'a str, ts: &'a str) -> StoreFuture<'a, Option<Message>>;
+    /// Which of these timestamps of `channel` are stored (an import's duplicate check, one query
+    /// per chunk of a channel instead of one per message).
+    fn stored_ts<'a>(&'a self, channel: &'a str, ts: &'a [String]) -> StoreFuture<'a, Vec<String>>;
     /// Replaces the text of the message (channel, ts), under the channel's lock; an edited team
     /// reply may move the status ([`crate::domain::apply_edit`]).
     fn edit_message<'a>(

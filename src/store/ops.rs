@@ -515,6 +515,10 @@ macro_rules! store_ops {
                 Box::pin(async move { find_message(&mut *self.pool.acquire().await?, channel, ts).await })
             }
 
+            fn stored_ts<'a>(&'a self, channel: &'a str, ts: &'a [String]) -> StoreFuture<'a, Vec<String>> {
+                Box::pin(async move { stored_among(&mut *self.pool.acquire().await?, channel, ts).await })
+            }
+
             fn edit_message<'a>(
                 &'a self,
                 channel: &'a str,

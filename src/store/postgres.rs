@@ -133,6 +133,20 @@ struct PartRow {
     row: ContextRow,
 }
 
+/// The timestamps among `ts` that `channel` has stored.
+async fn stored_among(conn: &mut Conn, channel: &str, ts: &[String]) -> Result<Vec<String>, StoreError> {
+    if ts.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(
+        sqlx::query_scalar("SELECT ts FROM messages WHERE channel = $1 AND ts = ANY($2)")
+            .bind(channel)
+            .bind(ts)
+            .fetch_all(conn)
+            .await?,
+    )
+}
+
 /// The channel context in one round trip, or `None` when (channel, ts) is already stored (read
 /// after the channel lock, so a replica's concurrent insert is seen).
 async fn load_context(

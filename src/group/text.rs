@@ -79,9 +79,19 @@ pub fn analyse(text: &str) -> TextInfo {
         question: text.contains('?'),
         ..TextInfo::default()
     };
+    // One buffer for every word's lowercase form (most words are ASCII: no allocation per word).
+    let mut buf = String::new();
     for (i, raw) in text.split_whitespace().enumerate() {
         info.n_tokens += 1;
-        let lower = raw.to_lowercase();
+        let lower: &str = if raw.is_ascii() {
+            buf.clear();
+            buf.push_str(raw);
+            buf.make_ascii_lowercase();
+            &buf
+        } else {
+            buf = raw.to_lowercase();
+            &buf
+        };
         let (key, is_mention) = match slack_mention(&lower) {
             Some(id) => (fnv1a(id), true),
             None => (fnv1a(trim_word(&lower)), false),
@@ -157,6 +167,29 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_hash_their_lowercase_form_ascii_or_not() {
+        for text in [
+            "Hello WORLD, @Bob: grub?",
+            "Straße ÖL ΣΑΣ: ok",
+            "<@U12AB|Bob> LOOK",
+        ] {
+            let mut tokens: Vec<u64> = text
+                .split_whitespace()
+                .map(|w| {
+                    let l = w.to_lowercase();
+                    match slack_mention(&l) {
+                        Some(id) => fnv1a(id),
+                        None => fnv1a(trim_word(&l)),
+                    }
+                })
+                .collect();
+            tokens.sort_unstable();
+            tokens.dedup();
+            assert_eq!(analyse(text).tokens, tokens, "{text}");
+        }
+    }
 
     #[test]
     fn addressee_forms() {

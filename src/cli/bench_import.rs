@@ -59,6 +59,13 @@ pub struct ImportBenchReport {
     /// Where the import's time went, per stage (they overlap: the reader analyses the next
     /// batches while the writer stores).
     pub phase_seconds: std::collections::BTreeMap<String, f64>,
+    /// CPU seconds the import used, by kind of thread: `compute` (inference: the compute pool,
+    /// the forward-pass team, the model thread), `sqlite` (the database's worker threads),
+    /// `pipeline` (the runtime's threads: the reader, the writer's grouping and planning),
+    /// `exited` (threads gone before the end), and `total`; `embed_cpu_seconds` is the same for
+    /// one `bench embed` pass. Unlike the rate, these hardly depend on what else the machine runs.
+    pub cpu_seconds: BTreeMap<String, f64>,
+    pub embed_cpu_seconds: f64,
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
@@ -79,7 +86,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         implementation: Impl::Triage,
         threads: rayon::current_num_threads(),
     };
+    let before = process_cpu_seconds();
     let mut embed_runs = bench_embed(&files, &lines, &opts)?.runs_per_s;
+    let embed_cpu = (process_cpu_seconds() - before) / args.embed_repeats.max(1) as f64;
     let mut settings = s.clone();
     let db = root.join("bench-import.db");
     let _ = std::fs::remove_file(&db);
@@ -88,11 +97,17 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         team_users: team.iter().cloned().collect(),
         ..Default::default()
     };
+    let (threads_before, total_before) = (thread_cpu_seconds(), process_cpu_seconds());
     let summary = tokio::runtime::Runtime::new()?.block_on(super::import::run_import(
         &settings,
         &export,
         &import_opts,
     ))?;
+    let cpu_seconds = cpu_by_kind(
+        &threads_before,
+        &thread_cpu_seconds(),
+        process_cpu_seconds() - total_before,
+    );
     embed_runs.extend(bench_embed(&files, &lines, &opts)?.runs_per_s);
     let mut sorted = embed_runs.clone();
     sorted.sort_by(f64::total_cmp);
@@ -111,9 +126,76 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         threads: rayon::current_num_threads(),
         precision: s.embed.precision,
         phase_seconds: summary.phase_seconds.clone(),
+        cpu_seconds,
+        embed_cpu_seconds: embed_cpu,
     };
     super::print_result(&serde_json::to_value(&report)?);
     Ok(())
+}
+
+/// The process's CPU time (user + system, every thread that ever ran), in seconds.
+fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut u) != 0 {
+            return 0.0;
+        }
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(u.ru_utime) + secs(u.ru_stime)
+    }
+}
+
+/// CPU seconds of each live thread, by thread id: (name, seconds). Empty where /proc is not there.
+fn thread_cpu_seconds() -> HashMap<String, (String, f64)> {
+    // SAFETY: sysconf only reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return out;
+    };
+    for task in dir.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // "tid (name) state ppid ...": utime and stime are the 12th and 13th fields after the name.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        out.insert(
+            task.file_name().to_string_lossy().into_owned(),
+            (stat[open + 1..close].to_owned(), (tick(11) + tick(12)) / ticks),
+        );
+    }
+    out
+}
+
+/// The CPU the import used between two [`thread_cpu_seconds`] readings, by kind of thread.
+fn cpu_by_kind(
+    before: &HashMap<String, (String, f64)>,
+    after: &HashMap<String, (String, f64)>,
+    total: f64,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let mut live = 0.0;
+    for (tid, (name, secs)) in after {
+        let used = secs - before.get(tid).map_or(0.0, |(_, s)| *s);
+        let kind = if name.starts_with("compute-") || name.starts_with("embed-team") || name == "triage-model"
+        {
+            "compute"
+        } else if name.starts_with("sqlx-sqlite") {
+            "sqlite"
+        } else {
+            "pipeline"
+        };
+        *out.entry(kind.to_owned()).or_insert(0.0) += used;
+        live += used;
+    }
+    out.insert("exited".to_owned(), (total - live).max(0.0));
+    out.insert("total".to_owned(), total);
+    out
 }
 
 /// Writes a Slack export of the first `n` people's messages of `input` into `out`; returns their

@@ -99,7 +99,7 @@ pub fn default_variants() -> Vec<HeadConfig> {
 
 /// The smallest shift `s >= 0` such that calling a row Closed only when its logit margin
 /// (Closed minus In Progress) exceeds `s` gives a Closed precision of at least `precision` on
-/// `gold`; the largest margin when no shift reaches it (nothing but the surest rows Closed).
+/// `gold`; the largest margin when no shift reaches it (then no row of `margins` is Closed).
 pub fn closed_margin_shift(margins: &[f32], gold: &[Label], precision: f64) -> f32 {
     let mut candidates: Vec<f32> = margins.iter().copied().filter(|m| *m > 0.0).collect();
     candidates.push(0.0);

@@ -97,6 +97,41 @@ pub fn default_variants() -> Vec<HeadConfig> {
         .collect()
 }
 
+/// The smallest shift `s >= 0` such that calling a row Closed only when its logit margin
+/// (Closed minus In Progress) exceeds `s` gives a Closed precision of at least `precision` on
+/// `gold`; the largest margin when no shift reaches it (then no row of `margins` is Closed).
+pub fn closed_margin_shift(margins: &[f32], gold: &[Label], precision: f64) -> f32 {
+    let mut candidates: Vec<f32> = margins.iter().copied().filter(|m| *m > 0.0).collect();
+    candidates.push(0.0);
+    candidates.sort_by(f32::total_cmp);
+    for &s in &candidates {
+        let (mut tp, mut fp) = (0usize, 0usize);
+        for (m, g) in margins.iter().zip(gold) {
+            if *m > s {
+                match g {
+                    Label::Closed => tp += 1,
+                    Label::InProgress => fp += 1,
+                }
+            }
+        }
+        if tp + fp > 0 && tp as f64 / (tp + fp) as f64 >= precision {
+            return s;
+        }
+    }
+    candidates.last().copied().unwrap_or(0.0)
+}
+
+/// `head` with its Closed logit lowered by `shift` (its output bias), so it calls a row Closed
+/// only when the margin exceeds `shift`.
+pub fn shift_closed(head: &Head, shift: f32) -> candle_core::Result<Head> {
+    let mut out = head.clone();
+    let last = out.layers.len() - 1;
+    let mut b = out.layers[last].1.to_vec1::<f32>()?;
+    b[Label::Closed.index()] -= shift;
+    out.layers[last].1 = Tensor::from_vec(b, Label::ALL.len(), &Device::Cpu)?;
+    Ok(out)
+}
+
 /// A trained head (the best epoch's weights) and its dev logits.
 pub struct Trained {
     pub head: Head,

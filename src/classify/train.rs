@@ -107,6 +107,10 @@ pub struct TrainOptions {
     /// the same logits, [`super::head::average`]) instead of one head retrained on every row for
     /// the folds' median epoch count.
     pub cv_ensemble: bool,
+    /// With `cv_folds`: raise the Closed decision threshold until the out-of-fold Closed
+    /// precision reaches this (the smallest such shift of the logit margin, folded into the head's
+    /// output bias).
+    pub closed_min_precision: Option<f64>,
 }
 
 /// What `train_status` produced: the model and everything the report shows.
@@ -446,6 +450,44 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             };
             let gold: Vec<Label> = r.rows.iter().map(|&i| set.y[i]).collect();
             let temperature = fit_temperature(&r.logits, &gold);
+            let (winner, threshold) = match opts.closed_min_precision {
+                None => (winner, serde_json::Value::Null),
+                Some(target) => {
+                    let margins: Vec<f32> = r.logits.iter().map(|l| l[1] - l[0]).collect();
+                    let shift = super::fit::closed_margin_shift(&margins, &gold, target);
+                    let (v, mut t, c, mixed) = winner;
+                    t.head = super::fit::shift_closed(&t.head, shift)?;
+                    for l in &mut t.dev_logits {
+                        l[1] -= shift;
+                    }
+                    let pred: Vec<Label> = margins
+                        .iter()
+                        .map(|&m| {
+                            if m > shift {
+                                Label::Closed
+                            } else {
+                                Label::InProgress
+                            }
+                        })
+                        .collect();
+                    let after = Metrics::compute(&gold, &pred);
+                    tracing::info!(
+                        shift,
+                        cv_macro_f1 = format!("{:.4}", after.macro_f1),
+                        closed_p = format!("{:.4}", after.label(Label::Closed).precision),
+                        closed_r = format!("{:.4}", after.label(Label::Closed).recall),
+                        "closed threshold from the out-of-fold logits"
+                    );
+                    (
+                        (v, t, c, mixed),
+                        json!({
+                            "target_closed_precision": target,
+                            "margin_shift": shift,
+                            "out_of_fold_after": after,
+                        }),
+                    )
+                }
+            };
             let selection = json!({
                 "method": format!("{k}-fold cross-validation by repository over the training rows with a url"),
                 "folds": k,
@@ -455,6 +497,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                 "out_of_fold": r.metrics,
                 "out_of_fold_by_file": cv_by_file,
                 "temperature_from": "out-of-fold logits",
+                "closed_threshold": threshold,
                 "final_head": if opts.cv_ensemble {
                     "mean of the fold heads (each trained without its fold, early-stopped on it)"
                 } else {
@@ -669,6 +712,30 @@ mod tests {
                 (v, label)
             })
             .unzip()
+    }
+
+    #[test]
+    fn the_closed_shift_is_the_smallest_that_reaches_the_precision() {
+        use super::super::fit::{closed_margin_shift, shift_closed};
+        use super::super::head::{Head, HeadKind};
+        use candle_core::{DType, Device, Tensor};
+        use Label::{Closed as C, InProgress as I};
+        let margins = [3.0, 2.0, 1.0, 0.5, -1.0];
+        let gold = [C, C, I, C, I];
+        // Above 0: 3 of 4 Closed are right (0.75); above 0.5: 2 of 3; above 1.0: 2 of 2.
+        assert_eq!(closed_margin_shift(&margins, &gold, 0.7), 0.0);
+        assert_eq!(closed_margin_shift(&margins, &gold, 0.8), 1.0);
+        assert_eq!(closed_margin_shift(&margins, &gold, 1.0), 1.0);
+        let head = Head {
+            kind: HeadKind::Logistic,
+            cues: false,
+            layers: vec![(
+                Tensor::zeros((crate::embed::DIM, 2), DType::F32, &Device::Cpu).unwrap(),
+                Tensor::new(&[0.0f32, 0.5], &Device::Cpu).unwrap(),
+            )],
+        };
+        let shifted = shift_closed(&head, 1.0).unwrap();
+        assert_eq!(shifted.layers[0].1.to_vec1::<f32>().unwrap(), vec![0.0, -0.5]);
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct TrainArgs {
     /// into one head with the same logits) instead of one head retrained on every row.
     #[arg(long)]
     pub cv_ensemble: bool,
+    /// With --cv-folds: raise the Closed threshold until the out-of-fold Closed precision reaches
+    /// this (e.g. 0.85).
+    #[arg(long, value_name = "P")]
+    pub closed_min_precision: Option<f64>,
     /// Learning rate and weight decay of every candidate head, in place of each head's default
     /// (logistic 1e-2 / 1e-4, MLP-64 2e-3 / 1e-2, MLP-256 1e-3 / 1e-2).
     #[arg(long)]
@@ -131,6 +135,14 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     if args.cv_ensemble && args.cv_folds < 2 {
         anyhow::bail!("--cv-ensemble needs --cv-folds K (K >= 2)");
     }
+    if args.closed_min_precision.is_some() && args.cv_folds < 2 {
+        anyhow::bail!("--closed-min-precision needs --cv-folds K (K >= 2)");
+    }
+    if let Some(p) = args.closed_min_precision {
+        if !(p > 0.0 && p <= 1.0) {
+            anyhow::bail!("--closed-min-precision {p} is not in (0, 1]");
+        }
+    }
     let s = args.config.settings(Overrides::default())?;
     let finetune = match args.finetune_layers {
         0 => None,
@@ -162,6 +174,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         cv_folds: args.cv_folds,
         source_weights: args.source_weight,
         cv_ensemble: args.cv_ensemble,
+        closed_min_precision: args.closed_min_precision,
         variants: {
             let all = train::default_variants();
             let unknown: Vec<&String> = args

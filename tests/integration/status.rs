@@ -73,6 +73,7 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
         cv_folds: 0,
         source_weights: Vec::new(),
         cv_ensemble: false,
+        closed_min_precision: None,
     };
     let emb = embedder();
     let a = train_status(&emb, &opts).unwrap();
@@ -513,6 +514,7 @@ fn finetuning_is_deterministic_and_the_tuned_layers_round_trip() {
         cv_folds: 0,
         source_weights: Vec::new(),
         cv_ensemble: false,
+        closed_min_precision: None,
     };
     let emb = embedder();
     let a = train_status(&emb, &opts(5)).unwrap();

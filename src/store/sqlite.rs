@@ -198,6 +198,39 @@ macro_rules! context_columns {
     };
 }
 
+/// The context query (`$1` channel, `$2` ts, `$3` thread key) with its two limits written in, not
+/// bound: SQLite reads a bound LIMIT's value while planning (3.4x and later), so a statement with a
+/// LIMIT parameter expires at every bind and is parsed and planned again on every call, which
+/// was a third of the database thread's time in an import.
+static CONTEXT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    concat!(
+        "SELECT EXISTS (SELECT 1 FROM messages WHERE channel = $1 AND ts = $2), (SELECT ",
+        context_json!(),
+        " FROM (",
+        context_columns!(),
+        " WHERE channel = $1 AND ts < $2 ORDER BY ts DESC LIMIT $4) m \
+               JOIN conversations c ON c.id = m.conversation_id), \
+             (SELECT ",
+        context_json!(),
+        " FROM (",
+        context_columns!(),
+        " WHERE seq IN \
+                  (SELECT seq FROM messages WHERE channel = $1 AND ts = $3 \
+                   UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $3) \
+                  ORDER BY ts LIMIT $4) m \
+               JOIN conversations c ON c.id = m.conversation_id), \
+             (SELECT ",
+        context_json!(),
+        " FROM (",
+        context_columns!(),
+        " m WHERE ",
+        open_messages_where!(),
+        ") m JOIN conversations c ON c.id = m.conversation_id)"
+    )
+    .replace("$4", &CONTEXT_MESSAGES.to_string())
+    .replace("$5", &OPEN_CONVERSATIONS.to_string())
+});
+
 /// The channel context in one round trip, or `None` when (channel, ts) is already stored. sqlx
 /// hands SQLite rows over one at a time between threads, and at a hundred rows per message that
 /// hand-over, not SQLite, was most of the ingest time: each list (recent, thread, open) comes back
@@ -207,37 +240,12 @@ async fn load_context(
     cache: &EmbeddingCache,
     msg: &IncomingMessage,
 ) -> Result<Option<ChannelContext>, StoreError> {
-    let (stored, recent, thread, open): (bool, String, String, String) = sqlx::query_as(concat!(
-        "SELECT EXISTS (SELECT 1 FROM messages WHERE channel = $1 AND ts = $2), (SELECT ",
-        context_json!(),
-        " FROM (",
-        context_columns!(),
-        " WHERE channel = $1 AND ts < $2 ORDER BY ts DESC LIMIT $4) m \
-           JOIN conversations c ON c.id = m.conversation_id), \
-         (SELECT ",
-        context_json!(),
-        " FROM (",
-        context_columns!(),
-        " WHERE seq IN \
-              (SELECT seq FROM messages WHERE channel = $1 AND ts = $3 \
-               UNION ALL SELECT seq FROM messages WHERE channel = $1 AND thread_ts = $3) \
-              ORDER BY ts LIMIT $4) m \
-           JOIN conversations c ON c.id = m.conversation_id), \
-         (SELECT ",
-        context_json!(),
-        " FROM (",
-        context_columns!(),
-        " m WHERE ",
-        open_messages_where!(),
-        ") m JOIN conversations c ON c.id = m.conversation_id)"
-    ))
-    .bind(&msg.channel)
-    .bind(&msg.ts)
-    .bind(msg.thread_key())
-    .bind(CONTEXT_MESSAGES)
-    .bind(OPEN_CONVERSATIONS)
-    .fetch_one(&mut *conn)
-    .await?;
+    let (stored, recent, thread, open): (bool, String, String, String) = sqlx::query_as(CONTEXT_SQL.as_str())
+        .bind(&msg.channel)
+        .bind(&msg.ts)
+        .bind(msg.thread_key())
+        .fetch_one(&mut *conn)
+        .await?;
     if stored {
         return Ok(None);
     }

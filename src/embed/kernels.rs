@@ -534,7 +534,8 @@ pub fn naive(
     y
 }
 
-#[cfg(test)]
+/// Deterministic pseudo-random values (tests and `examples/kernel_speed.rs`).
+#[doc(hidden)]
 pub fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed
         .wrapping_mul(6364136223846793005)

@@ -402,10 +402,10 @@ impl Settings {
     }
 }
 
-/// Sets the compute thread count once, before any inference: candle's matmul asks
-/// rayon how many threads to use, so both the global pool and `RAYON_NUM_THREADS` must agree. An
-/// explicit count avoids over-subscription when several pools would otherwise each take every
-/// core. The pool's threads are named `compute-N` (per-thread CPU figures, profiles).
+/// Sets the compute thread count once, before any inference: candle's matmul asks rayon how many
+/// threads to use, so both the global pool and `RAYON_NUM_THREADS` must agree. An explicit count
+/// avoids over-subscription when several pools would otherwise each take every core. The pool's
+/// threads are named `compute-N` (per-thread CPU figures, profiles).
 pub fn init_compute_threads(requested: usize) -> usize {
     let n = if requested > 0 {
         requested

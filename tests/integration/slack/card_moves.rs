@@ -71,7 +71,14 @@ async fn an_owner_change_moves_the_card_to_the_new_owners_channel(backend: Backe
     let new = blocks(&s.card_of("CBOB", &id)[0]);
     assert!(new.contains("<@UBOB>") && new.contains("acknowledge"), "{new}");
     assert!(s.cards(TRIAGE_CHANNEL).is_empty());
-    let card = s.state.pipeline.outbox().card(&id).await.unwrap().unwrap();
+    // The worker records the new card once Slack answered the post, which is after the fake
+    // shows it: wait for the row as well.
+    let outbox = s.state.pipeline.outbox();
+    until("the moved card recorded", || async {
+        outbox.card(&id).await.unwrap().is_some()
+    })
+    .await;
+    let card = outbox.card(&id).await.unwrap().unwrap();
     assert_eq!(card.channel, "CBOB");
 
     // Later changes update the new card only; the old one stays as it is.

@@ -18,6 +18,8 @@ Sources (licences in training-data/grouping/SOURCES.md):
 Outputs (JSON Lines in the format of ../shared/data/grouping/README.md, plus `role`):
   slack-train.jsonl, slack-dev.jsonl   HubSpot help channels, split by channel (dev channels never
                                        trained on)
+  slack-val.jsonl                      older chunks of the training channels that the training cap
+                                       leaves out (never trained on): where settings are chosen
   slack-dev-threads.jsonl              slack-dev with the Slack threads kept (replies carry
                                        thread_ts): only top-level messages are decided by the model
   ubuntu-roles-train.jsonl, ubuntu-roles-dev.jsonl
@@ -245,6 +247,7 @@ def main():
     ap.add_argument("--out", default="/work/cache/grouping")
     ap.add_argument("--months", type=int, default=3, help="months per Slack chunk (one grouper channel)")
     ap.add_argument("--max-train-lines", type=int, default=40000, help="cap on Slack train lines (newest kept)")
+    ap.add_argument("--val-lines", type=int, default=20000, help="cap on slack-val lines")
     ap.add_argument("--ubuntu-channels", type=int, default=30, help="Ubuntu train channels in roles-train (0: all)")
     ap.add_argument("--more-channels", action="store_true",
                     help="also train on MORE_TRAIN_CHANNELS (smaller help channels)")
@@ -271,10 +274,20 @@ def main():
     train_chunks = [c for n in train_names for c in slack_chunks(n, channels[n], helpers, args.months)]
     # Newest chunks first until the cap (recent years have threads throughout).
     train_chunks.sort(key=lambda c: c[0]["ts"], reverse=True)
+    unused = []
     for c in train_chunks:
         if len(train) + len(c) > args.max_train_lines:
+            unused.append(c)
             continue
         train.extend(c)
+    # Validation split for choosing settings (open-ticket bounds, epochs, the new-conversation
+    # bias), so slack-dev stays an estimate: older chunks of the training channels that the cap
+    # left out (2018 on, when threads were in common use), every other one, up to --val-lines.
+    val = []
+    for c in unused[::2]:
+        if c[0]["channel"].rsplit("/", 1)[1] >= "2018" and len(val) + len(c) <= args.val_lines:
+            val.extend(c)
+    write(os.path.join(args.out, "slack-val.jsonl"), flat(val))
     write(os.path.join(args.out, "slack-dev.jsonl"), flat(dev))
     write(os.path.join(args.out, "slack-dev-threads.jsonl"), with_threads(dev))
     train = flat(train)

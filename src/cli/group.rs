@@ -103,6 +103,14 @@ pub struct TrainArgs {
     /// agent) on --data, which must carry roles.
     #[arg(long)]
     pub base: Option<PathBuf>,
+    /// With --base: open tickets stay candidates for this many hours of silence (instead of the
+    /// base model's `bounds.open.seconds`).
+    #[arg(long, requires = "base")]
+    pub open_hours: Option<f64>,
+    /// With --base: at most this many open tickets per decision (instead of the base model's
+    /// `bounds.open.conversations`; at most the store's limit, 20).
+    #[arg(long, requires = "base")]
+    pub open_conversations: Option<usize>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -135,6 +143,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         embedding_channels: args.embedding_channels,
         embedder: embedder.as_ref(),
         base: args.base.as_deref(),
+        open_hours: args.open_hours,
+        open_conversations: args.open_conversations,
     })?;
     print_result(&out);
     Ok(())
@@ -220,6 +230,10 @@ pub struct Train<'a> {
     /// Keep this model's role-less scorers and train only role scorers on `data` (which must
     /// carry roles).
     pub base: Option<&'a Path>,
+    /// Open-ticket bounds for the role scorers, replacing the base model's (hours of silence,
+    /// number of tickets).
+    pub open_hours: Option<f64>,
+    pub open_conversations: Option<usize>,
 }
 
 /// Trains the text scorer and (with an embedder) the embedding scorer; writes `model.json` and
@@ -228,7 +242,25 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
     let data = Corpus::load(a.data)?;
     let dev = Corpus::load(a.dev)?;
     let base = match a.base {
-        Some(p) => Some(GroupModel::load(&model_file(p))?),
+        Some(p) => {
+            let mut b = GroupModel::load(&model_file(p))?;
+            if let Some(h) = a.open_hours {
+                anyhow::ensure!(h > 0.0 && h.is_finite(), "--open-hours must be positive");
+                b.config.bounds.open.seconds = h * 3600.0;
+            }
+            if let Some(n) = a.open_conversations {
+                b.config.bounds.open.conversations = n;
+            }
+            // Through the store the grouper sees at most OPEN_CONVERSATIONS open tickets, so a
+            // model that counts on more would be measured here on candidates it never gets live.
+            let limit = crate::domain::OPEN_CONVERSATIONS as usize;
+            anyhow::ensure!(
+                b.config.bounds.open.conversations <= limit,
+                "open conversations {} exceed the store's {limit}",
+                b.config.bounds.open.conversations
+            );
+            Some(b)
+        }
         None => None,
     };
     let config = match &base {

@@ -207,3 +207,67 @@ fn committed_model_groups_support_scenes_by_role() {
     );
     assert_eq!(up.conversation_id, q.conversation_id, "{up:?}");
 }
+
+/// `train group --base` takes the open-ticket bounds from `--open-hours` / `--open-conversations`
+/// into the trained model, and refuses more open tickets than the store hands the grouper.
+#[test]
+fn train_group_sets_the_open_ticket_bounds_within_the_stores_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("roles.jsonl");
+    let mut lines = Vec::new();
+    for c in 0..2 {
+        let talk = [
+            (
+                "UC",
+                "customer",
+                "webhooks stopped arriving since this morning",
+                0,
+            ),
+            ("UT", "agent", "taking a look at the webhooks now", 0),
+            ("UC", "customer", "thanks, still nothing delivered", 0),
+            ("UC2", "customer", "how do I export contacts to csv", 3),
+            ("UT", "agent", "contacts export is under settings, then export", 3),
+        ];
+        for (i, (user, role, text, gold)) in talk.iter().enumerate() {
+            let parents = if i == *gold {
+                vec![i]
+            } else {
+                vec![i - 1 - usize::from(i == 4)]
+            };
+            lines.push(
+                json!({
+                    "id": c * 10 + i, "channel": format!("c{c}"), "idx": i, "ts": 1000.0 + 60.0 * i as f64,
+                    "user": user, "text": text, "kind": "msg", "system": false, "role": role, "eval": true,
+                    "gold": format!("c{c}:{gold}"), "parents": parents,
+                })
+                .to_string(),
+            );
+        }
+    }
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/grouping");
+    let train = |extra: &[&str], out: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_triage"))
+            .args(["train", "group", "--no-embeddings", "--epochs", "1", "--base"])
+            .arg(&base)
+            .arg("--data")
+            .arg(&data)
+            .arg("--dev")
+            .arg(&data)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("m");
+    let ok = train(&["--open-hours", "48", "--open-conversations", "5"], &out);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let model: Value = serde_json::from_slice(&std::fs::read(out.join("model.json")).unwrap()).unwrap();
+    assert_eq!(model["config"]["bounds"]["open"]["seconds"], 172800.0);
+    assert_eq!(model["config"]["bounds"]["open"]["conversations"], 5);
+    let refused = train(&["--open-conversations", "21"], &dir.path().join("m2"));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("exceed the store's 20"), "{err}");
+}

@@ -64,10 +64,56 @@ impl CvResult {
     }
 }
 
+/// Fold `f`'s held-out rows (`folds[i] == Some(f)`) and kept rows (every other row, including
+/// the rows in no fold), each in row order.
+pub fn split(folds: &[Option<usize>], f: usize) -> (Vec<usize>, Vec<usize>) {
+    (0..folds.len()).partition(|&i| folds[i] == Some(f))
+}
+
+fn check_rows(f: usize, x: &[Vec<f32>], folds: &[Option<usize>]) -> Result<(), StatusError> {
+    if x.len() == folds.len() {
+        return Ok(());
+    }
+    Err(StatusError::Other(format!(
+        "cross-validation: fold {f} has {} feature rows for {} rows",
+        x.len(),
+        folds.len()
+    )))
+}
+
+/// Per fold, features of every row computed by something tuned on that fold's kept rows only:
+/// `tune(f, kept)` gets fold `f`'s kept rows ([`split`]) and returns one feature row per row of
+/// `folds`; a held row of fold `f` is never among them. Empty for a fold without rows. Used to
+/// cross-validate fine-tuned encoder layers: the held rows' features come from layers that
+/// never saw them.
+pub fn tune_per_fold<F>(
+    folds: &[Option<usize>],
+    k: usize,
+    mut tune: F,
+) -> Result<Vec<Vec<Vec<f32>>>, StatusError>
+where
+    F: FnMut(usize, &[usize]) -> Result<Vec<Vec<f32>>, StatusError>,
+{
+    (0..k)
+        .map(|f| {
+            let (held, kept) = split(folds, f);
+            if held.is_empty() {
+                return Ok(Vec::new());
+            }
+            let x = tune(f, &kept)?;
+            check_rows(f, &x, folds)?;
+            Ok(x)
+        })
+        .collect()
+}
+
 /// Cross-validates one head. `folds[i]` is row `i`'s fold, `None` for rows always trained on.
+/// Fold `f`'s head is trained and scored on the rows of `x_of(f)`: the same features for every
+/// fold (`|_| x`), or features that depend on the fold (embeddings through layers tuned without
+/// fold `f`, from [`tune_per_fold`]).
 #[allow(clippy::too_many_arguments)]
-pub fn cross_validate(
-    x: &[Vec<f32>],
+pub fn cross_validate<'a>(
+    x_of: impl Fn(usize) -> &'a [Vec<f32>],
     y: &[Label],
     w: &[f32],
     folds: &[Option<usize>],
@@ -76,7 +122,7 @@ pub fn cross_validate(
     seed: u64,
     progress: &ProgressBar,
 ) -> Result<CvResult, StatusError> {
-    if folds.len() != x.len() || y.len() != x.len() || w.len() != x.len() {
+    if y.len() != folds.len() || w.len() != folds.len() {
         return Err(StatusError::Other(
             "cross-validation: rows, labels, weights and folds differ in length".into(),
         ));
@@ -90,10 +136,12 @@ pub fn cross_validate(
         heads: Vec::new(),
     };
     for f in 0..k {
-        let (held, kept): (Vec<usize>, Vec<usize>) = (0..x.len()).partition(|&i| folds[i] == Some(f));
+        let (held, kept) = split(folds, f);
         if held.is_empty() {
             continue;
         }
+        let x = x_of(f);
+        check_rows(f, x, folds)?;
         let pick = |idx: &[usize]| -> Vec<Vec<f32>> { idx.iter().map(|&i| x[i].clone()).collect() };
         let t = train_head_weighted(
             &pick(&kept),
@@ -152,6 +200,58 @@ mod tests {
             let n = folds.iter().filter(|&&x| x == f).count();
             assert!((20..=60).contains(&n), "fold {f} has {n} of 200");
         }
+    }
+
+    #[test]
+    fn a_held_row_is_never_in_its_folds_tuning_set() {
+        // 40 rows: 30 in 3 folds by repository, 10 hand-written (no fold).
+        let folds: Vec<Option<usize>> = (0..40)
+            .map(|i| (i < 30).then(|| fold_of(&format!("o/r{}", i % 7), 3)))
+            .collect();
+        let mut seen = Vec::new();
+        let x = tune_per_fold(&folds, 3, |f, kept| {
+            seen.push((f, kept.to_vec()));
+            // Features that say which fold's tuning produced them.
+            Ok(vec![vec![f as f32; crate::embed::DIM]; folds.len()])
+        })
+        .unwrap();
+        assert_eq!(seen.len(), (0..3).filter(|f| folds.contains(&Some(*f))).count());
+        for (f, kept) in &seen {
+            for (i, fold) in folds.iter().enumerate() {
+                // Held rows of fold f: never tuned on; every other row (other folds, no fold): tuned on.
+                assert_eq!(
+                    kept.contains(&i),
+                    *fold != Some(*f),
+                    "row {i} fold {fold:?}, tuning fold {f}"
+                );
+            }
+        }
+        // Fold f's head reads fold f's features, for exactly fold f's held rows.
+        let y: Vec<Label> = (0..40).map(|i| Label::ALL[i % 2]).collect();
+        let asked = std::cell::RefCell::new(Vec::new());
+        let cfg = HeadConfig {
+            max_epochs: 2,
+            ..super::super::fit::default_variants()[0]
+        };
+        let r = cross_validate(
+            |f| {
+                asked.borrow_mut().push(f);
+                x[f].as_slice()
+            },
+            &y,
+            &[1.0; 40],
+            &folds,
+            3,
+            &cfg,
+            1,
+            &ProgressBar::hidden(),
+        )
+        .unwrap();
+        let used: Vec<usize> = seen.iter().map(|(f, _)| *f).collect();
+        assert_eq!(*asked.borrow(), used);
+        let held: Vec<usize> = used.iter().flat_map(|&f| split(&folds, f).0).collect();
+        assert_eq!(r.rows, held);
+        assert_eq!(r.heads.len(), used.len());
     }
 
     #[test]

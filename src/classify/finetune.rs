@@ -3,7 +3,8 @@
 //! frozen lower layers, then a differentiable copy of layers `from..` (initialised from the
 //! pre-trained weights) and a linear head over the mean-pooled, L2-normalised output are trained
 //! with cross-entropy, each with its own AdamW (a small learning rate for the encoder, a larger one
-//! for the head). The epoch with the best dev macro-F1 is kept.
+//! for the head). The epoch with the best dev macro-F1 is kept, or, without a dev set
+//! ([`finetune_states`], as cross-validation tunes each fold), the last one.
 //!
 //! The result is the tuned layers' tensors under their Hugging Face names, which the inference
 //! encoder loads as a [`crate::embed::Tail`]: at serving time the shared forward branches at layer
@@ -236,8 +237,9 @@ struct Model<'a> {
 }
 
 impl Model<'_> {
-    /// Logits; with `rng`, in training mode (dropout).
-    fn logits(&self, states: &[&Tensor], mut rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
+    /// The mean-pooled, L2-normalised output of the tuned layers (the tuned sentence embedding);
+    /// with `rng`, in training mode (dropout).
+    fn pooled(&self, states: &[&Tensor], mut rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
         let h = self.cfg.hidden_size;
         let n = states.len();
         let (mut x, mask, keep, l) = pad(states, h)?;
@@ -247,7 +249,12 @@ impl Model<'_> {
         let x = x.reshape((n, l, h))?;
         let mean = x.broadcast_mul(&keep)?.sum(1)?.broadcast_div(&keep.sum(1)?)?;
         let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
-        let e = (mean.broadcast_div(&norm)? * self.scale)?;
+        mean.broadcast_div(&norm)
+    }
+
+    /// Logits; with `rng`, in training mode (dropout).
+    fn logits(&self, states: &[&Tensor], rng: Option<&mut StdRng>) -> candle_core::Result<Tensor> {
+        let e = (self.pooled(states, rng)? * self.scale)?;
         e.matmul(&self.head_w.as_tensor().t()?)?
             .broadcast_add(self.head_b.as_tensor())
     }
@@ -261,6 +268,23 @@ impl Model<'_> {
         }
         Ok(out)
     }
+}
+
+/// Training batches of about `size` rows: the shuffled order cut into windows of `8 * size`
+/// rows, each window sorted by length and cut into batches, the batches shuffled again. Similar
+/// lengths share a batch, so little of a batch is padding (the cost of a step grows with its
+/// longest reply), and the batches stay random. Every row is in exactly one batch.
+pub fn length_bucketed_batches(lengths: &[usize], size: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
+    let size = size.max(1);
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.shuffle(rng);
+    let mut batches = Vec::new();
+    for window in order.chunks_mut(8 * size) {
+        window.sort_by_key(|&i| lengths[i]);
+        batches.extend(window.chunks(size).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(rng);
+    batches
 }
 
 /// Hidden states entering layer `from`, one `[len, h]` tensor per text.
@@ -318,27 +342,60 @@ pub fn finetune(
     pb: &ProgressBar,
 ) -> Result<FineTuned, StatusError> {
     let bert = embedder.model().config().clone();
+    let from = first_tuned_layer(&bert, cfg)?;
+    pb.set_length((train.0.len() + dev.0.len()) as u64);
+    pb.set_message("hidden states");
+    let train_x = hidden_states(embedder, train.0, from, pb)?;
+    let dev_x = hidden_states(embedder, dev.0, from, pb)?;
+    let refs: Vec<&Tensor> = train_x.iter().collect();
+    finetune_states(
+        &bert,
+        weights,
+        (&refs, train.1, train.2),
+        Some((&dev_x, dev.1)),
+        cfg,
+        seed,
+        pb,
+    )
+}
+
+/// The first tuned layer for `cfg.layers` tuned layers of this encoder.
+pub fn first_tuned_layer(bert: &BertConfig, cfg: &FineTuneConfig) -> Result<usize, StatusError> {
     let total = bert.num_hidden_layers;
-    if train.2.len() != train.0.len() {
-        return Err(StatusError::Other(format!(
-            "{} training texts but {} weights",
-            train.0.len(),
-            train.2.len()
-        )));
-    }
     if cfg.layers == 0 || cfg.layers > total {
         return Err(StatusError::Other(format!(
             "--finetune-layers must be 1..={total}, not {}",
             cfg.layers
         )));
     }
-    let from = total - cfg.layers;
-    pb.set_length((train.0.len() + dev.0.len()) as u64);
-    pb.set_message("hidden states");
-    let train_x = hidden_states(embedder, train.0, from, pb)?;
-    let dev_x = hidden_states(embedder, dev.0, from, pb)?;
+    Ok(total - cfg.layers)
+}
 
-    let layers: Vec<TrainLayer> = pretrained_layers(weights, from, total)?
+/// [`finetune`] over hidden states already computed ([`hidden_states`] entering
+/// [`first_tuned_layer`]), so that cross-validation computes them once for every row and tunes
+/// each fold on its kept rows only. With a dev set the epoch with the best dev macro-F1 is kept;
+/// without one (cross-validation: no file may choose), the last epoch.
+pub fn finetune_states(
+    bert: &BertConfig,
+    weights: &Path,
+    train: (&[&Tensor], &[Label], &[f32]),
+    dev: Option<(&[Tensor], &[Label])>,
+    cfg: &FineTuneConfig,
+    seed: u64,
+    pb: &ProgressBar,
+) -> Result<FineTuned, StatusError> {
+    let total = bert.num_hidden_layers;
+    if train.2.len() != train.0.len() || train.1.len() != train.0.len() {
+        return Err(StatusError::Other(format!(
+            "{} training states but {} labels and {} weights",
+            train.0.len(),
+            train.1.len(),
+            train.2.len()
+        )));
+    }
+    let from = first_tuned_layer(bert, cfg)?;
+    let train_x = train.0;
+    let layers = pretrained_layers(weights, from, total)?
         .into_iter()
         .map(|ts| {
             Ok(TrainLayer {
@@ -359,7 +416,7 @@ pub fn finetune(
         layers,
         head_w: Var::from_tensor(&Tensor::from_vec(w, (2, h), &Device::Cpu)?)?,
         head_b: Var::from_tensor(&Tensor::from_vec(b, 2, &Device::Cpu)?)?,
-        cfg: &bert,
+        cfg: bert,
         scale: cfg.scale,
         dropout: cfg.dropout,
     };
@@ -378,16 +435,25 @@ pub fn finetune(
     let mut opt_head = adamw(vec![model.head_w.clone(), model.head_b.clone()], cfg.lr_head)?;
 
     let train_y: Vec<u32> = train.1.iter().map(|l| l.index() as u32).collect();
-    let mut order: Vec<usize> = (0..train_x.len()).collect();
+    let lengths: Vec<usize> = train_x
+        .iter()
+        .map(|t| t.dim(0))
+        .collect::<candle_core::Result<_>>()?;
     let mut best: Option<(f64, usize, Vec<Vec<Tensor>>)> = None;
     let mut per_epoch = Vec::with_capacity(cfg.epochs);
+    let snapshot = |model: &Model| -> candle_core::Result<Vec<Vec<Tensor>>> {
+        model
+            .layers
+            .iter()
+            .map(|l| l.vars.iter().map(|v| v.as_tensor().copy()).collect())
+            .collect()
+    };
     pb.set_position(0);
     pb.set_length((cfg.epochs * train_x.len()) as u64);
     for epoch in 1..=cfg.epochs {
         pb.set_message(format!("fine-tuning, epoch {epoch}/{}", cfg.epochs));
-        order.shuffle(&mut rng);
-        for batch in order.chunks(cfg.batch_size) {
-            let states: Vec<&Tensor> = batch.iter().map(|&i| &train_x[i]).collect();
+        for batch in length_bucketed_batches(&lengths, cfg.batch_size, &mut rng) {
+            let states: Vec<&Tensor> = batch.iter().map(|&i| train_x[i]).collect();
             let y = Tensor::from_vec(
                 batch.iter().map(|&i| train_y[i]).collect::<Vec<_>>(),
                 batch.len(),
@@ -405,27 +471,27 @@ pub fn finetune(
             opt_head.step(&grads)?;
             pb.inc(batch.len() as u64);
         }
-        let f1 = Metrics::compute(dev.1, &model.predict(&dev_x)?).macro_f1;
-        tracing::info!(epoch, dev_macro_f1 = format!("{f1:.4}"), "fine-tuning epoch");
-        per_epoch.push(f1);
-        if best.as_ref().is_none_or(|(b, ..)| f1 > *b) {
-            let snapshot = model
-                .layers
-                .iter()
-                .map(|l| l.vars.iter().map(|v| v.as_tensor().copy()).collect())
-                .collect::<candle_core::Result<_>>()?;
-            best = Some((f1, epoch, snapshot));
+        match dev {
+            Some((dev_x, dev_y)) => {
+                let f1 = Metrics::compute(dev_y, &model.predict(dev_x)?).macro_f1;
+                tracing::info!(epoch, dev_macro_f1 = format!("{f1:.4}"), "fine-tuning epoch");
+                per_epoch.push(f1);
+                if best.as_ref().is_none_or(|(b, ..)| f1 > *b) {
+                    best = Some((f1, epoch, snapshot(&model)?));
+                }
+            }
+            None => {
+                tracing::info!(epoch, rows = train_x.len(), "fine-tuning epoch (last kept)");
+                if epoch == cfg.epochs {
+                    best = Some((0.0, epoch, snapshot(&model)?));
+                }
+            }
         }
     }
     if cfg.epochs == 0 {
         // Zero epochs: the starting layers as they are (e.g. an earlier model's tuned layers, with
         // only the heads retrained on new data).
-        let snapshot = model
-            .layers
-            .iter()
-            .map(|l| l.vars.iter().map(|v| v.as_tensor().copy()).collect())
-            .collect::<candle_core::Result<_>>()?;
-        best = Some((0.0, 0, snapshot));
+        best = Some((0.0, 0, snapshot(&model)?));
     }
     let (_, best_epoch, snapshot) = best.ok_or_else(|| StatusError::Other("no fine-tuning epochs".into()))?;
     let mut tensors = HashMap::new();
@@ -442,9 +508,92 @@ pub fn finetune(
     })
 }
 
+/// The tuned sentence embeddings (mean-pooled, unit length) of hidden states entering
+/// `tuned.from_layer`, through the tuned layers in evaluation mode: what the inference
+/// [`crate::embed::Tail`] computes, without running the lower layers again.
+pub fn embed_states(
+    bert: &BertConfig,
+    tuned: &FineTuned,
+    states: &[Tensor],
+) -> Result<Vec<Vec<f32>>, StatusError> {
+    let total = bert.num_hidden_layers;
+    let layers = (tuned.from_layer..total)
+        .map(|i| {
+            let vars = LAYER_TENSORS
+                .iter()
+                .map(|name| {
+                    let key = format!("encoder.layer.{i}.{name}");
+                    let t = tuned
+                        .tensors
+                        .get(&key)
+                        .ok_or_else(|| StatusError::Other(format!("tuned layers: no tensor {key}")))?;
+                    Ok(Var::from_tensor(t)?)
+                })
+                .collect::<Result<Vec<_>, StatusError>>()?;
+            Ok(TrainLayer { vars })
+        })
+        .collect::<Result<Vec<_>, StatusError>>()?;
+    let h = bert.hidden_size;
+    let model = Model {
+        layers,
+        head_w: Var::from_tensor(&Tensor::zeros((2, h), DType::F32, &Device::Cpu)?)?,
+        head_b: Var::from_tensor(&Tensor::zeros(2, DType::F32, &Device::Cpu)?)?,
+        cfg: bert,
+        scale: 1.0,
+        dropout: 0.0,
+    };
+    // Length-sorted chunks, so that little of a chunk is padding; results in input order.
+    let mut order: Vec<usize> = (0..states.len()).collect();
+    let lengths: Vec<usize> = states
+        .iter()
+        .map(|t| t.dim(0))
+        .collect::<candle_core::Result<_>>()?;
+    order.sort_by_key(|&i| lengths[i]);
+    let mut out: Vec<Vec<f32>> = vec![Vec::new(); states.len()];
+    for chunk in order.chunks(32) {
+        let refs: Vec<&Tensor> = chunk.iter().map(|&i| &states[i]).collect();
+        let e = model.pooled(&refs, None)?.to_vec2::<f32>()?;
+        for (&i, v) in chunk.iter().zip(e) {
+            out[i] = v;
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn length_bucketed_batches_cover_every_row_once_and_group_lengths() {
+        let lengths: Vec<usize> = (0..203).map(|i| (i * 37) % 251 + 1).collect();
+        let mut rng = StdRng::seed_from_u64(3);
+        let batches = length_bucketed_batches(&lengths, 16, &mut rng);
+        let mut seen: Vec<usize> = batches.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..203).collect::<Vec<_>>());
+        assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 16));
+        // Less padding than batches of the plain shuffled order.
+        let padded = |bs: &[Vec<usize>]| -> usize {
+            bs.iter()
+                .map(|b| b.len() * b.iter().map(|&i| lengths[i]).max().unwrap())
+                .sum()
+        };
+        let mut plain: Vec<usize> = (0..203).collect();
+        plain.shuffle(&mut StdRng::seed_from_u64(3));
+        let plain: Vec<Vec<usize>> = plain.chunks(16).map(<[usize]>::to_vec).collect();
+        assert!(
+            padded(&batches) * 10 < padded(&plain) * 8,
+            "{} vs {}",
+            padded(&batches),
+            padded(&plain)
+        );
+        // Seeded: the same batches again.
+        assert_eq!(
+            batches,
+            length_bucketed_batches(&lengths, 16, &mut StdRng::seed_from_u64(3))
+        );
+    }
 
     fn t(v: &[f32], shape: (usize, usize)) -> Tensor {
         Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()

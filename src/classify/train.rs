@@ -205,24 +205,66 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
     }
     let train_y: Vec<Label> = train.iter().map(|e| e.label).collect();
     let dev_y: Vec<Label> = dev.iter().map(|e| e.label).collect();
-    // Fine-tuning (optional) comes first: every head then reads the tuned embedding.
+    // Fine-tuning (optional) comes first: every head then reads the tuned embedding. With
+    // cross-validation the layers are tuned once per fold on that fold's kept rows (the held rows'
+    // features for the out-of-fold scores come from layers that never saw them) and once on every
+    // row (the final model), each for exactly `epochs` epochs: no file chooses the epoch. The
+    // hidden states entering the tuned layers are computed once for every row.
+    let mut fold_x: Option<Vec<Vec<Vec<f32>>>> = None;
     let tuned = match &opts.finetune {
         None => None,
         Some((cfg, weights)) => {
             let pb = bar(0, "fine-tuning");
-            let t = super::finetune::finetune(
-                embedder,
-                weights,
-                (&texts(&train), &train_y, &row_weights),
-                (&texts(&dev), &dev_y),
-                cfg,
-                opts.seed,
-                &pb,
-            )?;
+            let t = match cv_folds {
+                None => super::finetune::finetune(
+                    embedder,
+                    weights,
+                    (&texts(&train), &train_y, &row_weights),
+                    (&texts(&dev), &dev_y),
+                    cfg,
+                    opts.seed,
+                    &pb,
+                )?,
+                Some(k) => {
+                    use super::finetune::{embed_states, finetune_states, first_tuned_layer, hidden_states};
+                    let bert = embedder.model().config().clone();
+                    let from = first_tuned_layer(&bert, cfg)?;
+                    pb.set_length(train.len() as u64);
+                    pb.set_message("hidden states");
+                    let states = hidden_states(embedder, &texts(&train), from, &pb)?;
+                    let per_fold = super::cv::tune_per_fold(&folds, k, |f, kept| {
+                        tracing::info!(fold = f, rows = kept.len(), "fine-tuning without the fold");
+                        let refs: Vec<&candle_core::Tensor> = kept.iter().map(|&i| &states[i]).collect();
+                        let y: Vec<Label> = kept.iter().map(|&i| train_y[i]).collect();
+                        let w: Vec<f32> = kept.iter().map(|&i| row_weights[i]).collect();
+                        let t = finetune_states(&bert, weights, (&refs, &y, &w), None, cfg, opts.seed, &pb)?;
+                        embed_states(&bert, &t, &states)
+                    })?;
+                    fold_x = Some(per_fold);
+                    tracing::info!(rows = train.len(), "fine-tuning on every row (the final model)");
+                    let refs: Vec<&candle_core::Tensor> = states.iter().collect();
+                    finetune_states(
+                        &bert,
+                        weights,
+                        (&refs, &train_y, &row_weights),
+                        None,
+                        cfg,
+                        opts.seed,
+                        &pb,
+                    )?
+                }
+            };
             pb.finish_and_clear();
             let tail = embedder.model().tail_from_tensors(&t.tensors, t.from_layer)?;
             Some((*cfg, t, tail))
         }
+    };
+    // With cross-validated fine-tuning, the frozen embedding too: the same heads are
+    // cross-validated on it, and the mean of the frozen and tuned out-of-fold logits scores the
+    // frozen+tuned ensemble on the same rows.
+    let frozen_train_x = match fold_x {
+        Some(_) => Some(embed_all(embedder, &texts(&train), "train (frozen)")?),
+        None => None,
     };
     let embed_set = |rows: &[&str], what: &str| -> Result<Vec<Vec<f32>>, StatusError> {
         let Some((_, _, tail)) = &tuned else {
@@ -325,10 +367,44 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             // best epoch, its temperature fitted on its out-of-fold logits.
             let set = &sets[0];
             let mut cvs = Vec::new();
+            let mut frozen_cvs = Vec::new();
             for cfg in &opts.variants {
                 let pb = bar((cfg.max_epochs * k) as u64, &format!("cv {}", cfg.name()));
-                let x = features(&set.texts, &set.x, cfg.cues);
-                let r = super::cv::cross_validate(&x, &set.y, &set.w, &folds, k, cfg, opts.seed, &pb)?;
+                // Features per fold (layers tuned without the fold), or one set shared by all.
+                let cv = |feats: &[Vec<Vec<f32>>]| {
+                    super::cv::cross_validate(
+                        |f| feats[f.min(feats.len() - 1)].as_slice(),
+                        &set.y,
+                        &set.w,
+                        &folds,
+                        k,
+                        cfg,
+                        opts.seed,
+                        &pb,
+                    )
+                };
+                let r = match &fold_x {
+                    None => cv(&[features(&set.texts, &set.x, cfg.cues)])?,
+                    Some(fx) => cv(&fx
+                        .iter()
+                        .map(|x| {
+                            if x.is_empty() {
+                                Vec::new()
+                            } else {
+                                features(&set.texts, x, cfg.cues)
+                            }
+                        })
+                        .collect::<Vec<_>>())?,
+                };
+                if let Some(fx) = &frozen_train_x {
+                    let rf = cv(&[features(&set.texts, fx, cfg.cues)])?;
+                    if rf.rows != r.rows {
+                        return Err(StatusError::Other(
+                            "frozen and tuned cross-validation held out different rows".into(),
+                        ));
+                    }
+                    frozen_cvs.push(rf);
+                }
                 pb.finish_and_clear();
                 tracing::info!(
                     variant = %cfg.name(),
@@ -344,13 +420,12 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             // Out-of-fold scores per training file, so that runs with different training files
             // can be compared on the same held-out rows (a repository's fold does not depend on
             // which other files are trained on).
-            let by_file = |r: &super::cv::CvResult| -> serde_json::Value {
+            let by_file_of = |rows: &[usize], logits: &[[f32; 2]]| -> serde_json::Value {
                 let mut out = serde_json::Map::new();
                 for (fi, p) in opts.data.iter().enumerate() {
-                    let (gold, pred): (Vec<Label>, Vec<Label>) = r
-                        .rows
+                    let (gold, pred): (Vec<Label>, Vec<Label>) = rows
                         .iter()
-                        .zip(&r.logits)
+                        .zip(logits)
                         .filter(|(&i, _)| file_of[i] == fi)
                         .map(|(&i, l)| (set.y[i], prediction(l, 1.0).label))
                         .unzip();
@@ -367,6 +442,34 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                             "closed_recall": m.label(Label::Closed).recall,
                         }),
                     );
+                }
+                serde_json::Value::Object(out)
+            };
+            let by_file = |r: &super::cv::CvResult| by_file_of(&r.rows, &r.logits);
+            // Frozen heads and the frozen+tuned ensemble (mean logits), on the same held-out rows.
+            let frozen_comparison: serde_json::Value = if frozen_cvs.is_empty() {
+                serde_json::Value::Null
+            } else {
+                let mut out = serde_json::Map::new();
+                for ((cfg, r), rf) in opts.variants.iter().zip(&cvs).zip(&frozen_cvs) {
+                    let mean: Vec<[f32; 2]> = r
+                        .logits
+                        .iter()
+                        .zip(&rf.logits)
+                        .map(|(a, b)| [(a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0])
+                        .collect();
+                    let gold: Vec<Label> = r.rows.iter().map(|&i| set.y[i]).collect();
+                    let pred: Vec<Label> = mean.iter().map(|l| prediction(l, 1.0).label).collect();
+                    let m = Metrics::compute(&gold, &pred);
+                    let v = json!({
+                        "frozen": {"out_of_fold": rf.metrics, "out_of_fold_by_file": by_file(rf)},
+                        "mean_of_frozen_and_tuned_logits": {
+                            "out_of_fold": m,
+                            "out_of_fold_by_file": by_file_of(&r.rows, &mean),
+                        },
+                    });
+                    tracing::info!(variant = %cfg.name(), comparison = %v, "frozen and frozen+tuned, out of fold");
+                    out.insert(cfg.name(), v);
                 }
                 serde_json::Value::Object(out)
             };
@@ -410,7 +513,40 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                 ..opts.variants[best]
             };
             let winner = if opts.cv_ensemble {
-                let head = super::head::average(&r.heads)?;
+                let heads = if fold_x.is_some() {
+                    // The fold heads read layers tuned without their fold; the final model has
+                    // one set of tuned layers (tuned on every row), so each fold head is trained
+                    // again over those: the same kept rows, the fold's best epoch count.
+                    let x = features(&set.texts, &set.x, final_cfg.cues);
+                    let pick =
+                        |idx: &[usize]| -> Vec<Vec<f32>> { idx.iter().map(|&i| x[i].clone()).collect() };
+                    let used: Vec<usize> = (0..k).filter(|f| folds.contains(&Some(*f))).collect();
+                    let mut heads = Vec::with_capacity(used.len());
+                    for (&f, &epochs) in used.iter().zip(&r.best_epochs) {
+                        let (held, kept) = super::cv::split(&folds, f);
+                        let c = HeadConfig {
+                            max_epochs: epochs.max(1),
+                            ..final_cfg
+                        };
+                        let pb = bar(c.max_epochs as u64, &format!("fold head {f}"));
+                        let t = train_head_weighted(
+                            &pick(&kept),
+                            &kept.iter().map(|&i| set.y[i]).collect::<Vec<_>>(),
+                            &kept.iter().map(|&i| set.w[i]).collect::<Vec<_>>(),
+                            &pick(&held),
+                            &held.iter().map(|&i| set.y[i]).collect::<Vec<_>>(),
+                            &c,
+                            opts.seed,
+                            &pb,
+                        )?;
+                        pb.finish_and_clear();
+                        heads.push(t.head);
+                    }
+                    heads
+                } else {
+                    r.heads.clone()
+                };
+                let head = super::head::average(&heads)?;
                 let dx = super::head::to_tensor(&dev_feats[usize::from(final_cfg.cues)])?;
                 let dev_logits: Vec<[f32; 2]> = head
                     .logits(&dx, None)?
@@ -420,7 +556,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                     .collect();
                 let pred: Vec<Label> = dev_logits.iter().map(|l| prediction(l, 1.0).label).collect();
                 let m = Metrics::compute(&dev_y, &pred);
-                let name = format!("{} (mean of {} fold heads)", final_cfg.name(), r.heads.len());
+                let name = format!("{} (mean of {} fold heads)", final_cfg.name(), heads.len());
                 let v = VariantResult {
                     name: name.clone(),
                     head: final_cfg.name(),
@@ -496,6 +632,8 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                 "final_epochs": r.epochs(),
                 "out_of_fold": r.metrics,
                 "out_of_fold_by_file": cv_by_file,
+                "finetune_in_folds": fold_x.is_some(),
+                "frozen_comparison": frozen_comparison,
                 "temperature_from": "out-of-fold logits",
                 "closed_threshold": threshold,
                 "final_head": if opts.cv_ensemble {
@@ -621,7 +759,15 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                  numbers are somewhat optimistic; it is not a test set."
                     .to_string()
             }];
-            if tuned.is_some() {
+            if tuned.is_some() && cv_folds.is_some() {
+                notes.push(
+                    "The top encoder layers were fine-tuned for a fixed number of epochs, once per \
+                     fold without that fold (for the out-of-fold scores) and once on every row \
+                     (these layers); every head reads the embedding through them, so inference runs \
+                     them a second time from the shared forward's hidden states (encoder.safetensors)."
+                        .into(),
+                );
+            } else if tuned.is_some() {
                 notes.push(
                     "The top encoder layers were fine-tuned first (the dev file also chose their \
                      epoch); every head reads the embedding through them, so inference runs them \

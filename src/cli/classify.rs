@@ -53,7 +53,8 @@ pub struct TrainArgs {
     /// frozen embedding only).
     #[arg(long, default_value_t = 0)]
     pub finetune_layers: usize,
-    /// Fine-tuning epochs (the best on dev is kept).
+    /// Fine-tuning epochs (the best on dev is kept; with --cv-folds exactly this many, the layers
+    /// tuned once per fold without that fold and once on every row).
     #[arg(long, default_value_t = 6)]
     pub finetune_epochs: usize,
     /// Fine-tuning: learning rate of the tuned layers, dropout, weight decay, label smoothing.

@@ -475,6 +475,36 @@ fn a_tail_of_the_pretrained_layers_reproduces_the_shared_embedding() {
     assert!(err.contains("encoder.layer.5.output.dense.weight"), "{err}");
 }
 
+/// Training options for the fine-tuning tests: one candidate head, sources balanced, the
+/// pre-trained weights as the starting point when `finetune` is given.
+fn tuning_options(
+    data: Vec<PathBuf>,
+    dev: &Path,
+    seed: u64,
+    finetune: Option<FineTuneConfig>,
+    cv_folds: usize,
+) -> TrainOptions {
+    let weights = triage::model_files::resolve(Some(&helpers::model_dir()))
+        .unwrap()
+        .weights();
+    TrainOptions {
+        data,
+        dev: dev.to_path_buf(),
+        mix: Vec::new(),
+        mix_max: 0,
+        seed,
+        variants: short_variants()[..1].to_vec(),
+        finetune: finetune.map(|c| (c, weights)),
+        command: "test".into(),
+        balance_sources: true,
+        eval: Vec::new(),
+        cv_folds,
+        source_weights: Vec::new(),
+        cv_ensemble: cv_folds > 1,
+        closed_min_precision: None,
+    }
+}
+
 #[test]
 fn finetuning_is_deterministic_and_the_tuned_layers_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
@@ -490,31 +520,13 @@ fn finetuning_is_deterministic_and_the_tuned_layers_round_trip() {
         tmp.path(),
         "dev.jsonl",
     );
-    let weights = triage::model_files::resolve(Some(&helpers::model_dir()))
-        .unwrap()
-        .weights();
-    let opts = |seed| TrainOptions {
-        data: vec![train.clone()],
-        dev: dev.clone(),
-        mix: Vec::new(),
-        mix_max: 0,
-        seed,
-        variants: short_variants()[..1].to_vec(),
-        finetune: Some((
-            FineTuneConfig {
-                layers: 1,
-                epochs: 2,
-                ..Default::default()
-            },
-            weights.clone(),
-        )),
-        command: "test".into(),
-        balance_sources: true,
-        eval: Vec::new(),
-        cv_folds: 0,
-        source_weights: Vec::new(),
-        cv_ensemble: false,
-        closed_min_precision: None,
+    let opts = |seed| {
+        let c = FineTuneConfig {
+            layers: 1,
+            epochs: 2,
+            ..Default::default()
+        };
+        tuning_options(vec![train.clone()], &dev, seed, Some(c), 0)
     };
     let emb = embedder();
     let a = train_status(&emb, &opts(5)).unwrap();
@@ -793,4 +805,101 @@ async fn team_confirmation_closes(backend: crate::tickets::helpers::Backend) {
     assert!(done["message"]["score"].as_f64().unwrap() > 0.5, "{done}");
     assert_eq!(done["conversation"]["status"], "closed", "{done}");
     app.stop().await.unwrap();
+}
+
+/// `--finetune-layers` with `--cv-folds`: the layers are tuned inside the folds, the same head is
+/// cross-validated on the frozen embedding in the same run (and equals a frozen-only run), and
+/// the tuned embeddings the folds read (the training-side layers over cached hidden states) are
+/// the ones the inference tail computes.
+#[test]
+fn finetuning_is_cross_validated_inside_the_folds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hand = head_of(
+        &repo("training-data/status/train.jsonl"),
+        20,
+        tmp.path(),
+        "train.jsonl",
+    );
+    let real = head_of(
+        &repo("training-data/status/real-train.jsonl"),
+        60,
+        tmp.path(),
+        "real-train.jsonl",
+    );
+    let dev = head_of(
+        &repo("training-data/status/dev.jsonl"),
+        20,
+        tmp.path(),
+        "dev.jsonl",
+    );
+    let opts = |finetune: bool| {
+        let c = FineTuneConfig {
+            layers: 1,
+            epochs: 1,
+            label_smoothing: 0.1,
+            ..Default::default()
+        };
+        tuning_options(
+            vec![hand.clone(), real.clone()],
+            &dev,
+            7,
+            finetune.then_some(c),
+            3,
+        )
+    };
+    let emb = embedder();
+    let tuned = train_status(&emb, &opts(true)).unwrap();
+    let frozen = train_status(&emb, &opts(false)).unwrap();
+    let sel = |m: &StatusModel| m.metadata.hyper_parameters["selection"].clone();
+    let (ts, fs) = (sel(&tuned.model), sel(&frozen.model));
+    assert_eq!(ts["finetune_in_folds"], json!(true));
+    assert_eq!(fs["finetune_in_folds"], json!(false));
+    assert_eq!(
+        ts["rows_in_folds"],
+        json!(60),
+        "only the rows with a url are held out"
+    );
+    let head = short_variants()[0].name();
+    let cmp = &ts["frozen_comparison"][&head];
+    // The frozen heads of the tuned run are the frozen run's, fold for fold.
+    assert_eq!(cmp["frozen"]["out_of_fold"], fs["out_of_fold"]);
+    assert_eq!(
+        cmp["frozen"]["out_of_fold_by_file"]["real-train"],
+        fs["out_of_fold_by_file"][&head]["real-train"]
+    );
+    assert_eq!(
+        cmp["mean_of_frozen_and_tuned_logits"]["out_of_fold"]["n"],
+        json!(60)
+    );
+    assert_eq!(ts["out_of_fold_by_file"][&head]["real-train"]["n"], json!(60));
+    assert!(tuned.model.encoder.is_some() && frozen.model.encoder.is_none());
+    let info = tuned.model.metadata.finetuned.as_ref().unwrap();
+    assert_eq!(
+        (info.from_layer, info.best_epoch),
+        (5, 1),
+        "the last epoch, chosen by no file"
+    );
+    assert!(info.dev_macro_f1_per_epoch.is_empty());
+
+    // The training side's tuned embedding over cached hidden states = the inference tail's.
+    let texts = [
+        "Taking a look",
+        "Fixed in 2.3, released this morning. Let me know if it still happens.",
+    ];
+    let t = triage::classify::finetune::FineTuned {
+        from_layer: 5,
+        tensors: tuned.model.encoder.clone().unwrap(),
+        best_epoch: 1,
+        dev_macro_f1: Vec::new(),
+    };
+    let states =
+        triage::classify::finetune::hidden_states(&emb, &texts, 5, &indicatif::ProgressBar::hidden())
+            .unwrap();
+    let train_side = triage::classify::finetune::embed_states(emb.model().config(), &t, &states).unwrap();
+    let tail = emb.model().tail_from_tensors(&t.tensors, 5).unwrap();
+    let serving = emb.embed_tuned(&texts, &tail).unwrap();
+    for (a, b) in train_side.iter().zip(&serving) {
+        let cos = triage::embed::cosine(a, b);
+        assert!(cos > 0.9999, "cosine {cos}");
+    }
 }

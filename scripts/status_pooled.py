@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""Pooled macro-F1 / Closed precision / Closed recall of a status model's metadata.json over its
+dev file and the --eval files whose path contains one of the given names (default: the real files
+real-dev-2, real-train-2, real-train-3), by summing their confusion matrices.
+
+    python3 scripts/status_pooled.py models/status/metadata.json /tmp/m/metadata.json
+"""
+import json
+import sys
+
+NAMES = ("real-dev-2", "real-train-2", "real-train-3")
+
+
+def pooled(path, names=NAMES):
+    m = json.load(open(path))
+    parts = [m["dev_metrics"]] + [
+        e["metrics"] for e in m["evaluations"] if any(n in e["file"]["path"] for n in names)
+    ]
+    labels = ("closed", "in_progress")
+    c = {g: {p: sum(x["confusion"][g][p] for x in parts) for p in labels} for g in labels}
+    f1s = {}
+    for l in labels:
+        o = labels[1 - labels.index(l)]
+        tp, fp, fn = c[l][l], c[o][l], c[l][o]
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        f1s[l] = (2 * p * r / (p + r) if p + r else 0.0, p, r)
+    n = sum(sum(v.values()) for v in c.values())
+    return n, (f1s["closed"][0] + f1s["in_progress"][0]) / 2, f1s["closed"][1], f1s["closed"][2]
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        n, f1, p, r = pooled(path)
+        print(json.dumps({"metadata": path, "rows": n, "macro_f1": round(f1, 4),
+                          "closed_precision": round(p, 4), "closed_recall": round(r, 4)}))

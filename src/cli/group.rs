@@ -111,6 +111,10 @@ pub struct TrainArgs {
     /// `bounds.open.conversations`; at most the store's limit, 20).
     #[arg(long, requires = "base")]
     pub open_conversations: Option<usize>,
+    /// Train without this feature (a name of `model.json`'s `features`) or kind of signal
+    /// (`time`, `text`, `similarity`, ...); repeatable. For ablations.
+    #[arg(long = "disable", value_name = "FEATURE")]
+    pub disable: Vec<String>,
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -145,6 +149,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         base: args.base.as_deref(),
         open_hours: args.open_hours,
         open_conversations: args.open_conversations,
+        disable: &args.disable,
     })?;
     print_result(&out);
     Ok(())
@@ -234,6 +239,8 @@ pub struct Train<'a> {
     /// number of tickets).
     pub open_hours: Option<f64>,
     pub open_conversations: Option<usize>,
+    /// Features (or kinds of signal) left out of training.
+    pub disable: &'a [String],
 }
 
 /// Trains the text scorer and (with an embedder) the embedding scorer; writes `model.json` and
@@ -274,7 +281,15 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
         Some(b) => Fit::Roles(b),
         None => Fit::All,
     };
+    for d in a.disable {
+        let known = crate::group::features::FEATURE_NAMES.contains(&d.as_str())
+            || crate::group::features::FEATURE_SIGNALS
+                .iter()
+                .any(|s| s.as_str() == d);
+        anyhow::ensure!(known, "--disable {d:?}: no such feature or kind of signal");
+    }
     let mut opts = TrainOptions {
+        disabled: a.disable.to_vec(),
         seed: a.seed,
         epochs: a.epochs,
         hidden: a.hidden,

@@ -209,7 +209,8 @@ fn committed_model_groups_support_scenes_by_role() {
 }
 
 /// `train group --base` takes the open-ticket bounds from `--open-hours` / `--open-conversations`
-/// into the trained model, and refuses more open tickets than the store hands the grouper.
+/// into the trained model, and refuses more open tickets than the store hands the grouper;
+/// `--disable` leaves a feature out.
 #[test]
 fn train_group_sets_the_open_ticket_bounds_within_the_stores_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -266,8 +267,33 @@ fn train_group_sets_the_open_ticket_bounds_within_the_stores_limit() {
     let model: Value = serde_json::from_slice(&std::fs::read(out.join("model.json")).unwrap()).unwrap();
     assert_eq!(model["config"]["bounds"]["open"]["seconds"], 172800.0);
     assert_eq!(model["config"]["bounds"]["open"]["conversations"], 5);
+    let gap_scale = |m: &Value| {
+        let s = &m["roles"]["customer"]["text"];
+        let j = s["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|n| n == "new_log_gap_prev_min");
+        s["scale"][j.unwrap()].as_f64().unwrap()
+    };
+    assert_ne!(
+        gap_scale(&model),
+        0.0,
+        "the gap feature is trained without --disable"
+    );
     let refused = train(&["--open-conversations", "21"], &dir.path().join("m2"));
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("exceed the store's 20"), "{err}");
+
+    // --disable leaves a feature out of the role scorers (scale 0) and names an unknown one.
+    let out = dir.path().join("m3");
+    let ok = train(&["--disable", "new_log_gap_prev_min"], &out);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let model: Value = serde_json::from_slice(&std::fs::read(out.join("model.json")).unwrap()).unwrap();
+    assert_eq!(gap_scale(&model), 0.0);
+    let refused = train(&["--disable", "no_such_feature"], &dir.path().join("m4"));
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("no_such_feature"), "{err}");
 }

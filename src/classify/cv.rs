@@ -9,7 +9,7 @@
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
-use super::fit::{train_head_weighted, HeadConfig};
+use super::fit::{train_head_weighted, HeadConfig, Trained};
 use super::head::{prediction, Head};
 use super::metrics::Metrics;
 use super::{Label, StatusError};
@@ -107,6 +107,30 @@ where
         .collect()
 }
 
+/// One fold's head: trained on the kept rows of `x`, early-stopped and scored on the held rows
+/// (`held_kept` from [`split`]).
+pub fn fold_head(
+    x: &[Vec<f32>],
+    y: &[Label],
+    w: &[f32],
+    (held, kept): (&[usize], &[usize]),
+    cfg: &HeadConfig,
+    seed: u64,
+    progress: &ProgressBar,
+) -> Result<Trained, StatusError> {
+    let pick = |idx: &[usize]| -> Vec<Vec<f32>> { idx.iter().map(|&i| x[i].clone()).collect() };
+    train_head_weighted(
+        &pick(kept),
+        &kept.iter().map(|&i| y[i]).collect::<Vec<_>>(),
+        &kept.iter().map(|&i| w[i]).collect::<Vec<_>>(),
+        &pick(held),
+        &held.iter().map(|&i| y[i]).collect::<Vec<_>>(),
+        cfg,
+        seed,
+        progress,
+    )
+}
+
 /// Cross-validates one head. `folds[i]` is row `i`'s fold, `None` for rows always trained on.
 /// Fold `f`'s head is trained and scored on the rows of `x_of(f)`: the same features for every
 /// fold (`|_| x`), or features that depend on the fold (embeddings through layers tuned without
@@ -142,17 +166,7 @@ pub fn cross_validate<'a>(
         }
         let x = x_of(f);
         check_rows(f, x, folds)?;
-        let pick = |idx: &[usize]| -> Vec<Vec<f32>> { idx.iter().map(|&i| x[i].clone()).collect() };
-        let t = train_head_weighted(
-            &pick(&kept),
-            &kept.iter().map(|&i| y[i]).collect::<Vec<_>>(),
-            &kept.iter().map(|&i| w[i]).collect::<Vec<_>>(),
-            &pick(&held),
-            &held.iter().map(|&i| y[i]).collect::<Vec<_>>(),
-            cfg,
-            seed,
-            progress,
-        )?;
+        let t = fold_head(x, y, w, (&held, &kept), cfg, seed, progress)?;
         out.best_epochs.push(t.best_epoch);
         out.rows.extend(&held);
         out.logits.extend(t.dev_logits);

@@ -518,8 +518,6 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                     // one set of tuned layers (tuned on every row), so each fold head is trained
                     // again over those: the same kept rows, the fold's best epoch count.
                     let x = features(&set.texts, &set.x, final_cfg.cues);
-                    let pick =
-                        |idx: &[usize]| -> Vec<Vec<f32>> { idx.iter().map(|&i| x[i].clone()).collect() };
                     let used: Vec<usize> = (0..k).filter(|f| folds.contains(&Some(*f))).collect();
                     let mut heads = Vec::with_capacity(used.len());
                     for (&f, &epochs) in used.iter().zip(&r.best_epochs) {
@@ -529,16 +527,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                             ..final_cfg
                         };
                         let pb = bar(c.max_epochs as u64, &format!("fold head {f}"));
-                        let t = train_head_weighted(
-                            &pick(&kept),
-                            &kept.iter().map(|&i| set.y[i]).collect::<Vec<_>>(),
-                            &kept.iter().map(|&i| set.w[i]).collect::<Vec<_>>(),
-                            &pick(&held),
-                            &held.iter().map(|&i| set.y[i]).collect::<Vec<_>>(),
-                            &c,
-                            opts.seed,
-                            &pb,
-                        )?;
+                        let t = super::cv::fold_head(&x, &set.y, &set.w, (&held, &kept), &c, opts.seed, &pb)?;
                         pb.finish_and_clear();
                         heads.push(t.head);
                     }

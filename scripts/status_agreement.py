@@ -9,6 +9,10 @@ on the rows where the labels agree. The last stdout line is one JSON object with
 
     python3 scripts/status_agreement.py training-data/status/real-dev.jsonl SECOND.jsonl [DATA SECOND ...]
     python3 scripts/status_agreement.py --disagreements training-data/status/real-dev.jsonl SECOND.jsonl
+
+With `--errors`, the arguments are triples DATA SECOND ERR, ERR being the stderr of
+`triage eval status --data DATA --errors`: it also scores that model against DATA's labels on all
+rows and on the rows where the two readings agree (the labels two readings confirm).
 """
 import json
 import sys
@@ -55,14 +59,37 @@ def agreement(first, second):
     }
 
 
+def model_on_agreed_rows(rows, second, err_path):
+    """A model's macro-F1 (from its `--errors` stderr) on all rows and where the readings agree."""
+    wrong = set()
+    for line in open(err_path, encoding="utf-8"):
+        if line.startswith("{"):
+            wrong.add(json.loads(line)["index"])
+    gold = [r["label"] for r in rows]
+    flip = {"closed": "in_progress", "in_progress": "closed"}
+    pred = [flip[g] if i in wrong else g for i, g in enumerate(gold)]
+    agreed = [i for i, (a, b) in enumerate(zip(rows, second)) if a["label"] == b["label"]]
+    on_agreed = agreement([gold[i] for i in agreed], [pred[i] for i in agreed])
+    return {
+        "macro_f1_all_rows": round(agreement(gold, pred)["macro_f1"], 4),
+        "errors": len(wrong),
+        "agreed_rows": len(agreed),
+        "errors_on_agreed_rows": sum(i in wrong for i in agreed),
+        "macro_f1_agreed_rows": round(on_agreed["macro_f1"], 4),
+    }
+
+
 def main(argv):
     show = "--disagreements" in argv
-    args = [a for a in argv if a != "--disagreements"]
-    if len(args) < 2 or len(args) % 2:
+    with_errors = "--errors" in argv
+    args = [a for a in argv if a not in ("--disagreements", "--errors")]
+    k = 3 if with_errors else 2
+    if len(args) < k or len(args) % k:
         sys.exit(__doc__)
     out = {}
     pooled_first, pooled_second = [], []
-    for data_path, second_path in zip(args[::2], args[1::2]):
+    groups = [args[i : i + k] for i in range(0, len(args), k)]
+    for data_path, second_path, *err_path in groups:
         rows = load(data_path)
         second = sorted(load(second_path), key=lambda r: r["index"])
         if [r["index"] for r in second] != list(range(len(rows))):
@@ -73,6 +100,9 @@ def main(argv):
         same = [(a, b) for a, b in zip(rows, second) if a["label"] == b["label"]]
         m["kind_agreement_where_labels_agree"] = sum(a.get("kind") == b["kind"] for a, b in same) / max(1, len(same))
         name = data_path.rsplit("/", 1)[-1].removesuffix(".jsonl")
+        if err_path:
+            m["model"] = model_on_agreed_rows(rows, second, err_path[0])
+            print(f"{name}: model {m['model']}", file=sys.stderr)
         out[name] = m
         print(
             f"{name}: n {m['n']}, agreement {m['agreement']:.3f}, kappa {m['kappa']:.3f}, "

@@ -306,7 +306,7 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
             b.roles = None;
             let mut m = train::model_with_roles(&b, &text, false);
             if let Some(r) = &mut m.roles {
-                r.cues = Some(train::learn_cues(&data));
+                r.cues = Some(train::learn_cues(&data, None));
             }
             m
         }
@@ -347,7 +347,16 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
         let (scorers, reports) =
             train::train(subset, Some(&emb), Some((&dev, Some(&de))), &config, &opts, fit)?;
         model = match base {
-            Some(_) => train::model_with_roles(&model, &scorers, true),
+            Some(_) => {
+                let mut m = train::model_with_roles(&model, &scorers, true);
+                // The embedding start cues, learned on the lines the embedding scorers saw.
+                let learned = train::learn_cues(subset, Some(&emb));
+                if let Some(c) = m.roles.as_mut().and_then(|r| r.cues.as_mut()) {
+                    c.customer_embedding = learned.customer_embedding;
+                    c.agent_embedding = learned.agent_embedding;
+                }
+                m
+            }
             None => GroupModel {
                 embedding: Some(scorers[0].clone()),
                 ..model

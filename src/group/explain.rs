@@ -96,6 +96,16 @@ pub(crate) fn describe(
             x[F::COS as usize],
             x[F::CONV_COS_MAX as usize]
         ),
+        (Signal::Similarity, None) if x[F::NEW_EMB_START_CUE as usize] != 0.0 => format!(
+            "best cosine {:.2}; put like {} (embedding start cue {:.2})",
+            x[F::NEW_MAX_COS as usize],
+            if x[F::NEW_EMB_START_CUE as usize] > 0.0 {
+                "a new request"
+            } else {
+                "a reply"
+            },
+            x[F::NEW_EMB_START_CUE as usize]
+        ),
         (Signal::Similarity, None) => format!("best cosine {:.2}", x[F::NEW_MAX_COS as usize]),
         (Signal::Role, Some(c)) => describe_role(x, c, prep, state),
         (Signal::Role, None) => match prep.role {

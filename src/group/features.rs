@@ -178,6 +178,9 @@ features! {
     CONV_WORD_LOG_COMMON = "conversation_log_common_words": Text,
     CONV_LOG_AGE = "conversation_log_age_min": Time,
     NEW_LOG_GAP_AUTHOR_FULL = "new_log_gap_own_prev_min_uncapped": Time,
+    // How the message is put, read from its sentence embedding by the role's learned start cue
+    // (issue 14, fifth round): a new question against a reply in a thread.
+    NEW_EMB_START_CUE = "new_embedding_start_cue": Similarity,
 }
 
 pub const NUM_FEATURES: usize = FEATURE_NAMES.len();
@@ -198,6 +201,8 @@ pub struct Prepared<'a> {
     pub reply_to: Option<&'a str>,
     /// The model's learned start cue for the words (0 without a role or cues).
     pub start_cue: f32,
+    /// The learned start cue of the sentence embedding (0 without a role, cues or embedding).
+    pub emb_start_cue: f32,
 }
 
 /// Candidate rows for one message: row 0 = new conversation, row r >= 1 = `state.msg(index[r])`.
@@ -663,6 +668,9 @@ pub fn extract(state: &ChannelState, msg: &Prepared<'_>, window: Window, out: &m
             Role::Customer => set(F::NEW_CUSTOMER_OPEN, my_latest_open.is_some() as u8 as f32),
         }
         set(F::NEW_START_CUE, msg.start_cue);
+        if msg.embedding.is_some() {
+            set(F::NEW_EMB_START_CUE, msg.emb_start_cue);
+        }
         // The capped gap above hides a customer coming back after days.
         if let Some(a) = me {
             set(F::NEW_LOG_GAP_AUTHOR_FULL, minutes_log(msg.ts - a.last_ts));
@@ -682,7 +690,7 @@ mod tests {
     #[test]
     fn names_and_signals_align() {
         assert_eq!(FEATURE_NAMES.len(), FEATURE_SIGNALS.len());
-        assert_eq!(F::NEW_LOG_GAP_AUTHOR_FULL as usize, NUM_FEATURES - 1);
+        assert_eq!(F::NEW_EMB_START_CUE as usize, NUM_FEATURES - 1);
         let mut names = FEATURE_NAMES.to_vec();
         names.sort();
         names.dedup();

@@ -183,6 +183,7 @@ impl<S: GroupStore> Grouper<S> {
             user: msg.user,
             user_key: nick_key(msg.user),
             start_cue: self.model.start_cue(msg.role, &text.words),
+            emb_start_cue: self.model.embedding_start_cue(msg.role, msg.embedding),
             text,
             system: msg.system,
             action: msg.action,
@@ -570,6 +571,62 @@ mod tests {
                 cues: None,
             }),
         }
+    }
+
+    #[test]
+    fn embedding_start_cue_decides_with_embeddings_and_explains() {
+        use crate::group::cues::StartCues;
+        use crate::group::EMBEDDING_DIM;
+        // The scorer reads only the cosine to a candidate and the embedding start cue.
+        let mut model = role_model(
+            &[(F::COS, 1.0), (F::NEW_EMB_START_CUE, 1.0)],
+            GroupConfig::default(),
+        );
+        // Dimension 0 of an embedding says "a new request".
+        let mut start = vec![0f32; EMBEDDING_DIM + 1];
+        start[0] = 10.0;
+        model.roles.as_mut().unwrap().cues = Some(StartCues {
+            customer_embedding: start,
+            ..StartCues::default()
+        });
+        let unit = |x: f32, y: f32| -> &'static [f32] {
+            let mut e = vec![0f32; EMBEDDING_DIM];
+            (e[0], e[1]) = (x, y);
+            e.leak()
+        };
+        let (a, b, c) = (unit(0.6, 0.8), unit(0.0, 1.0), unit(1.0, 0.0));
+        let with = |ts, user, e: &'static [f32]| IncomingMessage {
+            role: Some(Role::Customer),
+            embedding: Some(e),
+            ..msg(ts, user, "hello")
+        };
+        let mut g = Grouper::new(model.clone());
+        let first = g.process(&with("0", "U1", a), false).unwrap();
+        // Put like a reply (cue 0) and close to the first message (cosine 0.8): joins it.
+        let d = g.process(&with("60", "U2", b), false).unwrap();
+        assert_eq!(d.conversation_id, first.conversation_id, "{d:?}");
+        // Put like a new request (cue 10, bounded to 8) beats a cosine of 0.6, and says why.
+        let d = g.process(&with("120", "U3", c), false).unwrap();
+        assert!(d.new, "{d:?}");
+        assert!(
+            d.reasons.iter().any(|r| r
+                .detail
+                .contains("put like a new request (embedding start cue 8.00)")),
+            "{d:?}"
+        );
+        // Without an embedding neither feature exists: new and joining tie.
+        let mut plain = Grouper::new(model);
+        plain.process(&with("0", "U1", a), false).unwrap();
+        let d = plain
+            .process(
+                &IncomingMessage {
+                    role: Some(Role::Customer),
+                    ..msg("60", "U2", "hello")
+                },
+                false,
+            )
+            .unwrap();
+        assert_eq!(d.confidence, 0.5, "{d:?}");
     }
 
     #[test]

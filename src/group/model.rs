@@ -290,6 +290,14 @@ impl GroupModel {
         }
     }
 
+    /// The learned embedding start cue of a message with a role and an embedding (0 otherwise).
+    pub fn embedding_start_cue(&self, role: Option<Role>, embedding: Option<&[f32]>) -> f32 {
+        match (role, embedding, self.roles.as_ref().and_then(|r| r.cues.as_ref())) {
+            (Some(role), Some(e), Some(c)) => c.embedding_score(role, e),
+            _ => 0.0,
+        }
+    }
+
     /// Largest hidden layer of any scorer (scratch size).
     pub fn max_hidden(&self) -> usize {
         let mut all = vec![&self.text];

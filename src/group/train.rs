@@ -272,12 +272,17 @@ impl Pass<'_> {
                 (Some(c), Some(role)) => c.score(role, &text.words),
                 _ => 0.0,
             };
+            let emb_start_cue = match (cues, r.role, embedding) {
+                (Some(c), Some(role), Some(e)) => c.embedding_score(role, e),
+                _ => 0.0,
+            };
             let prep = Prepared {
                 key: &r.key,
                 ts,
                 user: &r.user,
                 user_key: nick_key(&r.user),
                 start_cue,
+                emb_start_cue,
                 text,
                 system: r.system,
                 action: r.action,
@@ -468,8 +473,8 @@ pub enum Fit<'a> {
 }
 
 /// The start cues of every channel of a role-labelled corpus (what a trained model carries).
-pub fn learn_cues(corpus: &Corpus) -> StartCues {
-    StartCues::learn(corpus, &(0..corpus.channels.len()).collect::<Vec<_>>())
+pub fn learn_cues(corpus: &Corpus, emb: Option<&Embeddings>) -> StartCues {
+    StartCues::learn(corpus, &(0..corpus.channels.len()).collect::<Vec<_>>(), emb)
 }
 
 /// The base model with role scorers (`[customer, agent]`) in its text or embedding slot.
@@ -533,9 +538,12 @@ pub fn train(
                 })
                 .collect()
         };
-        [StartCues::learn(corpus, &of(0)), StartCues::learn(corpus, &of(1))]
+        [
+            StartCues::learn(corpus, &of(0), emb),
+            StartCues::learn(corpus, &of(1), emb),
+        ]
     });
-    let full_cues = roles.then(|| learn_cues(corpus));
+    let full_cues = roles.then(|| learn_cues(corpus, emb));
     let pass = Pass {
         corpus,
         emb,

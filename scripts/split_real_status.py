@@ -3,8 +3,9 @@
 
 A reply goes to dev when sha1("owner/repo") of its source URL falls in the first third of the
 hash range, so every repository's replies stay on one side (no thread leaks between files) and
-new rows land on the same side as earlier rows from that repository. New rows go to the third
-round's files, real-train-3.jsonl and real-dev-2.jsonl (rounds one and two stay as they were, so
+new rows land on the same side as earlier rows from that repository. New rows go to the fourth
+round's files, real-train-4.jsonl and real-dev-3.jsonl (rounds one to three stay as they were:
+real-train.jsonl, real-train-2.jsonl, real-train-3.jsonl, real-dev.jsonl, real-dev-2.jsonl, so
 numbers reported on them stay comparable); every real-train* file counts as the train side and
 every real-dev* file as the dev side.
 
@@ -21,12 +22,15 @@ FILES = {
     "train": DIR / "real-train.jsonl",
     "train-2": DIR / "real-train-2.jsonl",
     "train-3": DIR / "real-train-3.jsonl",
+    "train-4": DIR / "real-train-4.jsonl",
     "dev": DIR / "real-dev.jsonl",
     "dev-2": DIR / "real-dev-2.jsonl",
+    "dev-3": DIR / "real-dev-3.jsonl",
 }
-# Which side of the split each file is on; new rows of a side are appended to its first file below.
-SIDE = {"train": "train", "train-2": "train", "train-3": "train", "dev": "dev", "dev-2": "dev"}
-APPEND = {"train": "train-3", "dev": "dev-2"}
+# Which side of the split each file is on; new rows of a side are appended to its APPEND file below.
+SIDE = {"train": "train", "train-2": "train", "train-3": "train", "train-4": "train",
+        "dev": "dev", "dev-2": "dev", "dev-3": "dev"}
+APPEND = {"train": "train-4", "dev": "dev-3"}
 
 
 def repo(url: str) -> str:

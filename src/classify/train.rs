@@ -77,6 +77,76 @@ fn best_of(results: &[Candidate]) -> usize {
     best
 }
 
+/// What the heads read beside the cues (experiment, `triage train status --features`): the
+/// shared embedding alone (`last`, the only layout inference loads), or with an intermediate
+/// layer's mean pool (`last+layerK`) and/or the last layer's max pool (`+max`), all from one
+/// forward pass ([`Embedder::embed_pooled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    pub layer: Option<usize>,
+    pub max: bool,
+}
+
+impl Features {
+    /// `last`, `last+layer4`, `last+max`, `last+layer4+max`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut parts = s.split('+');
+        if parts.next() != Some("last") {
+            return Err(format!("{s:?}: features start with `last`"));
+        }
+        let mut f = Features::default();
+        for p in parts {
+            if p == "max" && !f.max {
+                f.max = true;
+            } else if let Some(k) = p.strip_prefix("layer").filter(|_| f.layer.is_none() && !f.max) {
+                let k: usize = k.parse().map_err(|_| format!("{s:?}: {p:?} is not layerK"))?;
+                if k == 0 {
+                    return Err(format!("{s:?}: layers count from 1"));
+                }
+                f.layer = Some(k);
+            } else {
+                return Err(format!("{s:?}: unknown or repeated part {p:?}"));
+            }
+        }
+        Ok(f)
+    }
+
+    pub fn name(&self) -> String {
+        let mut s = "last".to_string();
+        if let Some(k) = self.layer {
+            s.push_str(&format!("+layer{k}"));
+        }
+        if self.max {
+            s.push_str("+max");
+        }
+        s
+    }
+
+    pub fn is_last(&self) -> bool {
+        *self == Features::default()
+    }
+}
+
+/// As [`embed_all`], with the experiment features `f`.
+pub fn embed_features(
+    embedder: &Embedder,
+    texts: &[&str],
+    what: &str,
+    f: Features,
+) -> Result<Vec<Vec<f32>>, StatusError> {
+    if f.is_last() {
+        return embed_all(embedder, texts, what);
+    }
+    let pb = bar(texts.len() as u64, &format!("embedding {what} ({})", f.name()));
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(256) {
+        out.extend(embedder.embed_pooled(chunk, f.layer, f.max)?);
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    Ok(out)
+}
+
 pub struct TrainOptions {
     pub data: Vec<PathBuf>,
     pub dev: PathBuf,
@@ -111,6 +181,9 @@ pub struct TrainOptions {
     /// precision reaches this (the smallest such shift of the logit margin, folded into the head's
     /// output bias).
     pub closed_min_precision: Option<f64>,
+    /// Experiment: what the heads read beside the cues. Anything but `last` writes a model that
+    /// inference cannot load (its head is wider than the shared embedding).
+    pub features: Features,
 }
 
 /// What `train_status` produced: the model and everything the report shows.
@@ -181,6 +254,11 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
             Some(super::cv::fold_of(&repo, k))
         })
         .collect();
+    if !opts.features.is_last() && opts.finetune.is_some() {
+        return Err(StatusError::Other(
+            "--features other than `last` cannot be combined with fine-tuning".into(),
+        ));
+    }
     let dev = load_jsonl(&opts.dev)?;
     let dev_file = file_info(&opts.dev, dev.len(), dev.len())?;
     let mut mixes = Vec::new();
@@ -268,7 +346,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
     };
     let embed_set = |rows: &[&str], what: &str| -> Result<Vec<Vec<f32>>, StatusError> {
         let Some((_, _, tail)) = &tuned else {
-            return embed_all(embedder, rows, what);
+            return embed_features(embedder, rows, what, opts.features);
         };
         Ok(embedder.embed_tuned(rows, tail)?)
     };
@@ -764,6 +842,14 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                         .into(),
                 );
             }
+            if !opts.features.is_last() {
+                notes.push(format!(
+                    "Experiment: every head reads features `{}` (the shared embedding, then an \
+                     intermediate layer's mean pool and/or the last layer's max pool) and the cues; \
+                     inference loads only `last`, so this model is for comparison, not for use.",
+                    opts.features.name()
+                ));
+            }
             notes
         },
         evaluations,
@@ -793,6 +879,32 @@ mod tests {
     use super::super::head::HeadKind;
     use super::*;
     use rand::Rng;
+
+    #[test]
+    fn features_parse_and_name_round_trip() {
+        for s in ["last", "last+layer4", "last+max", "last+layer3+max"] {
+            assert_eq!(Features::parse(s).unwrap().name(), s);
+        }
+        assert!(Features::parse("last").unwrap().is_last());
+        assert_eq!(
+            Features::parse("last+layer4+max").unwrap(),
+            Features {
+                layer: Some(4),
+                max: true
+            }
+        );
+        for bad in [
+            "",
+            "layer4",
+            "last+layer0",
+            "last+layerx",
+            "last+max+max",
+            "last+max+layer4",
+            "last+min",
+        ] {
+            assert!(Features::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn class_weights_balance_the_classes() {

@@ -102,6 +102,11 @@ pub struct TrainArgs {
     /// instead of the pre-trained ones; with `--finetune-epochs 0` they are kept as they are.
     #[arg(long)]
     pub init_encoder: Option<PathBuf>,
+    /// Experiment: what the heads read beside the cues: `last` (the shared embedding; the only
+    /// layout inference loads), `last+layerK` (with layer K's mean pool), `last+max` (with the
+    /// last layer's max pool), `last+layerK+max`. Not with --finetune-layers.
+    #[arg(long, default_value = "last", value_parser = train::Features::parse)]
+    pub features: train::Features,
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, default_value_t = 42)]
@@ -176,6 +181,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         source_weights: args.source_weight,
         cv_ensemble: args.cv_ensemble,
         closed_min_precision: args.closed_min_precision,
+        features: args.features,
         variants: {
             let all = train::default_variants();
             let unknown: Vec<&String> = args

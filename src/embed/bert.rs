@@ -454,6 +454,48 @@ impl Bert {
         Ok(out)
     }
 
+    /// Experiment features (status head, `triage train status --features`): per sequence, the
+    /// shared embedding ([`Bert::embed`]), then the mean-pooled, L2-normalised output of layer
+    /// `layer` (1-based count of layers run, e.g. 4 of 6) when given, then the L2-normalised
+    /// elementwise max over the last layer's token states when `max`; one forward pass.
+    pub fn embed_pooled(
+        &self,
+        seqs: &[&[u32]],
+        layer: Option<usize>,
+        max: bool,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n_layers = self.layers.len();
+        if let Some(k) = layer {
+            if k == 0 || k > n_layers {
+                return Err(EmbedError::Invalid(format!("layer {k} is not in 1..={n_layers}")));
+            }
+        }
+        let h = self.cfg.hidden_size;
+        let lens: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let mut x = self.embeddings(seqs)?;
+        let k = layer.unwrap_or(0);
+        self.run(&self.layers[..k], 0, &mut x, &lens);
+        let mid = layer.map(|_| forward::pool(&x, &lens, h));
+        self.run(&self.layers[k..], k, &mut x, &lens);
+        let mut out = forward::pool(&x, &lens, h);
+        if let Some(mid) = mid {
+            for (o, m) in out.iter_mut().zip(mid) {
+                o.extend(m);
+            }
+        }
+        if max {
+            let mut start = 0;
+            for (o, &n) in out.iter_mut().zip(&lens) {
+                o.extend(max_pool(&x[start * h..(start + n) * h], h));
+                start += n;
+            }
+        }
+        Ok(out)
+    }
+
     fn run(&self, layers: &[forward::Layer], first: usize, x: &mut [f32], lens: &[usize]) {
         forward::run_layers(
             layers,
@@ -528,6 +570,23 @@ impl Bert {
         forward::layer_norm(&mut x, &self.emb_gamma, &self.emb_beta, eps);
         Ok(x)
     }
+}
+
+/// Elementwise maximum over the rows (width `h`) of one sequence's token states, L2-normalised.
+fn max_pool(rows: &[f32], h: usize) -> Vec<f32> {
+    let mut m = vec![f32::NEG_INFINITY; h];
+    for row in rows.chunks_exact(h) {
+        for (a, &v) in m.iter_mut().zip(row) {
+            *a = a.max(v);
+        }
+    }
+    let norm = m
+        .iter()
+        .map(|v| f64::from(*v).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
+    m.iter().map(|v| (f64::from(*v) / norm) as f32).collect()
 }
 
 /// The rows of sequences `idx` out of concatenated `x`, and their lengths.

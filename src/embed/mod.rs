@@ -260,6 +260,26 @@ impl Embedder {
         self.run_plan(&seqs, &self.plan(&lengths), |_| {})
     }
 
+    /// Experiment features for the status head ([`Bert::embed_pooled`]): the shared
+    /// embedding, then layer `layer`'s mean pool and/or the last layer's max pool; one forward per
+    /// batch, batches as planned for [`Embedder::embed`]; results in input order.
+    pub fn embed_pooled(
+        &self,
+        texts: &[&str],
+        layer: Option<usize>,
+        max: bool,
+    ) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let ids = self.tokenize_all(texts)?;
+        let seqs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let lengths: Vec<usize> = seqs.iter().map(|s| s.len()).collect();
+        let plan = self.plan(&lengths);
+        let run = |batch: &Vec<usize>| -> Result<Vec<Vec<f32>>, EmbedError> {
+            let group: Vec<&[u32]> = batch.iter().map(|&i| seqs[i]).collect();
+            self.model.embed_pooled(&group, layer, max)
+        };
+        run_batches(seqs.len(), &plan, run)
+    }
+
     /// Embeds texts through `tail` only (the shared top layers are skipped), in input order: the
     /// embedding a fine-tuned status model reads.
     pub fn embed_tuned(&self, texts: &[&str], tail: &Tail) -> Result<Vec<Vec<f32>>, EmbedError> {
@@ -334,22 +354,33 @@ impl Embedder {
             });
             Ok(out)
         };
-        let results: Vec<Vec<Embedded>> = if plan.len() > 1 && rayon::current_num_threads() > 1 {
-            use rayon::prelude::*;
-            plan.par_iter()
-                .map(|b| ops::single_threaded(|| run(b)))
-                .collect::<Result<_, _>>()?
-        } else {
-            plan.iter().map(run).collect::<Result<_, _>>()?
-        };
-        let mut out = vec![Embedded::default(); seqs.len()];
-        for (batch, vecs) in plan.iter().zip(results) {
-            for (&i, v) in batch.iter().zip(vecs) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
+        run_batches(seqs.len(), plan, run)
     }
+}
+
+/// Runs `run` on every batch of `plan` (over `n` sequences) and returns its results in sequence
+/// order. With several batches and several threads, batches run side by side, each on one thread;
+/// a lone batch splits each operation over the threads instead.
+fn run_batches<T: Default + Clone + Send>(
+    n: usize,
+    plan: &[Vec<usize>],
+    run: impl Fn(&Vec<usize>) -> Result<Vec<T>, EmbedError> + Sync,
+) -> Result<Vec<T>, EmbedError> {
+    let results: Vec<Vec<T>> = if plan.len() > 1 && rayon::current_num_threads() > 1 {
+        use rayon::prelude::*;
+        plan.par_iter()
+            .map(|b| ops::single_threaded(|| run(b)))
+            .collect::<Result<_, _>>()?
+    } else {
+        plan.iter().map(run).collect::<Result<_, _>>()?
+    };
+    let mut out = vec![T::default(); n];
+    for (batch, vecs) in plan.iter().zip(results) {
+        for (&i, v) in batch.iter().zip(vecs) {
+            out[i] = v;
+        }
+    }
+    Ok(out)
 }
 
 /// Where int8 mode reads its calibration.

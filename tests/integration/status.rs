@@ -74,6 +74,7 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
         source_weights: Vec::new(),
         cv_ensemble: false,
         closed_min_precision: None,
+        features: Default::default(),
     };
     let emb = embedder();
     let a = train_status(&emb, &opts).unwrap();
@@ -502,6 +503,7 @@ fn tuning_options(
         source_weights: Vec::new(),
         cv_ensemble: cv_folds > 1,
         closed_min_precision: None,
+        features: Default::default(),
     }
 }
 
@@ -901,5 +903,60 @@ fn finetuning_is_cross_validated_inside_the_folds() {
     for (a, b) in train_side.iter().zip(&serving) {
         let cos = triage::embed::cosine(a, b);
         assert!(cos > 0.9999, "cosine {cos}");
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// `--features` (experiment): the shared embedding comes first and is unchanged, `layerK` with K
+/// the top layer repeats it, an intermediate layer's mean pool and the last layer's max pool are
+/// what they say (checked against the hidden states), unit length, from one forward.
+#[test]
+fn pooled_features_extend_the_shared_embedding() {
+    use triage::embed::DIM;
+    let emb = embedder();
+    let texts = [
+        "Fixed in 2.3.1, let me know if it isn't.",
+        "Which version are you on?",
+        "Done!",
+    ];
+    let shared = emb.embed(&texts).unwrap();
+    let top = emb.model().config().num_hidden_layers;
+    let both = emb.embed_pooled(&texts, Some(4), true).unwrap();
+    let repeat = emb.embed_pooled(&texts, Some(top), false).unwrap();
+    let last = emb.embed_pooled(&texts, None, false).unwrap();
+    assert!(emb.embed_pooled(&texts, Some(top + 1), false).is_err());
+    assert!(emb.embed_pooled(&texts, Some(0), false).is_err());
+    for (i, text) in texts.iter().enumerate() {
+        assert_eq!(both[i].len(), 3 * DIM);
+        assert_eq!(last[i].len(), DIM);
+        assert!(max_abs_diff(&last[i], &shared[i]) < 1e-5);
+        assert!(max_abs_diff(&both[i][..DIM], &shared[i]) < 1e-5);
+        assert!(max_abs_diff(&repeat[i][DIM..], &shared[i]) < 1e-5);
+        let ids = emb.tokenize(text).unwrap();
+        let states = |layer: usize| -> Vec<Vec<f32>> {
+            emb.model().hidden_states(&[ids.as_slice()], layer).unwrap()[0]
+                .to_vec2::<f32>()
+                .unwrap()
+        };
+        let unit = |v: Vec<f32>| -> Vec<f32> {
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter().map(|x| x / n).collect()
+        };
+        let mid = states(4);
+        let mean: Vec<f32> = (0..DIM)
+            .map(|d| mid.iter().map(|r| r[d]).sum::<f32>() / mid.len() as f32)
+            .collect();
+        assert!(max_abs_diff(&both[i][DIM..2 * DIM], &unit(mean)) < 1e-4);
+        assert!(max_abs_diff(&both[i][DIM..2 * DIM], &shared[i]) > 0.01);
+        let end = states(top);
+        let max: Vec<f32> = (0..DIM)
+            .map(|d| end.iter().map(|r| r[d]).fold(f32::NEG_INFINITY, f32::max))
+            .collect();
+        assert!(max_abs_diff(&both[i][2 * DIM..], &unit(max)) < 1e-4);
+        assert!(max_abs_diff(&both[i][2 * DIM..], &shared[i]) > 0.01);
     }
 }

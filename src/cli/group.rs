@@ -299,14 +299,14 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
     };
     let what = if base.is_some() { "role" } else { "text-only" };
     eprintln!("training the {what} scorer(s)");
-    let (text, text_reports) = train::train(&data, None, Some((&dev, None)), &config, &opts, fit)?;
+    let (text, text_reports, cues) = train::train(&data, None, Some((&dev, None)), &config, &opts, fit)?;
     let mut model = match &base {
         Some(b) => {
             let mut b = b.clone();
             b.roles = None;
             let mut m = train::model_with_roles(&b, &text, false);
             if let Some(r) = &mut m.roles {
-                r.cues = Some(train::learn_cues(&data, None));
+                r.cues = cues;
             }
             m
         }
@@ -344,14 +344,13 @@ pub fn train_group(a: &Train<'_>) -> anyhow::Result<serde_json::Value> {
             Some(_) => Fit::Roles(&model),
             None => Fit::All,
         };
-        let (scorers, reports) =
+        let (scorers, reports, learned) =
             train::train(subset, Some(&emb), Some((&dev, Some(&de))), &config, &opts, fit)?;
         model = match base {
             Some(_) => {
                 let mut m = train::model_with_roles(&model, &scorers, true);
                 // The embedding start cues, learned on the lines the embedding scorers saw.
-                let learned = train::learn_cues(subset, Some(&emb));
-                if let Some(c) = m.roles.as_mut().and_then(|r| r.cues.as_mut()) {
+                if let (Some(c), Some(learned)) = (m.roles.as_mut().and_then(|r| r.cues.as_mut()), learned) {
                     c.customer_embedding = learned.customer_embedding;
                     c.agent_embedding = learned.agent_embedding;
                 }

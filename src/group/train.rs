@@ -473,7 +473,7 @@ pub enum Fit<'a> {
 }
 
 /// The start cues of every channel of a role-labelled corpus (what a trained model carries).
-pub fn learn_cues(corpus: &Corpus, emb: Option<&Embeddings>) -> StartCues {
+fn learn_cues(corpus: &Corpus, emb: Option<&Embeddings>) -> StartCues {
     StartCues::learn(corpus, &(0..corpus.channels.len()).collect::<Vec<_>>(), emb)
 }
 
@@ -506,7 +506,9 @@ pub fn model_with_roles(base: &GroupModel, scorers: &[Scorer], embedding: bool) 
     m
 }
 
-/// Trains one scorer (or one per role); evaluates on `dev` after each epoch when given.
+/// Trains one scorer (or one per role); evaluates on `dev` after each epoch when given. With
+/// [`Fit::Roles`] also returns the start cues learned on the whole corpus (with `emb`'s embedding
+/// cues when given), the ones the trained model carries.
 pub fn train(
     corpus: &Corpus,
     emb: Option<&Embeddings>,
@@ -514,7 +516,7 @@ pub fn train(
     config: &GroupConfig,
     opts: &TrainOptions,
     fit: Fit<'_>,
-) -> Result<(Vec<Scorer>, Vec<EpochReport>), GroupError> {
+) -> Result<(Vec<Scorer>, Vec<EpochReport>, Option<StartCues>), GroupError> {
     check_corpus(corpus)?;
     if opts.use_embeddings && emb.is_none() {
         return Err(GroupError::Invalid(
@@ -636,7 +638,11 @@ pub fn train(
         eprintln!("{}", serde_json::to_string(&report)?);
         reports.push(report);
     }
-    Ok((learners.iter().map(|l| l.current().clone()).collect(), reports))
+    Ok((
+        learners.iter().map(|l| l.current().clone()).collect(),
+        reports,
+        full_cues,
+    ))
 }
 
 #[cfg(test)]
@@ -687,8 +693,8 @@ mod tests {
             epochs: 3,
             ..TrainOptions::default()
         };
-        let (a, reports) = train(&corpus, None, Some((&corpus, None)), &config, &opts, Fit::All).unwrap();
-        let (b, _) = train(&corpus, None, None, &config, &opts, Fit::All).unwrap();
+        let (a, reports, _) = train(&corpus, None, Some((&corpus, None)), &config, &opts, Fit::All).unwrap();
+        let (b, _, _) = train(&corpus, None, None, &config, &opts, Fit::All).unwrap();
         assert_eq!(
             a[0].linear, b[0].linear,
             "same data and seed give the same weights"

@@ -14,6 +14,15 @@ Sources (licences in training-data/grouping/SOURCES.md):
     same way from the annotated links (regular helpers = team, everyone else = customer).
   * training-data/grouping/scenes.txt: hand-written support-channel scenes (role-labelled; format
     in the file's header), each its own channel, repeated --scene-copies times in training.
+  * With --discord, two Discord archives whose help threads are flattened the same way (a thread's
+    first message is its root, the later ones replies; a thread is the gold conversation; the team
+    is the archive's regular helpers by the Slack rule, computed over that archive):
+    - OpsMill (Infrahub) community Q&A forum (GitHub `opsmill/discord_archive`, MIT; data.zip
+      extracted with the repository into /work/cache/grouping/opsmill-raw/): held out whole as a
+      second estimate from another archive, never trained on and never used for a choice;
+    - MeshCore community Discord (GitHub `MrAlders0n/meshcore-discord-archive`, MIT; site/data/ of
+      the repository in /work/cache/grouping/meshcore-raw/): the development forums and the General
+      Chat channels' threads of at most --max-thread messages, for training.
 
 Outputs (JSON Lines in the format of ../shared/data/grouping/README.md, plus `role`):
   slack-train.jsonl, slack-dev.jsonl   HubSpot help channels, split by channel (dev channels never
@@ -27,11 +36,16 @@ Outputs (JSON Lines in the format of ../shared/data/grouping/README.md, plus `ro
                                        scorers are trained on)
   roles-dev.jsonl                      slack-dev + ubuntu-roles-dev (the dev used during training)
   scenes.jsonl                         the hand-written scenes once (a behaviour check, trained on)
+  with --discord:
+  discord-dev.jsonl                    the OpsMill Q&A forum (never trained on)
+  discord-train.jsonl                  the MeshCore threads
+  roles-train-discord.jsonl            roles-train with discord-train after the Slack lines
 
 Usage:
   git clone <the archive> (or use the `fetch` mirror) and extract it into
   /work/cache/grouping/hubspot-raw/, then
-  python3 scripts/grouping_data.py [--raw DIR] [--out DIR]
+  python3 scripts/grouping_data.py [--raw DIR] [--out DIR] [--discord]
+Without --discord the outputs are the same bytes as before the option existed.
 """
 import argparse
 import collections
@@ -66,7 +80,8 @@ CONTEXT_LINES = 50
 
 
 def epoch(stamp):
-    t = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    fmt = "%Y-%m-%d %H:%M:%S.%f" if "." in stamp else "%Y-%m-%d %H:%M:%S"
+    t = datetime.datetime.strptime(stamp, fmt).replace(tzinfo=datetime.timezone.utc)
     return t.timestamp()
 
 
@@ -112,7 +127,7 @@ def slack_helpers(channels):
     return {u for u, n in replies.items() if n >= 20 and n >= 3 * roots[u] and not u.startswith("unknown-")}
 
 
-def slack_chunks(name, msgs, helpers, months):
+def slack_chunks(name, msgs, helpers, months, source="hubspot"):
     """Cuts a channel into chunks of `months` months; yields corpus lines per chunk."""
     chunks = collections.OrderedDict()
     for m in msgs:
@@ -121,7 +136,7 @@ def slack_chunks(name, msgs, helpers, months):
         chunks.setdefault(key, []).append(m)
     for key, ms in chunks.items():
         y, mo = divmod(key * months, 12)
-        channel = f"hubspot/{name}/{y}-{mo + 1:02d}"
+        channel = f"{source}/{name}/{y}-{mo + 1:02d}"
         idx_of = {}
         last_in = {}
         lines = []
@@ -165,6 +180,103 @@ def with_threads(lines):
         if root is not False:
             l["thread_ts"] = f"{root:.6f}"
         out.append(l)
+    return out
+
+
+def snowflake_time(ident):
+    """Discord ids carry their creation time (milliseconds since 2015-01-01)."""
+    return ((int(ident) >> 22) + 1_420_070_400_000) / 1000.0
+
+
+def discord_channel(threads):
+    """Discord threads of one channel (a forum, or a chat channel's threads) flattened into one
+    stream in the message format of load_channel: a thread's first message is its root, every
+    later message a reply to it; a thread of one message is a conversation of its own."""
+    msgs, seen = [], set()
+    for thread in threads:
+        thread = sorted(thread, key=lambda m: int(m[0]))
+        stamps = []
+        for ident, user, text in thread:
+            t = snowflake_time(ident)
+            while t in seen:  # stamps are keys: keep them unique
+                t += 1e-6
+            seen.add(t)
+            stamp = datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+            stamps.append((stamp, t, user, text))
+        root = stamps[0][0]
+        for k, (stamp, t, user, text) in enumerate(stamps):
+            msgs.append({"stamp": stamp, "ts": t, "user": user, "text": text,
+                         "root": root if k and len(stamps) > 1 else None,
+                         "is_root": k == 0 and len(stamps) > 1})
+    msgs.sort(key=lambda m: m["ts"])
+    return msgs
+
+
+def load_opsmill(raw):
+    """OpsMill (Infrahub) community Discord Q&A forum (GitHub `opsmill/discord_archive`, data.zip):
+    one JSON file per forum thread. Returns {channel name: messages}."""
+    import zipfile
+    names, threads = {}, collections.defaultdict(list)
+    with zipfile.ZipFile(os.path.join(raw, "data.zip")) as z:
+        for f in sorted(z.namelist()):
+            if not f.endswith(".json"):
+                continue
+            data = json.loads(z.read(f))
+            if f.endswith("channel_data.json"):
+                names.update({c["id"]: c["name"] for c in data})
+                continue
+            for item in data:
+                # type 0: a message, 19: a reply; others (thread renames) are not turns.
+                turns = [(m["id"], m["author"]["username"], m["content"]) for m in item["messages"]
+                         if m.get("type") in (0, 19) and m.get("content", "").strip()]
+                if turns:
+                    threads[item["thread"]["parent_id"]].append(turns)
+    return {names.get(p, p): discord_channel(ts) for p, ts in threads.items()}
+
+
+# MeshCore Discord forums (people report problems and ask, others answer, one thread per topic);
+# the chat channels' own messages are not in the archive, only their threads.
+MESHCORE_FORUMS = ["firmware-development", "software-development", "hardware-development"]
+
+
+def load_meshcore(raw, max_thread):
+    """MeshCore community Discord (GitHub `MrAlders0n/meshcore-discord-archive`, site/data/content):
+    the forum threads and the General Chat channels' threads, each thread of at most `max_thread`
+    messages (longer ones are running project logs, not one conversation). Returns
+    {channel name: messages}."""
+    base = os.path.join(raw, "site", "data")
+    with open(os.path.join(base, "threads.json")) as fh:
+        meta = {t["id"]: t for t in json.load(fh)}
+    threads = collections.defaultdict(list)
+    for f in sorted(os.listdir(os.path.join(base, "content"))):
+        with open(os.path.join(base, "content", f)) as fh:
+            d = json.load(fh)
+        t = meta.get(d["id"])
+        if t is None or t["is_channel_main"]:
+            continue
+        if t["forum"] in MESHCORE_FORUMS:
+            channel = t["forum"]
+        elif t["forum"] == "General Chat":
+            channel = t["channel"]
+        else:
+            continue
+        turns = [(m["id"], m["author_handle"], m["text"]) for m in d["messages"]
+                 if m.get("author_handle") and m.get("text", "").strip()
+                 and not m["text"].startswith("Started a thread")]
+        if turns and len(turns) <= max_thread:
+            threads[channel].append(turns)
+    return {c: discord_channel(ts) for c, ts in threads.items()}
+
+
+def discord_lines(source, channels, months):
+    """Corpus lines of a Discord archive: team = its regular helpers (slack_helpers, computed over
+    the whole archive), threads as gold conversations, cut into chunks like the Slack channels."""
+    helpers = slack_helpers(channels)
+    print(f"{source}: {len(helpers)} helpers (team) over {len(channels)} channels", file=sys.stderr)
+    out = []
+    for name in sorted(channels):
+        for chunk in slack_chunks(name, channels[name], helpers, months, source=source):
+            out.extend(chunk)
     return out
 
 
@@ -252,6 +364,13 @@ def main():
     ap.add_argument("--more-channels", action="store_true",
                     help="also train on MORE_TRAIN_CHANNELS (smaller help channels)")
     ap.add_argument("--scene-copies", type=int, default=5, help="copies of each hand-written scene in training")
+    ap.add_argument("--discord", action="store_true",
+                    help="also write discord-dev.jsonl (OpsMill, held out) and discord-train.jsonl (MeshCore), "
+                         "and roles-train-discord.jsonl = roles-train plus discord-train")
+    ap.add_argument("--opsmill-raw", default="/work/cache/grouping/opsmill-raw")
+    ap.add_argument("--meshcore-raw", default="/work/cache/grouping/meshcore-raw")
+    ap.add_argument("--discord-months", type=int, default=6, help="months per Discord chunk")
+    ap.add_argument("--max-thread", type=int, default=150, help="longest MeshCore thread kept (messages)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -315,6 +434,13 @@ def main():
         keep = set(keep)
         ub_train = [r for r in ub_train if r["channel"] in keep]
     write(os.path.join(args.out, "roles-train.jsonl"), train + ub_train + scenes)
+    if args.discord:
+        ddev = flat(discord_lines("opsmill", load_opsmill(args.opsmill_raw), args.discord_months))
+        write(os.path.join(args.out, "discord-dev.jsonl"), ddev)
+        dtrain = flat(discord_lines("meshcore", load_meshcore(args.meshcore_raw, args.max_thread),
+                                    args.discord_months))
+        write(os.path.join(args.out, "discord-train.jsonl"), dtrain)
+        write(os.path.join(args.out, "roles-train-discord.jsonl"), train + dtrain + ub_train + scenes)
     write(os.path.join(args.out, "roles-dev.jsonl"), dev + ub["dev"])
 
 

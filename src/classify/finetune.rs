@@ -13,8 +13,14 @@
 //! The loss is cross-entropy with optional label smoothing and per-reply weights (so that a small
 //! source, such as real replies among many hand-written ones, can count as much as a large one).
 //!
-//! Deterministic for a seed: the head is initialised, batches are shuffled and dropout masks are
-//! drawn from one seeded `StdRng`.
+//! With [`Objective::SetFit`] the tuned layers are trained without a head, SetFit-style: pairs of
+//! training replies ([`sample_pairs`]) are embedded through the tuned layers and the cosine of
+//! the two mean-pooled, unit-length outputs is pushed to 1 for a same-label pair and to 0 for a
+//! different-label pair (squared error: SetFit's `CosineSimilarityLoss`). The classifier heads
+//! are then fitted on the tuned embeddings as on the frozen ones (stage 2, in `train`).
+//!
+//! Deterministic for a seed: the head is initialised, batches are shuffled, pairs are sampled and
+//! dropout masks are drawn from one seeded `StdRng`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -22,6 +28,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use indicatif::ProgressBar;
+use rand::distr::weighted::WeightedIndex;
+use rand::distr::Distribution;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -50,6 +58,44 @@ pub struct FineTuneConfig {
     /// the tuned layers are not pushed towards certainty on the (partly weak) labels.
     #[serde(default)]
     pub label_smoothing: f64,
+    /// What the tuned layers are trained for: cross-entropy with a linear head (the default), or
+    /// SetFit-style contrastive pairs.
+    #[serde(default, skip_serializing_if = "Objective::is_cross_entropy")]
+    pub objective: Objective,
+    /// [`Objective::SetFit`]: pairs sampled per training reply and epoch (half same-label, half
+    /// different-label).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pairs_per_reply: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The fine-tuning loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Cross-entropy of a linear head trained together with the layers.
+    #[default]
+    CrossEntropy,
+    /// SetFit's cosine-similarity loss on sampled pairs of replies; no head.
+    #[serde(rename = "setfit")]
+    SetFit,
+}
+
+impl Objective {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "cross-entropy" => Ok(Self::CrossEntropy),
+            "setfit" => Ok(Self::SetFit),
+            _ => Err(format!("unknown objective {s:?}; known: cross-entropy, setfit")),
+        }
+    }
+
+    pub fn is_cross_entropy(&self) -> bool {
+        *self == Self::CrossEntropy
+    }
 }
 
 impl Default for FineTuneConfig {
@@ -64,6 +110,8 @@ impl Default for FineTuneConfig {
             scale: 20.0,
             dropout: 0.1,
             label_smoothing: 0.0,
+            objective: Objective::CrossEntropy,
+            pairs_per_reply: 0,
         }
     }
 }
@@ -75,8 +123,10 @@ pub struct FineTuned {
     /// The tuned layers' tensors, Hugging Face names (`encoder.layer.{i}.*`) and layout.
     pub tensors: HashMap<String, Tensor>,
     pub best_epoch: usize,
-    /// Dev macro-F1 of the jointly trained linear head after each epoch.
+    /// Dev macro-F1 of the jointly trained linear head after each epoch (empty for SetFit).
     pub dev_macro_f1: Vec<f64>,
+    /// The mean training loss of each epoch.
+    pub train_loss: Vec<f64>,
 }
 
 /// The tensors of one encoder layer, as named in the checkpoint (after `encoder.layer.{i}.`).
@@ -287,6 +337,81 @@ pub fn length_bucketed_batches(lengths: &[usize], size: usize, rng: &mut StdRng)
     batches
 }
 
+/// One contrastive pair: two training rows and whether they share a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pair {
+    pub a: usize,
+    pub b: usize,
+    pub same: bool,
+}
+
+/// SetFit pairs for one epoch: `per_reply` pairs for each of `labels.len()` anchors. Anchors and
+/// partners are drawn (with replacement) with probability proportional to the row's loss weight,
+/// so with `--balance-sources` every source is drawn equally often, on both sides of a pair; the
+/// pairs alternate same-label and different-label (half each, exactly, for an even count); a row
+/// is never paired with itself. Deterministic for the state of `rng`.
+pub fn sample_pairs(
+    labels: &[Label],
+    weights: &[f32],
+    per_reply: usize,
+    rng: &mut StdRng,
+) -> Result<Vec<Pair>, StatusError> {
+    let bad = |m: &str| StatusError::Other(format!("contrastive pairs: {m}"));
+    if labels.len() != weights.len() {
+        return Err(bad("labels and weights differ in length"));
+    }
+    let anchors = WeightedIndex::new(weights).map_err(|e| bad(&e.to_string()))?;
+    // Per label: its rows and a weighted draw over them.
+    let by_label = Label::ALL
+        .iter()
+        .map(|&l| {
+            let rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == l).collect();
+            if rows.len() < 2 {
+                return Err(bad(&format!("fewer than two {} rows", l.as_str())));
+            }
+            let draw = WeightedIndex::new(rows.iter().map(|&i| weights[i]))
+                .map_err(|e| bad(&format!("{}: {e}", l.as_str())))?;
+            Ok((rows, draw))
+        })
+        .collect::<Result<Vec<_>, StatusError>>()?;
+    let mut pairs = Vec::with_capacity(labels.len() * per_reply);
+    for k in 0..labels.len() * per_reply {
+        let a = anchors.sample(rng);
+        let same = k % 2 == 0;
+        let want = if same {
+            labels[a].index()
+        } else {
+            1 - labels[a].index()
+        };
+        let (rows, draw) = &by_label[want];
+        let b = loop {
+            let b = rows[draw.sample(rng)];
+            if b != a {
+                break b;
+            }
+        };
+        pairs.push(Pair { a, b, same });
+    }
+    Ok(pairs)
+}
+
+/// SetFit's `CosineSimilarityLoss`: the mean over pairs of `(cos(e_a, e_b) - t)^2`, `t` 1 for a
+/// same-label pair and 0 otherwise; `e` holds unit-length embeddings, `a`/`b` index its rows.
+pub fn cosine_pair_loss(e: &Tensor, a: &[u32], b: &[u32], same: &[bool]) -> candle_core::Result<Tensor> {
+    let n = a.len();
+    let ea = e.index_select(&Tensor::from_vec(a.to_vec(), n, e.device())?, 0)?;
+    let eb = e.index_select(&Tensor::from_vec(b.to_vec(), n, e.device())?, 0)?;
+    let cos = (ea * eb)?.sum(1)?;
+    let target = Tensor::from_vec(
+        same.iter()
+            .map(|&s| if s { 1f32 } else { 0.0 })
+            .collect::<Vec<_>>(),
+        n,
+        e.device(),
+    )?;
+    (cos - target)?.sqr()?.mean_all()
+}
+
 /// Hidden states entering layer `from`, one `[len, h]` tensor per text.
 pub fn hidden_states(
     embedder: &Embedder,
@@ -448,10 +573,58 @@ pub fn finetune_states(
             .map(|l| l.vars.iter().map(|v| v.as_tensor().copy()).collect())
             .collect()
     };
+    let setfit = cfg.objective == Objective::SetFit;
+    if setfit && cfg.pairs_per_reply == 0 {
+        return Err(StatusError::Other(
+            "SetFit tuning needs at least one pair per reply".into(),
+        ));
+    }
+    let per_epoch_rows = if setfit {
+        train_x.len() * cfg.pairs_per_reply
+    } else {
+        train_x.len()
+    };
+    let mut train_loss = Vec::with_capacity(cfg.epochs);
     pb.set_position(0);
-    pb.set_length((cfg.epochs * train_x.len()) as u64);
+    pb.set_length((cfg.epochs * per_epoch_rows) as u64);
     for epoch in 1..=cfg.epochs {
         pb.set_message(format!("fine-tuning, epoch {epoch}/{}", cfg.epochs));
+        if setfit {
+            // Stage 1 of SetFit: the layers alone, on pairs; no head, no dev choice (last kept).
+            let pairs = sample_pairs(train.1, train.2, cfg.pairs_per_reply, &mut rng)?;
+            let longest: Vec<usize> = pairs.iter().map(|p| lengths[p.a].max(lengths[p.b])).collect();
+            let mut total = 0.0;
+            for batch in length_bucketed_batches(&longest, cfg.batch_size, &mut rng) {
+                // Each reply of the batch through the layers once, however many of its pairs.
+                let mut rows: Vec<usize> = batch.iter().flat_map(|&p| [pairs[p].a, pairs[p].b]).collect();
+                rows.sort_unstable();
+                rows.dedup();
+                let at = |i: usize| rows.binary_search(&i).expect("row of the batch") as u32;
+                let states: Vec<&Tensor> = rows.iter().map(|&i| train_x[i]).collect();
+                let e = model.pooled(&states, Some(&mut rng))?;
+                let a: Vec<u32> = batch.iter().map(|&p| at(pairs[p].a)).collect();
+                let b: Vec<u32> = batch.iter().map(|&p| at(pairs[p].b)).collect();
+                let same: Vec<bool> = batch.iter().map(|&p| pairs[p].same).collect();
+                let loss = cosine_pair_loss(&e, &a, &b, &same)?;
+                total += f64::from(loss.to_scalar::<f32>()?) * batch.len() as f64;
+                let grads = loss.backward()?;
+                opt_encoder.step(&grads)?;
+                pb.inc(batch.len() as u64);
+            }
+            let mean = total / pairs.len().max(1) as f64;
+            tracing::info!(
+                epoch,
+                pairs = pairs.len(),
+                loss = format!("{mean:.4}"),
+                "SetFit epoch (last kept)"
+            );
+            train_loss.push(mean);
+            if epoch == cfg.epochs {
+                best = Some((0.0, epoch, snapshot(&model)?));
+            }
+            continue;
+        }
+        let mut total = 0.0;
         for batch in length_bucketed_batches(&lengths, cfg.batch_size, &mut rng) {
             let states: Vec<&Tensor> = batch.iter().map(|&i| train_x[i]).collect();
             let y = Tensor::from_vec(
@@ -466,11 +639,13 @@ pub fn finetune_states(
             )?;
             let logits = model.logits(&states, Some(&mut rng))?;
             let loss = smoothed_weighted_ce(&logits, &y, &w, cfg.label_smoothing)?;
+            total += f64::from(loss.to_scalar::<f32>()?) * batch.len() as f64;
             let grads = loss.backward()?;
             opt_encoder.step(&grads)?;
             opt_head.step(&grads)?;
             pb.inc(batch.len() as u64);
         }
+        train_loss.push(total / train_x.len().max(1) as f64);
         match dev {
             Some((dev_x, dev_y)) => {
                 let f1 = Metrics::compute(dev_y, &model.predict(dev_x)?).macro_f1;
@@ -505,6 +680,7 @@ pub fn finetune_states(
         tensors,
         best_epoch,
         dev_macro_f1: per_epoch,
+        train_loss,
     })
 }
 
@@ -636,5 +812,188 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!((a - b).abs() < 1e-5);
+    }
+
+    #[test]
+    fn setfit_pairs_are_balanced_seeded_and_never_self() {
+        // Source A: 30 rows (24 closed), source B: 10 rows (3 closed); sources balanced by weight.
+        let labels: Vec<Label> = (0..40)
+            .map(|i| match i {
+                0..24 | 30..33 => Label::Closed,
+                _ => Label::InProgress,
+            })
+            .collect();
+        let groups: Vec<String> = (0..40)
+            .map(|i| if i < 30 { "a" } else { "b" }.to_string())
+            .collect();
+        let w = super::super::fit::balanced_weights(&groups);
+        let pairs = sample_pairs(&labels, &w, 50, &mut StdRng::seed_from_u64(7)).unwrap();
+        assert_eq!(pairs.len(), 40 * 50);
+        assert_eq!(pairs.iter().filter(|p| p.same).count(), 1000);
+        for p in &pairs {
+            assert_ne!(p.a, p.b);
+            assert_eq!(p.same, labels[p.a] == labels[p.b], "{p:?}");
+        }
+        // Source B (a quarter of the rows) is drawn about half the time, as anchor and as partner.
+        let share = |f: &dyn Fn(&Pair) -> usize| pairs.iter().filter(|p| f(p) >= 30).count() as f64 / 2000.0;
+        for s in [share(&|p| p.a), share(&|p| p.b)] {
+            assert!((0.44..0.56).contains(&s), "source b share {s}");
+        }
+        // Seeded: the same pairs again; another seed, other pairs.
+        assert_eq!(
+            pairs,
+            sample_pairs(&labels, &w, 50, &mut StdRng::seed_from_u64(7)).unwrap()
+        );
+        assert_ne!(
+            pairs,
+            sample_pairs(&labels, &w, 50, &mut StdRng::seed_from_u64(8)).unwrap()
+        );
+        // A label with fewer than two rows cannot be paired.
+        let one = [Label::Closed, Label::InProgress, Label::InProgress];
+        assert!(sample_pairs(&one, &[1.0; 3], 2, &mut StdRng::seed_from_u64(1)).is_err());
+    }
+
+    #[test]
+    fn cosine_pair_loss_matches_hand_computation() {
+        let s = 0.5f32.sqrt();
+        let e = t(&[1.0, 0.0, s, s, 0.0, 1.0], (3, 2));
+        // (0,1) same: cos s -> (s - 1)^2; (0,2) different: cos 0 -> 0; (1,2) different: s^2.
+        let got = cosine_pair_loss(&e, &[0, 0, 1], &[1, 2, 2], &[true, false, false])
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let want = ((s - 1.0).powi(2) + 0.0 + s * s) / 3.0;
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    /// A one-layer encoder with hidden size 8 and random weights, written as a checkpoint.
+    fn tiny_encoder(dir: &Path) -> (BertConfig, std::path::PathBuf) {
+        let cfg = BertConfig {
+            vocab_size: 10,
+            hidden_size: 8,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 16,
+            max_position_embeddings: 16,
+            type_vocab_size: 1,
+            layer_norm_eps: 1e-12,
+            hidden_act: "gelu".into(),
+        };
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut tensors = HashMap::new();
+        for name in LAYER_TENSORS {
+            let shape: Vec<usize> = match name {
+                n if n.starts_with("intermediate") && n.ends_with("weight") => vec![16, 8],
+                n if n.starts_with("intermediate") => vec![16],
+                "output.dense.weight" => vec![8, 16],
+                n if n.ends_with("LayerNorm.weight") => vec![8],
+                n if n.ends_with("weight") => vec![8, 8],
+                _ => vec![8],
+            };
+            let len: usize = shape.iter().product();
+            let v: Vec<f32> = if name.ends_with("LayerNorm.weight") {
+                vec![1.0; len]
+            } else if name.ends_with("LayerNorm.bias") {
+                vec![0.0; len]
+            } else {
+                (0..len).map(|_| rng.random_range(-0.4..0.4)).collect()
+            };
+            let t = Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+            tensors.insert(format!("encoder.layer.0.{name}"), t);
+        }
+        let path = dir.join("model.safetensors");
+        candle_core::safetensors::save(&tensors, &path).unwrap();
+        (cfg, path)
+    }
+
+    /// Mean cosine of same-label pairs minus that of different-label pairs.
+    fn cosine_gap(e: &[Vec<f32>], y: &[Label]) -> f64 {
+        let (mut same, mut diff) = ((0.0, 0), (0.0, 0));
+        for i in 0..e.len() {
+            for j in i + 1..e.len() {
+                let c: f32 = e[i].iter().zip(&e[j]).map(|(a, b)| a * b).sum();
+                let acc = if y[i] == y[j] { &mut same } else { &mut diff };
+                acc.0 += f64::from(c);
+                acc.1 += 1;
+            }
+        }
+        same.0 / f64::from(same.1) - diff.0 / f64::from(diff.1)
+    }
+
+    #[test]
+    fn setfit_tuning_lowers_the_pair_loss_and_separates_the_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bert, weights) = tiny_encoder(dir.path());
+        // 48 "replies" of 3-6 token states: noise plus a weak direction per label.
+        let mut rng = StdRng::seed_from_u64(5);
+        let y: Vec<Label> = (0..48).map(|i| Label::ALL[i % 2]).collect();
+        let states: Vec<Tensor> = y
+            .iter()
+            .map(|l| {
+                let len = rng.random_range(3..7);
+                let v: Vec<f32> = (0..len * 8)
+                    .map(|k| rng.random_range(-1.0f32..1.0) + if k % 8 == l.index() { 0.5 } else { 0.0 })
+                    .collect();
+                Tensor::from_vec(v, (len, 8), &Device::Cpu).unwrap()
+            })
+            .collect();
+        let refs: Vec<&Tensor> = states.iter().collect();
+        let cfg = |epochs| FineTuneConfig {
+            layers: 1,
+            epochs,
+            batch_size: 8,
+            lr_encoder: 3e-3,
+            dropout: 0.0,
+            objective: Objective::SetFit,
+            pairs_per_reply: 4,
+            ..Default::default()
+        };
+        let run = |epochs| {
+            finetune_states(
+                &bert,
+                &weights,
+                (&refs, &y, &[1.0; 48]),
+                None,
+                &cfg(epochs),
+                3,
+                &ProgressBar::hidden(),
+            )
+            .unwrap()
+        };
+        let before = run(0);
+        let after = run(20);
+        assert_eq!((after.best_epoch, after.train_loss.len()), (20, 20));
+        assert!(after.dev_macro_f1.is_empty());
+        let (first, last) = (after.train_loss[0], after.train_loss[19]);
+        assert!(last < 0.7 * first, "pair loss {first:.4} -> {last:.4}");
+        let gap = |t: &FineTuned| cosine_gap(&embed_states(&bert, t, &states).unwrap(), &y);
+        let (g0, g1) = (gap(&before), gap(&after));
+        assert!(g1 > g0 + 0.1, "same minus different cosine {g0:.4} -> {g1:.4}");
+        // Deterministic for the seed.
+        let again = run(20);
+        assert_eq!(again.train_loss, after.train_loss);
+        let key = "encoder.layer.0.output.dense.weight";
+        let diff = (&again.tensors[key] - &after.tensors[key])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+        // No pairs, no tuning.
+        let mut zero = cfg(1);
+        zero.pairs_per_reply = 0;
+        assert!(finetune_states(
+            &bert,
+            &weights,
+            (&refs, &y, &[1.0; 48]),
+            None,
+            &zero,
+            3,
+            &ProgressBar::hidden()
+        )
+        .is_err());
     }
 }

@@ -258,6 +258,20 @@ fn markdown(o: &TrainOutcome) -> String {
                 &md.embedder.weights_sha256[..12]
             );
         }
+        Some(f) if f.config.objective == super::finetune::Objective::SetFit => {
+            let _ = writeln!(
+                s,
+                "Embedder: `{}` at `{}` (weights sha256 `{}`), layers {}.. fine-tuned SetFit-style on \
+                 {} pairs per reply and epoch (`encoder.safetensors`, sha256 `{}`); epoch {} kept.\n",
+                md.embedder.name,
+                md.embedder.revision,
+                &md.embedder.weights_sha256[..12],
+                f.from_layer,
+                f.config.pairs_per_reply,
+                &f.encoder_sha256[..12.min(f.encoder_sha256.len())],
+                f.best_epoch
+            );
+        }
         Some(f) => {
             let per_epoch: Vec<String> = f
                 .dev_macro_f1_per_epoch

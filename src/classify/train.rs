@@ -842,6 +842,16 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                         .into(),
                 );
             }
+            if let Some((cfg, t, _)) = tuned.as_ref().filter(|(c, ..)| !c.objective.is_cross_entropy()) {
+                notes.push(format!(
+                    "SetFit-style: the tuned layers were trained alone on {} pairs of replies per \
+                     reply and epoch (cosine of the two tuned embeddings pushed to 1 for the same \
+                     label and to 0 otherwise; pair loss per epoch {:?}), then the heads were fitted \
+                     on the tuned embedding; the last epoch is kept, no file chose it.",
+                    cfg.pairs_per_reply,
+                    t.train_loss.iter().map(|l| format!("{l:.4}")).collect::<Vec<_>>()
+                ));
+            }
             if !opts.features.is_last() {
                 notes.push(format!(
                     "Experiment: every head reads features `{}` (the shared embedding, then an \

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::{command_line, load_embedder, print_result, ConfigArgs};
-use crate::classify::finetune::FineTuneConfig;
+use crate::classify::finetune::{FineTuneConfig, Objective};
 use crate::classify::metrics::Metrics;
 use crate::classify::train::{self, TrainOptions};
 use crate::classify::{data, keywords, report, Label, StatusModel};
@@ -66,6 +66,15 @@ pub struct TrainArgs {
     pub finetune_weight_decay: f64,
     #[arg(long, default_value_t = 0.0)]
     pub label_smoothing: f64,
+    /// What the tuned layers are trained for: `cross-entropy` (with a linear head) or `setfit`
+    /// (SetFit's cosine-similarity loss on pairs of replies, then the heads on the tuned
+    /// embedding). With --finetune-layers.
+    #[arg(long, default_value = "cross-entropy", value_parser = Objective::parse)]
+    pub finetune_objective: Objective,
+    /// `--finetune-objective setfit`: pairs sampled per reply and epoch (half same-label, half
+    /// different-label; drawn in proportion to the rows' loss weights).
+    #[arg(long, default_value_t = 4, value_name = "R")]
+    pub setfit_pairs: usize,
     /// Give every source (a row's `source`, else its file) the same total loss weight.
     #[arg(long)]
     pub balance_sources: bool,
@@ -149,6 +158,12 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             anyhow::bail!("--closed-min-precision {p} is not in (0, 1]");
         }
     }
+    if args.finetune_objective == Objective::SetFit && args.finetune_layers == 0 {
+        anyhow::bail!("--finetune-objective setfit needs --finetune-layers N");
+    }
+    if args.finetune_objective == Objective::SetFit && args.setfit_pairs == 0 {
+        anyhow::bail!("--setfit-pairs must be at least 1");
+    }
     let s = args.config.settings(Overrides::default())?;
     let finetune = match args.finetune_layers {
         0 => None,
@@ -160,6 +175,11 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
                 dropout: args.finetune_dropout,
                 weight_decay: args.finetune_weight_decay,
                 label_smoothing: args.label_smoothing,
+                objective: args.finetune_objective,
+                pairs_per_reply: match args.finetune_objective {
+                    Objective::SetFit => args.setfit_pairs,
+                    Objective::CrossEntropy => 0,
+                },
                 ..Default::default()
             },
             match args.init_encoder {

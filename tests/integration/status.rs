@@ -893,6 +893,7 @@ fn finetuning_is_cross_validated_inside_the_folds() {
         tensors: tuned.model.encoder.clone().unwrap(),
         best_epoch: 1,
         dev_macro_f1: Vec::new(),
+        train_loss: Vec::new(),
     };
     let states =
         triage::classify::finetune::hidden_states(&emb, &texts, 5, &indicatif::ProgressBar::hidden())

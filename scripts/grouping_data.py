@@ -19,7 +19,8 @@ Sources (licences in training-data/grouping/SOURCES.md):
     is the archive's regular helpers by the Slack rule, computed over that archive):
     - OpsMill (Infrahub) community Q&A forum (GitHub `opsmill/discord_archive`, MIT; data.zip
       extracted with the repository into /work/cache/grouping/opsmill-raw/): held out whole as a
-      second estimate from another archive, never trained on and never used for a choice;
+      second estimate from another archive, never trained on (it was scored before the 7-day
+      open-ticket bound was chosen: BENCHMARKS.md, seventh round);
     - MeshCore community Discord (GitHub `MrAlders0n/meshcore-discord-archive`, MIT; site/data/ of
       the repository in /work/cache/grouping/meshcore-raw/): the development forums and the General
       Chat channels' threads of at most --max-thread messages, for training.

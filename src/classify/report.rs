@@ -248,50 +248,39 @@ fn markdown(o: &TrainOutcome) -> String {
         d.used,
         &d.sha256[..12]
     );
-    match &md.finetuned {
-        None => {
-            let _ = writeln!(
-                s,
-                "Embedder: `{}` at `{}` (weights sha256 `{}`), frozen.\n",
-                md.embedder.name,
-                md.embedder.revision,
-                &md.embedder.weights_sha256[..12]
-            );
-        }
-        Some(f) if f.config.objective == super::finetune::Objective::SetFit => {
-            let _ = writeln!(
-                s,
-                "Embedder: `{}` at `{}` (weights sha256 `{}`), layers {}.. fine-tuned SetFit-style on \
-                 {} pairs per reply and epoch (`encoder.safetensors`, sha256 `{}`); epoch {} kept.\n",
-                md.embedder.name,
-                md.embedder.revision,
-                &md.embedder.weights_sha256[..12],
-                f.from_layer,
-                f.config.pairs_per_reply,
-                &f.encoder_sha256[..12.min(f.encoder_sha256.len())],
-                f.best_epoch
-            );
-        }
+    let encoder = match &md.finetuned {
+        None => "frozen".to_string(),
         Some(f) => {
-            let per_epoch: Vec<String> = f
-                .dev_macro_f1_per_epoch
-                .iter()
-                .map(|x| format!("{x:.4}"))
-                .collect();
-            let _ = writeln!(
-                s,
-                "Embedder: `{}` at `{}` (weights sha256 `{}`), layers {}.. fine-tuned with a linear \
-                 head (`encoder.safetensors`, sha256 `{}`): dev macro-F1 per epoch {}; epoch {} kept.\n",
-                md.embedder.name,
-                md.embedder.revision,
-                &md.embedder.weights_sha256[..12],
-                f.from_layer,
-                &f.encoder_sha256[..12.min(f.encoder_sha256.len())],
-                per_epoch.join(", "),
-                f.best_epoch
-            );
+            let sha = &f.encoder_sha256[..12.min(f.encoder_sha256.len())];
+            let how = if f.config.objective == super::finetune::Objective::SetFit {
+                format!(
+                    "SetFit-style on {} pairs per reply and epoch (`encoder.safetensors`, sha256 `{sha}`);",
+                    f.config.pairs_per_reply
+                )
+            } else {
+                let per_epoch: Vec<String> = f
+                    .dev_macro_f1_per_epoch
+                    .iter()
+                    .map(|x| format!("{x:.4}"))
+                    .collect();
+                format!(
+                    "with a linear head (`encoder.safetensors`, sha256 `{sha}`): dev macro-F1 per epoch {};",
+                    per_epoch.join(", ")
+                )
+            };
+            format!(
+                "layers {}.. fine-tuned {how} epoch {} kept",
+                f.from_layer, f.best_epoch
+            )
         }
-    }
+    };
+    let _ = writeln!(
+        s,
+        "Embedder: `{}` at `{}` (weights sha256 `{}`), {encoder}.\n",
+        md.embedder.name,
+        md.embedder.revision,
+        &md.embedder.weights_sha256[..12]
+    );
     // Chosen by cross-validation (`selection.folds` present) or on the dev file.
     let cv = md.hyper_parameters["selection"]["folds"].as_u64();
     let (on, epoch) = match cv {

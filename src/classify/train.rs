@@ -30,14 +30,7 @@ pub use super::fit::{
 
 /// Embeds texts in chunks with a progress bar.
 pub fn embed_all(embedder: &Embedder, texts: &[&str], what: &str) -> Result<Vec<Vec<f32>>, StatusError> {
-    let pb = bar(texts.len() as u64, &format!("embedding {what}"));
-    let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(256) {
-        out.extend(embedder.embed(chunk)?);
-        pb.inc(chunk.len() as u64);
-    }
-    pb.finish_and_clear();
-    Ok(out)
+    embed_features(embedder, texts, what, Features::default())
 }
 
 fn bar(len: u64, msg: &str) -> ProgressBar {
@@ -127,20 +120,25 @@ impl Features {
     }
 }
 
-/// As [`embed_all`], with the experiment features `f`.
+/// Every text's head features (`f`; [`embed_all`] is `last`, the shared embedding), in chunks
+/// with a progress bar.
 pub fn embed_features(
     embedder: &Embedder,
     texts: &[&str],
     what: &str,
     f: Features,
 ) -> Result<Vec<Vec<f32>>, StatusError> {
-    if f.is_last() {
-        return embed_all(embedder, texts, what);
-    }
-    let pb = bar(texts.len() as u64, &format!("embedding {what} ({})", f.name()));
+    let msg = match f.is_last() {
+        true => format!("embedding {what}"),
+        false => format!("embedding {what} ({})", f.name()),
+    };
+    let pb = bar(texts.len() as u64, &msg);
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(256) {
-        out.extend(embedder.embed_pooled(chunk, f.layer, f.max)?);
+        match f.is_last() {
+            true => out.extend(embedder.embed(chunk)?),
+            false => out.extend(embedder.embed_pooled(chunk, f.layer, f.max)?),
+        }
         pb.inc(chunk.len() as u64);
     }
     pb.finish_and_clear();

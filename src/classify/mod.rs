@@ -1,18 +1,20 @@
 //! Reply status: does a team reply leave the conversation `in_progress` or make it `closed`?
 //!
-//! A small head (logistic regression or a one-hidden-layer MLP, whichever wins on the dev file)
-//! over a sentence embedding, with a temperature fitted on dev so its scores are probabilities.
-//! The embedding is either the shared one of [`crate::embed`] or, for a model trained with
+//! Two kinds of model ([`Scorer`]). The committed one is the lexical head of [`ngrams`]: TF-IDF
+//! over hashed word and character n-grams read by a logistic regression; it reads only the text.
+//! The other kind is a small head (logistic regression or a one-hidden-layer MLP) over a sentence
+//! embedding and lexical cues: the shared embedding of [`crate::embed`] or, for a model trained with
 //! `--finetune-layers`, the one through its own fine-tuned top encoder layers ([`finetune`]),
-//! which the embedder runs as a [`crate::embed::Tail`] branching from the shared forward. This is
-//! ML core: no HTTP, no SQL. Callers embed the text (the server through its queue, the CLI
-//! directly; [`StatusModel::needs_tail`] says which embedding) and hand the vectors to
-//! [`StatusModel::predict`].
+//! which the embedder runs as a [`crate::embed::Tail`] branching from the shared forward. Both
+//! carry a temperature so their scores are probabilities. This is ML core: no HTTP, no SQL.
+//! Callers embed the text when [`StatusModel::needs_embeddings`] says so (the server through its
+//! queue, the CLI directly; [`StatusModel::needs_tail`] says which embedding) and hand texts and
+//! vectors to [`StatusModel::predict`].
 //!
-//! On disk (`models/status/`): `model.safetensors` (the head's tensors and the temperature),
-//! `encoder.safetensors` (the tuned layers, when fine-tuned), `metadata.json` ([`Metadata`]: label
-//! set, embedder, data, seed, hyper-parameters, dev metrics, what was tried), and the training
-//! report (`report.md`, `confusion.png`, `pr_curve.png`).
+//! On disk (`models/status/`): `model.safetensors` (the head's tensors, or the n-gram buckets and
+//! weights, and the temperature), `encoder.safetensors` (the tuned layers, when fine-tuned),
+//! `metadata.json` ([`Metadata`]: label set, embedder, data, seed, hyper-parameters, dev metrics,
+//! what was tried), and the training report (`report.md`, `confusion.png`, `pr_curve.png`).
 
 pub mod cues;
 pub mod cv;
@@ -22,6 +24,7 @@ pub mod fit;
 pub mod head;
 pub mod keywords;
 pub mod metrics;
+pub mod ngrams;
 pub mod report;
 pub mod train;
 
@@ -195,10 +198,28 @@ pub struct VariantResult {
     pub dev_closed_recall: f64,
 }
 
+/// What scores a reply: a head over the sentence embedding, or the lexical n-gram head, which
+/// reads only the text (`metadata.json` `head` is `ngrams`).
+#[derive(Debug)]
+pub enum Scorer {
+    Head(Head),
+    Ngrams(ngrams::NgramModel),
+}
+
+impl Scorer {
+    /// The head over the embedding, if this is one.
+    pub fn as_head(&self) -> Option<&Head> {
+        match self {
+            Scorer::Head(h) => Some(h),
+            Scorer::Ngrams(_) => None,
+        }
+    }
+}
+
 /// A trained head ready to classify embeddings.
 #[derive(Debug)]
 pub struct StatusModel {
-    pub head: Head,
+    pub head: Scorer,
     pub temperature: f32,
     pub metadata: Metadata,
     /// The fine-tuned layers' tensors (Hugging Face names) until [`StatusModel::install_tail`]
@@ -248,9 +269,18 @@ impl StatusModel {
         Ok(embedder.embed_tuned(texts, tail)?)
     }
 
+    /// Whether [`StatusModel::predict`] reads the sentence embeddings (the n-gram head reads only
+    /// the text and ignores them, so callers may pass an empty slice).
+    pub fn needs_embeddings(&self) -> bool {
+        matches!(self.head, Scorer::Head(_))
+    }
+
     /// Classifies replies given their texts and sentence embeddings (same order).
     pub fn predict(&self, texts: &[&str], embeddings: &[Vec<f32>]) -> Result<Vec<Prediction>, StatusError> {
-        Ok(self.head.predict(texts, embeddings, self.temperature)?)
+        match &self.head {
+            Scorer::Head(h) => Ok(h.predict(texts, embeddings, self.temperature)?),
+            Scorer::Ngrams(m) => Ok(m.predict(texts)),
+        }
     }
 
     /// Loads `dir/model.safetensors` and `dir/metadata.json`, checking that the weights are the ones
@@ -290,7 +320,14 @@ impl StatusModel {
                 format!("unexpected label set {:?}", metadata.labels),
             ));
         }
-        let (head, temperature) = Head::load(&weights).map_err(|e| err(&weights, e.to_string()))?;
+        let (head, temperature) = if metadata.head == ngrams::HEAD_NAME {
+            let m = ngrams::NgramModel::load(&weights).map_err(|e| err(&weights, e))?;
+            let t = m.temperature;
+            (Scorer::Ngrams(m), t)
+        } else {
+            let (h, t) = Head::load(&weights).map_err(|e| err(&weights, e.to_string()))?;
+            (Scorer::Head(h), t)
+        };
         let encoder = match &metadata.finetuned {
             None => None,
             Some(info) => {
@@ -323,7 +360,13 @@ impl StatusModel {
             message: e.to_string(),
         })?;
         let weights = dir.join(WEIGHTS_FILE);
-        self.head.save(&weights, self.temperature)?;
+        match &mut self.head {
+            Scorer::Head(h) => h.save(&weights, self.temperature)?,
+            Scorer::Ngrams(m) => {
+                m.temperature = self.temperature;
+                m.save(&weights)?
+            }
+        }
         let sha = crate::model_files::sha256_file(&weights).map_err(|e| StatusError::Load {
             path: weights.clone(),
             message: e.to_string(),

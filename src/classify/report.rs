@@ -249,6 +249,11 @@ fn markdown(o: &TrainOutcome) -> String {
         &d.sha256[..12]
     );
     let encoder = match &md.finetuned {
+        None if md.head == super::ngrams::HEAD_NAME => {
+            "not read by this head (the lexical n-gram head reads the text alone; the server still \
+             embeds every message for grouping)"
+                .to_string()
+        }
         None => "frozen".to_string(),
         Some(f) => {
             let sha = &f.encoder_sha256[..12.min(f.encoder_sha256.len())];

@@ -182,6 +182,9 @@ pub struct TrainOptions {
     /// Experiment: what the heads read beside the cues. Anything but `last` writes a model that
     /// inference cannot load (its head is wider than the shared embedding).
     pub features: Features,
+    /// Train the lexical n-gram head ([`super::ngrams`]) instead of heads over the embedding
+    /// (`variants` and `finetune` are then unused).
+    pub ngrams: Option<super::ngrams::NgramConfig>,
 }
 
 /// What `train_status` produced: the model and everything the report shows.
@@ -201,6 +204,34 @@ fn file_info(path: &Path, rows: usize, used: usize) -> Result<DataFile, StatusEr
         })?,
         rows,
         used,
+    })
+}
+
+/// The final model's scores on one `--eval` file, given its predictions for the file's rows.
+fn evaluation(
+    p: &Path,
+    rows: &[Example],
+    preds: &[super::Prediction],
+) -> Result<super::Evaluation, StatusError> {
+    let gold: Vec<Label> = rows.iter().map(|r| r.label).collect();
+    let pred: Vec<Label> = preds.iter().map(|p| p.label).collect();
+    let kinds: Vec<Option<&str>> = rows.iter().map(|r| r.kind.as_deref()).collect();
+    let base: Vec<Label> = rows.iter().map(|r| keywords::predict(&r.text)).collect();
+    let p_closed: Vec<f32> = preds.iter().map(|p| p.score(Label::Closed)).collect();
+    let m = Metrics::compute(&gold, &pred);
+    tracing::info!(
+        file = %p.display(),
+        macro_f1 = format!("{:.4}", m.macro_f1),
+        closed_p = format!("{:.4}", m.label(Label::Closed).precision),
+        closed_r = format!("{:.4}", m.label(Label::Closed).recall),
+        "evaluated"
+    );
+    Ok(super::Evaluation {
+        file: file_info(p, rows.len(), rows.len())?,
+        metrics: m,
+        closed_average_precision: average_precision(&pr_curve(&gold, &p_closed)),
+        keyword_baseline_macro_f1: Metrics::compute(&gold, &base).macro_f1,
+        by_kind: super::metrics::breakdown(&kinds, &gold, &pred),
     })
 }
 
@@ -281,6 +312,21 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
     }
     let train_y: Vec<Label> = train.iter().map(|e| e.label).collect();
     let dev_y: Vec<Label> = dev.iter().map(|e| e.label).collect();
+    if let Some(cfg) = &opts.ngrams {
+        return train_ngrams(
+            opts,
+            cfg,
+            NgramData {
+                train: &train,
+                train_files,
+                file_of: &file_of,
+                row_weights: &row_weights,
+                folds: &folds,
+                dev,
+                dev_file,
+            },
+        );
+    }
     // Fine-tuning (optional) comes first: every head then reads the tuned embedding. With
     // cross-validation the layers are tuned once per fold on that fold's kept rows (the held rows'
     // features for the out-of-fold scores come from layers that never saw them) and once on every
@@ -734,26 +780,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         let t = texts(&rows);
         let x = embed_set(&t, &short_name(p))?;
         let preds = trained.head.predict(&t, &x, temperature)?;
-        let gold: Vec<Label> = rows.iter().map(|r| r.label).collect();
-        let pred: Vec<Label> = preds.iter().map(|p| p.label).collect();
-        let kinds: Vec<Option<&str>> = rows.iter().map(|r| r.kind.as_deref()).collect();
-        let base: Vec<Label> = rows.iter().map(|r| keywords::predict(&r.text)).collect();
-        let p_closed: Vec<f32> = preds.iter().map(|p| p.score(Label::Closed)).collect();
-        let m = Metrics::compute(&gold, &pred);
-        tracing::info!(
-            file = %p.display(),
-            macro_f1 = format!("{:.4}", m.macro_f1),
-            closed_p = format!("{:.4}", m.label(Label::Closed).precision),
-            closed_r = format!("{:.4}", m.label(Label::Closed).recall),
-            "evaluated"
-        );
-        evaluations.push(super::Evaluation {
-            file: file_info(p, rows.len(), rows.len())?,
-            metrics: m,
-            closed_average_precision: average_precision(&pr_curve(&gold, &p_closed)),
-            keyword_baseline_macro_f1: Metrics::compute(&gold, &base).macro_f1,
-            by_kind: super::metrics::breakdown(&kinds, &gold, &pred),
-        });
+        evaluations.push(evaluation(p, &rows, &preds)?);
     }
     let manifest = crate::model_files::Manifest::builtin();
     let (mixed_in, tried_not_used): (Vec<_>, Vec<_>) = mixes
@@ -871,12 +898,242 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
     };
     Ok(TrainOutcome {
         model: StatusModel {
-            head: trained.head,
+            head: super::Scorer::Head(trained.head),
             temperature,
             metadata,
             encoder: tuned.map(|(_, t, _)| t.tensors),
         },
         dev,
+        dev_predictions,
+        baseline_predictions,
+    })
+}
+
+/// What [`train_ngrams`] trains and scores on (loaded by [`train_status`]).
+struct NgramData<'a> {
+    train: &'a [Example],
+    train_files: Vec<DataFile>,
+    file_of: &'a [usize],
+    row_weights: &'a [f32],
+    folds: &'a [Option<usize>],
+    dev: Vec<Example>,
+    dev_file: DataFile,
+}
+
+/// `triage train status --heads ngrams`: the lexical head ([`super::ngrams`]). With
+/// `--cv-folds K` it is fitted K times without one fold of repositories (out-of-fold scores, per
+/// file too, and the temperature from the out-of-fold logits), then once on every row; the dev
+/// and `--eval` files are only scored. Nothing is chosen on dev.
+fn train_ngrams(
+    opts: &TrainOptions,
+    cfg: &super::ngrams::NgramConfig,
+    d: NgramData,
+) -> Result<TrainOutcome, StatusError> {
+    use super::ngrams::{NgramModel, HEAD_NAME};
+    let texts: Vec<&str> = d.train.iter().map(|e| e.text.as_str()).collect();
+    let y: Vec<Label> = d.train.iter().map(|e| e.label).collect();
+    // Row loss weights: the source balance times the class balance of the rows fitted on, as
+    // for the heads over the embedding.
+    let fit_on = |idx: &[usize]| -> NgramModel {
+        let yy: Vec<Label> = idx.iter().map(|&i| y[i]).collect();
+        let ww: Vec<f32> = idx.iter().map(|&i| d.row_weights[i]).collect();
+        let cw = weighted_class_weights(&yy, &ww);
+        let s: Vec<f32> = idx.iter().map(|&i| d.row_weights[i] * cw[y[i].index()]).collect();
+        let t: Vec<&str> = idx.iter().map(|&i| texts[i]).collect();
+        let c: Vec<bool> = yy.iter().map(|l| *l == Label::Closed).collect();
+        NgramModel::fit(&t, &c, &s, cfg)
+    };
+    let nll = |logits: &[[f32; 2]], gold: &[Label]| -> f64 {
+        logits
+            .iter()
+            .zip(gold)
+            .map(|(l, g)| -f64::from(prediction(l, 1.0).score(*g).max(1e-7)).ln())
+            .sum::<f64>()
+            / logits.len().max(1) as f64
+    };
+    let (temperature, selection, variant) = match (opts.cv_folds > 1).then_some(opts.cv_folds) {
+        Some(k) => {
+            let pb = bar(k as u64, "cross-validating ngrams");
+            let (mut rows, mut logits) = (Vec::new(), Vec::new());
+            for f in 0..k {
+                let held: Vec<usize> = (0..texts.len()).filter(|&i| d.folds[i] == Some(f)).collect();
+                if !held.is_empty() {
+                    let kept: Vec<usize> = (0..texts.len()).filter(|&i| d.folds[i] != Some(f)).collect();
+                    let m = fit_on(&kept);
+                    for &i in &held {
+                        rows.push(i);
+                        logits.push(m.logits(texts[i]));
+                    }
+                }
+                pb.inc(1);
+            }
+            pb.finish_and_clear();
+            if rows.is_empty() {
+                return Err(StatusError::Other(
+                    "--cv-folds needs training rows with a GitHub `url`; none has one".into(),
+                ));
+            }
+            let gold: Vec<Label> = rows.iter().map(|&i| y[i]).collect();
+            let pred: Vec<Label> = logits.iter().map(|l| prediction(l, 1.0).label).collect();
+            let metrics = Metrics::compute(&gold, &pred);
+            let mut by_file = serde_json::Map::new();
+            for (fi, p) in opts.data.iter().enumerate() {
+                let (g, pr): (Vec<Label>, Vec<Label>) = rows
+                    .iter()
+                    .zip(&pred)
+                    .filter(|(&i, _)| d.file_of[i] == fi)
+                    .map(|(&i, l)| (y[i], *l))
+                    .unzip();
+                if g.is_empty() {
+                    continue;
+                }
+                let m = Metrics::compute(&g, &pr);
+                by_file.insert(
+                    short_name(p),
+                    json!({"n": m.n, "macro_f1": m.macro_f1,
+                           "closed_precision": m.label(Label::Closed).precision,
+                           "closed_recall": m.label(Label::Closed).recall}),
+                );
+            }
+            tracing::info!(
+                macro_f1 = format!("{:.4}", metrics.macro_f1),
+                closed_p = format!("{:.4}", metrics.label(Label::Closed).precision),
+                closed_r = format!("{:.4}", metrics.label(Label::Closed).recall),
+                "ngrams cross-validated"
+            );
+            let temperature = fit_temperature(&logits, &gold);
+            let variant = VariantResult {
+                name: HEAD_NAME.into(),
+                head: HEAD_NAME.into(),
+                mixed_in: Vec::new(),
+                best_epoch: 0,
+                dev_loss: nll(&logits, &gold),
+                dev_macro_f1: metrics.macro_f1,
+                dev_accuracy: metrics.accuracy,
+                dev_closed_precision: metrics.label(Label::Closed).precision,
+                dev_closed_recall: metrics.label(Label::Closed).recall,
+            };
+            let selection = json!({
+                "method": format!("{k}-fold cross-validation by repository over the training rows with a url"),
+                "folds": k,
+                "rows_in_folds": rows.len(),
+                "out_of_fold": metrics,
+                "out_of_fold_by_file": {HEAD_NAME: by_file},
+                "temperature_from": "out-of-fold logits",
+                "final_head": "one model fitted on every row",
+            });
+            (temperature, selection, Some(variant))
+        }
+        None => (
+            1.0,
+            json!({"method": "none: one model fitted on every row; the dev file is only scored"}),
+            None,
+        ),
+    };
+    let all: Vec<usize> = (0..texts.len()).collect();
+    let mut model = fit_on(&all);
+    model.temperature = temperature;
+    let (words, chars) = model.vocabulary();
+    tracing::info!(words, chars, "ngrams fitted on every row");
+    let dev_texts: Vec<&str> = d.dev.iter().map(|e| e.text.as_str()).collect();
+    let dev_y: Vec<Label> = d.dev.iter().map(|e| e.label).collect();
+    let dev_predictions = model.predict(&dev_texts);
+    let dev_pred: Vec<Label> = dev_predictions.iter().map(|p| p.label).collect();
+    let dev_metrics = Metrics::compute(&dev_y, &dev_pred);
+    let dev_p: Vec<f32> = dev_predictions.iter().map(|p| p.score(Label::Closed)).collect();
+    let baseline_predictions: Vec<Label> = d.dev.iter().map(|e| keywords::predict(&e.text)).collect();
+    let baseline = Metrics::compute(&dev_y, &baseline_predictions);
+    let variant = variant.unwrap_or_else(|| VariantResult {
+        name: HEAD_NAME.into(),
+        head: HEAD_NAME.into(),
+        mixed_in: Vec::new(),
+        best_epoch: 0,
+        dev_loss: nll(
+            &dev_texts.iter().map(|t| model.logits(t)).collect::<Vec<_>>(),
+            &dev_y,
+        ),
+        dev_macro_f1: dev_metrics.macro_f1,
+        dev_accuracy: dev_metrics.accuracy,
+        dev_closed_precision: dev_metrics.label(Label::Closed).precision,
+        dev_closed_recall: dev_metrics.label(Label::Closed).recall,
+    });
+    let mut evaluations = Vec::new();
+    for p in &opts.eval {
+        let rows = load_jsonl(p)?;
+        let t: Vec<&str> = rows.iter().map(|e| e.text.as_str()).collect();
+        let preds = model.predict(&t);
+        evaluations.push(evaluation(p, &rows, &preds)?);
+    }
+    let mut hp = json!({
+        "head": HEAD_NAME,
+        "ngrams": cfg,
+        "features": "TF-IDF (sublinear tf, smoothed idf) over hashed word 1-2-grams and character 2-5-grams within padded tokens, each block unit length",
+        "buckets_per_block": super::ngrams::BUCKETS,
+        "vocabulary": {"word_buckets": words, "char_buckets": chars},
+        "loss": "L2-regularised logistic regression, source- and class-weighted, L-BFGS from zero",
+        "balance_sources": opts.balance_sources,
+        "selection": selection,
+        "temperature": temperature,
+    });
+    if !opts.source_weights.is_empty() {
+        hp["source_weight_factors"] = json!(opts
+            .source_weights
+            .iter()
+            .map(|(s, f)| (s.clone(), json!(f)))
+            .collect::<serde_json::Map<_, _>>());
+    }
+    let manifest = crate::model_files::Manifest::builtin();
+    let metadata = Metadata {
+        name: MODEL_NAME.into(),
+        version: String::new(),
+        labels: Label::ALL.to_vec(),
+        weights_sha256: String::new(),
+        embedder: EmbedderInfo {
+            name: manifest.name.clone(),
+            revision: manifest.revision.clone(),
+            weights_sha256: manifest.weights_sha256().to_string(),
+        },
+        head: HEAD_NAME.into(),
+        temperature,
+        seed: opts.seed,
+        hyper_parameters: hp,
+        data: DataInfo {
+            train: d.train_files,
+            mixed_in: Vec::new(),
+            tried_not_used: Vec::new(),
+            dev: d.dev_file,
+        },
+        dev_metrics,
+        dev_closed_average_precision: average_precision(&pr_curve(&dev_y, &dev_p)),
+        keyword_baseline_dev_metrics: baseline,
+        chosen: variant.name.clone(),
+        variants: vec![variant],
+        trained_at: chrono::Utc::now().to_rfc3339(),
+        command: opts.command.clone(),
+        notes: vec![
+            "Lexical head: reads the reply's words and character n-grams, not the sentence \
+             embedding, so classifying needs no encoder forward. Training is deterministic (L-BFGS \
+             from zero; no seed is used)."
+                .into(),
+            if opts.cv_folds > 1 {
+                "Cross-validation over the real training rows (by repository) gave the out-of-fold \
+                 scores and the temperature; the dev file was only scored."
+                    .into()
+            } else {
+                "No cross-validation: the temperature is 1 and the dev file was only scored.".into()
+            },
+        ],
+        evaluations,
+        finetuned: None,
+    };
+    Ok(TrainOutcome {
+        model: StatusModel {
+            head: super::Scorer::Ngrams(model),
+            temperature,
+            metadata,
+            encoder: None,
+        },
+        dev: d.dev,
         dev_predictions,
         baseline_predictions,
     })

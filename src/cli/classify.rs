@@ -5,13 +5,14 @@
 use std::io::{BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde_json::{json, Value};
 
 use super::{command_line, load_embedder, print_result, ConfigArgs};
 use crate::classify::finetune::{FineTuneConfig, Objective};
 use crate::classify::metrics::Metrics;
 use crate::classify::train::{self, TrainOptions};
-use crate::classify::{data, keywords, report, Label, StatusModel};
+use crate::classify::{data, keywords, ngrams, report, Label, StatusModel};
 use crate::config::{Overrides, Settings};
 use crate::model_files;
 
@@ -90,9 +91,16 @@ pub struct TrainArgs {
     #[arg(long, value_name = "SOURCE=FACTOR", value_parser = parse_source_weight)]
     pub source_weight: Vec<(String, f32)>,
     /// Train only these candidate heads (names as in the report: `logistic`, `mlp-64+cues`, ...);
-    /// default: all six.
+    /// default: all six. `ngrams` trains the lexical head instead (word and character n-grams,
+    /// no embedding; alone).
     #[arg(long, value_delimiter = ',', value_name = "HEAD,...")]
     pub heads: Vec<String>,
+    /// With --heads ngrams: the logistic regression's inverse regularisation strength.
+    #[arg(long, default_value_t = 1.0)]
+    pub ngram_c: f64,
+    /// With --heads ngrams: also read the lexical cues (0/1 each) times this factor; 0: not.
+    #[arg(long, default_value_t = 0.0)]
+    pub ngram_cues: f32,
     /// With --cv-folds: the final head is the mean of the chosen head's K fold heads (merged
     /// into one head with the same logits) instead of one head retrained on every row.
     #[arg(long)]
@@ -136,6 +144,10 @@ pub struct EvalArgs {
     /// Score the status model (with the keyword baseline beside it) or only the baseline.
     #[arg(long, value_enum, default_value = "model")]
     pub predict: Evaluate,
+    /// Write one JSON line per row (`index`, `gold`, `predicted`, `p_closed`) to this file, for
+    /// error analysis or for combining models.
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
     #[command(flatten)]
     pub classify: ClassifyArgs,
 }
@@ -163,6 +175,24 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     }
     if args.finetune_objective == Objective::SetFit && args.setfit_pairs == 0 {
         anyhow::bail!("--setfit-pairs must be at least 1");
+    }
+    let ngrams = args.heads.iter().any(|h| h == ngrams::HEAD_NAME);
+    if ngrams {
+        if args.heads.len() > 1 {
+            anyhow::bail!("--heads ngrams is trained alone (it does not read the embedding)");
+        }
+        if args.finetune_layers > 0 || !args.features.is_last() || !args.mix.is_empty() {
+            anyhow::bail!("--heads ngrams cannot be combined with --finetune-layers, --features or --mix");
+        }
+        if args.cv_ensemble || args.closed_min_precision.is_some() {
+            anyhow::bail!("--cv-ensemble and --closed-min-precision apply to heads over the embedding");
+        }
+    }
+    if !(args.ngram_cues >= 0.0 && args.ngram_cues.is_finite()) {
+        anyhow::bail!("--ngram-cues {} must be 0 or a positive number", args.ngram_cues);
+    }
+    if !(args.ngram_c > 0.0 && args.ngram_c.is_finite()) {
+        anyhow::bail!("--ngram-c {} must be a positive number", args.ngram_c);
     }
     let s = args.config.settings(Overrides::default())?;
     let finetune = match args.finetune_layers {
@@ -202,7 +232,14 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         cv_ensemble: args.cv_ensemble,
         closed_min_precision: args.closed_min_precision,
         features: args.features,
-        variants: {
+        ngrams: ngrams.then_some(ngrams::NgramConfig {
+            c: args.ngram_c,
+            cue_scale: args.ngram_cues,
+            ..Default::default()
+        }),
+        variants: if ngrams {
+            Vec::new()
+        } else {
             let all = train::default_variants();
             let unknown: Vec<&String> = args
                 .heads
@@ -245,7 +282,19 @@ fn parse_source_weight(s: &str) -> Result<(String, f32), String> {
 /// `triage eval status`.
 pub fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     let s = args.classify.settings()?;
-    eval(&s, &args.data, args.predict, args.errors).map(|_| ())
+    let (result, rows) = eval(&s, &args.data, args.predict, args.errors)?;
+    if let Some(path) = &args.predictions {
+        let mut out = BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        );
+        for row in &rows {
+            serde_json::to_writer(&mut out, row)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+    }
+    print_result(&result);
+    Ok(())
 }
 
 fn metrics_json(m: &Metrics) -> Value {
@@ -303,9 +352,12 @@ pub fn classify_stdin(settings: &Settings) -> anyhow::Result<()> {
             .filter(|(_, t)| !t.trim().is_empty())
             .map(|(_, t)| t.as_str())
             .collect();
-        let mut preds = model
-            .predict(&texts, &model.embed(&embedder, &texts)?)?
-            .into_iter();
+        let embeddings = if model.needs_embeddings() {
+            model.embed(&embedder, &texts)?
+        } else {
+            Vec::new()
+        };
+        let mut preds = model.predict(&texts, &embeddings)?.into_iter();
         for (n, t) in chunk.iter() {
             let v = if t.trim().is_empty() {
                 json!({"error": "empty text", "line": n})
@@ -348,7 +400,13 @@ pub enum Evaluate {
 /// `triage eval status`: the spec's metrics for the model, the keyword baseline's macro-F1, the
 /// margin and the errors per reply kind and per source (`by_kind`, `by_source`); with `errors`,
 /// each misclassified row on stderr.
-pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bool) -> anyhow::Result<Value> {
+/// Returns the result object and one `{index, gold, predicted, p_closed}` object per row.
+pub fn eval(
+    settings: &Settings,
+    data_path: &PathBuf,
+    what: Evaluate,
+    errors: bool,
+) -> anyhow::Result<(Value, Vec<Value>)> {
     let rows = data::load_jsonl(data_path)?;
     let gold: Vec<Label> = rows.iter().map(|r| r.label).collect();
     let base_pred: Vec<Label> = rows.iter().map(|r| keywords::predict(&r.text)).collect();
@@ -360,7 +418,9 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
             let mut model = StatusModel::load(&settings.status_model_dir)?;
             model.install_tail(&embedder)?;
             let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-            let embeddings = if model.needs_tail() {
+            let embeddings = if !model.needs_embeddings() {
+                Vec::new()
+            } else if model.needs_tail() {
                 model.embed(&embedder, &texts)?
             } else {
                 train::embed_all(&embedder, &texts, "eval")?
@@ -396,8 +456,10 @@ pub fn eval(settings: &Settings, data_path: &PathBuf, what: Evaluate, errors: bo
     result["baseline"] = json!({"name": "keywords", "macro_f1": base.macro_f1, "accuracy": base.accuracy,
                                 "per_label": base.per_label});
     result["margin"] = json!(m.macro_f1 - base.macro_f1);
-    print_result(&result);
-    Ok(result)
+    let per_row = (0..rows.len())
+        .map(|i| json!({"index": i, "gold": gold[i].as_str(), "predicted": pred[i].as_str(), "p_closed": p_closed[i]}))
+        .collect();
+    Ok((result, per_row))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `POST /v1/classify`: `{"text": "...", "role": "agent"}` -> `{"label", "scores", "model"}`;
-//! `{"inputs": ["...", ...]}` -> a list of those. Texts are embedded through the embedder's queue
-//! (so they batch with every other request) and classified by the status head.
+//! `{"inputs": ["...", ...]}` -> a list of those. For a head over the embedding, texts are embedded
+//! through the embedder's queue (so they batch with every other request); the lexical n-gram head
+//! reads the text alone.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -28,10 +29,15 @@ pub async fn classify(State(state): State<AppState>, Json(body): Json<Value>) ->
     };
     // A fine-tuned model reads the embedding through its own top layers (run in the same batches,
     // instead of the shared top layers).
-    let (vectors, timings) = if model.needs_tail() {
-        handle.embed_tuned(texts.clone()).await?
+    // The lexical head reads only the text: no forward, no embedding timings.
+    let (vectors, timings) = if !model.needs_embeddings() {
+        (Vec::new(), None)
+    } else if model.needs_tail() {
+        let (v, t) = handle.embed_tuned(texts.clone()).await?;
+        (v, Some(t))
     } else {
-        handle.embed(texts.clone()).await?
+        let (v, t) = handle.embed(texts.clone()).await?;
+        (v, Some(t))
     };
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let preds = model
@@ -52,7 +58,9 @@ pub async fn classify(State(state): State<AppState>, Json(body): Json<Value>) ->
         Body::One(_) => axum::Json(results.into_iter().next().unwrap_or(Value::Null)).into_response(),
         Body::Many(_) => axum::Json(results).into_response(),
     };
-    super::embed::timing_headers(&mut resp, &timings);
+    if let Some(timings) = &timings {
+        super::embed::timing_headers(&mut resp, timings);
+    }
     Ok(resp)
 }
 

@@ -75,13 +75,22 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
         cv_ensemble: false,
         closed_min_precision: None,
         features: Default::default(),
+        ngrams: None,
     };
     let emb = embedder();
     let a = train_status(&emb, &opts).unwrap();
     let b = train_status(&emb, &opts).unwrap();
     assert_eq!(a.model.metadata.chosen, b.model.metadata.chosen);
     assert_eq!(a.model.temperature, b.model.temperature);
-    for ((wa, ba), (wb, bb)) in a.model.head.layers.iter().zip(&b.model.head.layers) {
+    for ((wa, ba), (wb, bb)) in a
+        .model
+        .head
+        .as_head()
+        .unwrap()
+        .layers
+        .iter()
+        .zip(&b.model.head.as_head().unwrap().layers)
+    {
         assert_eq!(wa.to_vec2::<f32>().unwrap(), wb.to_vec2::<f32>().unwrap());
         assert_eq!(ba.to_vec1::<f32>().unwrap(), bb.to_vec1::<f32>().unwrap());
     }
@@ -90,9 +99,19 @@ fn training_is_deterministic_and_the_model_round_trips_through_safetensors() {
     let mut model = a.model;
     model.save(tmp.path()).unwrap();
     let loaded = StatusModel::load(tmp.path()).unwrap();
-    assert_eq!(loaded.head.kind, model.head.kind);
+    assert_eq!(
+        loaded.head.as_head().unwrap().kind,
+        model.head.as_head().unwrap().kind
+    );
     assert_eq!(loaded.temperature, model.temperature);
-    for ((wa, ba), (wb, bb)) in model.head.layers.iter().zip(&loaded.head.layers) {
+    for ((wa, ba), (wb, bb)) in model
+        .head
+        .as_head()
+        .unwrap()
+        .layers
+        .iter()
+        .zip(&loaded.head.as_head().unwrap().layers)
+    {
         assert_eq!(wa.to_vec2::<f32>().unwrap(), wb.to_vec2::<f32>().unwrap());
         assert_eq!(ba.to_vec1::<f32>().unwrap(), bb.to_vec1::<f32>().unwrap());
     }
@@ -504,6 +523,7 @@ fn tuning_options(
         cv_ensemble: cv_folds > 1,
         closed_min_precision: None,
         features: Default::default(),
+        ngrams: None,
     }
 }
 
@@ -959,5 +979,123 @@ fn pooled_features_extend_the_shared_embedding() {
             .collect();
         assert!(max_abs_diff(&both[i][2 * DIM..], &unit(max)) < 1e-4);
         assert!(max_abs_diff(&both[i][2 * DIM..], &shared[i]) > 0.01);
+    }
+}
+
+/// `--heads ngrams`: the lexical head is cross-validated by repository, trains to the same weights
+/// file every time, loads back and classifies without embeddings (the server and the CLI then skip
+/// the forward); flags that only apply to heads over the embedding are refused with a message.
+#[test]
+fn the_lexical_head_trains_reproducibly_and_reads_only_the_text() {
+    use triage::classify::ngrams::{NgramConfig, HEAD_NAME};
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = TrainOptions {
+        data: vec![
+            repo("training-data/status/train.jsonl"),
+            repo("training-data/status/real-train.jsonl"),
+        ],
+        dev: repo("training-data/status/real-dev.jsonl"),
+        mix: Vec::new(),
+        mix_max: 0,
+        seed: 1,
+        variants: Vec::new(),
+        finetune: None,
+        command: "test".into(),
+        balance_sources: true,
+        eval: vec![repo("training-data/status/dev.jsonl")],
+        cv_folds: 5,
+        source_weights: Vec::new(),
+        cv_ensemble: false,
+        closed_min_precision: None,
+        features: Default::default(),
+        ngrams: Some(NgramConfig::default()),
+    };
+    let emb = embedder();
+    let mut shas = Vec::new();
+    let mut outcomes = Vec::new();
+    for run in 0..2 {
+        let mut o = train_status(&emb, &opts).unwrap();
+        let dir = tmp.path().join(format!("run{run}"));
+        o.model.save(&dir).unwrap();
+        shas.push(o.model.metadata.weights_sha256.clone());
+        outcomes.push((o, dir));
+    }
+    assert_eq!(shas[0], shas[1], "two trainings wrote different weights");
+    let (o, dir) = &outcomes[0];
+    let md = &o.model.metadata;
+    assert_eq!(md.head, HEAD_NAME);
+    let sel = &md.hyper_parameters["selection"];
+    assert_eq!(sel["folds"], 5);
+    // Only the real rows (with a url) are held out; every one of them once.
+    assert_eq!(sel["rows_in_folds"], 549, "{sel}");
+    assert!(sel["out_of_fold"]["macro_f1"].as_f64().unwrap() > 0.6, "{sel}");
+    assert_eq!(md.evaluations.len(), 1);
+    // Better than the keyword rule on the real dev file (0.53 there).
+    assert!(md.dev_metrics.macro_f1 > md.keyword_baseline_dev_metrics.macro_f1 + 0.1);
+
+    let loaded = StatusModel::load(dir).unwrap();
+    assert!(!loaded.needs_embeddings() && !loaded.needs_tail());
+    assert_eq!(loaded.id(), o.model.id());
+    let t = [
+        "Taking a look",
+        "Fixed in 2.3, closing.",
+        "Could you send the logs?",
+    ];
+    let p = loaded.predict(&t, &[]).unwrap();
+    assert_eq!(p, o.model.predict(&t, &[]).unwrap());
+    assert_eq!(p[0].label, Label::InProgress);
+    assert_eq!(p[1].label, Label::Closed);
+    assert_eq!(p[2].label, Label::InProgress);
+
+    // `triage eval status` on it: the model's id, and scores without an embedding.
+    let dev = repo("training-data/status/dev.jsonl");
+    let (ok, out, err) = triage(
+        &[
+            "eval",
+            "status",
+            "--status-model-dir",
+            dir.to_str().unwrap(),
+            "--data",
+            dev.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(ok, "{err}");
+    let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["model"], o.model.id());
+    assert_eq!(
+        last["macro_f1"].as_f64().unwrap(),
+        md.evaluations[0].metrics.macro_f1
+    );
+
+    for (extra, needle) in [
+        (vec!["--heads", "ngrams,logistic"], "trained alone"),
+        (
+            vec!["--heads", "ngrams", "--finetune-layers", "1"],
+            "cannot be combined",
+        ),
+        (
+            vec!["--heads", "ngrams", "--cv-folds", "5", "--cv-ensemble"],
+            "apply to heads over the embedding",
+        ),
+        (
+            vec!["--heads", "ngrams", "--ngram-c", "0"],
+            "--ngram-c 0 must be a positive number",
+        ),
+    ] {
+        let mut args = vec![
+            "train",
+            "status",
+            "--data",
+            dev.to_str().unwrap(),
+            "--dev",
+            dev.to_str().unwrap(),
+        ];
+        let out_dir = tmp.path().join("refused");
+        args.extend(["--out", out_dir.to_str().unwrap()]);
+        args.extend(extra.iter().copied());
+        let (ok, _, err) = triage(&args, "");
+        assert!(!ok && err.contains(needle), "{extra:?}: {err}");
+        assert!(!out_dir.exists(), "{extra:?} wrote a model");
     }
 }

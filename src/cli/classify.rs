@@ -337,12 +337,22 @@ pub fn train(settings: &Settings, opts: &TrainOptions, out: &Path) -> anyhow::Re
     Ok(result)
 }
 
+/// The status model, and the embedder when the model reads embeddings (with a fine-tuned model's
+/// layers installed); the lexical head needs none, so none is loaded for it.
+fn load_status(settings: &Settings) -> anyhow::Result<(StatusModel, Option<crate::embed::Embedder>)> {
+    let mut model = StatusModel::load(&settings.status_model_dir)?;
+    if !model.needs_embeddings() {
+        return Ok((model, None));
+    }
+    let embedder = load_embedder(settings)?;
+    model.install_tail(&embedder)?;
+    Ok((model, Some(embedder)))
+}
+
 /// `triage classify`: one JSON result per stdin line, in order. An empty line gets
 /// `{"error": ..., "line": N}` so output line N still answers input line N.
 pub fn classify_stdin(settings: &Settings) -> anyhow::Result<()> {
-    let embedder = load_embedder(settings)?;
-    let mut model = StatusModel::load(&settings.status_model_dir)?;
-    model.install_tail(&embedder)?;
+    let (model, embedder) = load_status(settings)?;
     let id = model.id();
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut chunk: Vec<(usize, String)> = Vec::new();
@@ -352,10 +362,9 @@ pub fn classify_stdin(settings: &Settings) -> anyhow::Result<()> {
             .filter(|(_, t)| !t.trim().is_empty())
             .map(|(_, t)| t.as_str())
             .collect();
-        let embeddings = if model.needs_embeddings() {
-            model.embed(&embedder, &texts)?
-        } else {
-            Vec::new()
+        let embeddings = match &embedder {
+            Some(e) => model.embed(e, &texts)?,
+            None => Vec::new(),
         };
         let mut preds = model.predict(&texts, &embeddings)?.into_iter();
         for (n, t) in chunk.iter() {
@@ -414,16 +423,12 @@ pub fn eval(
     let (name, pred, p_closed): (String, Vec<Label>, Vec<Option<f32>>) = match what {
         Evaluate::Keywords => ("keywords".into(), base_pred.clone(), vec![None; rows.len()]),
         Evaluate::Model => {
-            let embedder = load_embedder(settings)?;
-            let mut model = StatusModel::load(&settings.status_model_dir)?;
-            model.install_tail(&embedder)?;
+            let (model, embedder) = load_status(settings)?;
             let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-            let embeddings = if !model.needs_embeddings() {
-                Vec::new()
-            } else if model.needs_tail() {
-                model.embed(&embedder, &texts)?
-            } else {
-                train::embed_all(&embedder, &texts, "eval")?
+            let embeddings = match &embedder {
+                None => Vec::new(),
+                Some(e) if model.needs_tail() => model.embed(e, &texts)?,
+                Some(e) => train::embed_all(e, &texts, "eval")?,
             };
             let preds = model.predict(&texts, &embeddings)?;
             (

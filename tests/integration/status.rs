@@ -988,6 +988,8 @@ fn pooled_features_extend_the_shared_embedding() {
 #[test]
 fn the_lexical_head_trains_reproducibly_and_reads_only_the_text() {
     use triage::classify::ngrams::{NgramConfig, HEAD_NAME};
+    // Two trainings and a few processes: not beside the timing tests that hold this lock.
+    let _heavy = crate::hardening::HEAVY.blocking_lock();
     let tmp = tempfile::tempdir().unwrap();
     let opts = TrainOptions {
         data: vec![

@@ -207,6 +207,25 @@ fn file_info(path: &Path, rows: usize, used: usize) -> Result<DataFile, StatusEr
     })
 }
 
+/// The built-in embedder's identity, recorded in every status model's metadata.
+fn embedder_info() -> EmbedderInfo {
+    let manifest = crate::model_files::Manifest::builtin();
+    EmbedderInfo {
+        name: manifest.name.clone(),
+        revision: manifest.revision.clone(),
+        weights_sha256: manifest.weights_sha256().to_string(),
+    }
+}
+
+/// `--source-weight` factors as metadata (`hyper_parameters.source_weight_factors`).
+fn source_weight_factors(opts: &TrainOptions) -> serde_json::Value {
+    json!(opts
+        .source_weights
+        .iter()
+        .map(|(s, f)| (s.clone(), json!(f)))
+        .collect::<serde_json::Map<_, _>>())
+}
+
 /// The final model's scores on one `--eval` file, given its predictions for the file's rows.
 fn evaluation(
     p: &Path,
@@ -782,7 +801,6 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         let preds = trained.head.predict(&t, &x, temperature)?;
         evaluations.push(evaluation(p, &rows, &preds)?);
     }
-    let manifest = crate::model_files::Manifest::builtin();
     let (mixed_in, tried_not_used): (Vec<_>, Vec<_>) = mixes
         .iter()
         .enumerate()
@@ -806,11 +824,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
     hp["mix_max"] = json!(opts.mix_max);
     hp["selection"] = selection;
     if !opts.source_weights.is_empty() {
-        hp["source_weight_factors"] = json!(opts
-            .source_weights
-            .iter()
-            .map(|(s, f)| (s.clone(), json!(f)))
-            .collect::<serde_json::Map<_, _>>());
+        hp["source_weight_factors"] = source_weight_factors(opts);
     }
     hp["temperature"] = json!(temperature);
     let metadata = Metadata {
@@ -818,11 +832,7 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
         version: String::new(),
         labels: Label::ALL.to_vec(),
         weights_sha256: String::new(),
-        embedder: EmbedderInfo {
-            name: manifest.name.clone(),
-            revision: manifest.revision.clone(),
-            weights_sha256: manifest.weights_sha256().to_string(),
-        },
+        embedder: embedder_info(),
         head: cfg.name(),
         temperature,
         seed: opts.seed,
@@ -1076,23 +1086,14 @@ fn train_ngrams(
         "temperature": temperature,
     });
     if !opts.source_weights.is_empty() {
-        hp["source_weight_factors"] = json!(opts
-            .source_weights
-            .iter()
-            .map(|(s, f)| (s.clone(), json!(f)))
-            .collect::<serde_json::Map<_, _>>());
+        hp["source_weight_factors"] = source_weight_factors(opts);
     }
-    let manifest = crate::model_files::Manifest::builtin();
     let metadata = Metadata {
         name: MODEL_NAME.into(),
         version: String::new(),
         labels: Label::ALL.to_vec(),
         weights_sha256: String::new(),
-        embedder: EmbedderInfo {
-            name: manifest.name.clone(),
-            revision: manifest.revision.clone(),
-            weights_sha256: manifest.weights_sha256().to_string(),
-        },
+        embedder: embedder_info(),
         head: HEAD_NAME.into(),
         temperature,
         seed: opts.seed,

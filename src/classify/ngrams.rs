@@ -51,6 +51,45 @@ pub struct NgramConfig {
     /// Also read the lexical cue features ([`super::cues`], 0/1 each, times this factor); 0: not.
     #[serde(default)]
     pub cue_scale: f32,
+    /// Longest run of adjacent words in the word block (1: words only, 2: and pairs, ...).
+    #[serde(default = "default_word_max_n")]
+    pub word_max_n: usize,
+    /// Longest character n-gram of the character block (from 2).
+    #[serde(default = "default_char_max_n")]
+    pub char_max_n: usize,
+}
+
+fn default_word_max_n() -> usize {
+    2
+}
+
+fn default_char_max_n() -> usize {
+    5
+}
+
+/// The n-gram lengths a model reads (stored with the model when not the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lengths {
+    word_max_n: usize,
+    char_max_n: usize,
+}
+
+impl Default for Lengths {
+    fn default() -> Self {
+        Lengths {
+            word_max_n: default_word_max_n(),
+            char_max_n: default_char_max_n(),
+        }
+    }
+}
+
+impl From<&NgramConfig> for Lengths {
+    fn from(cfg: &NgramConfig) -> Self {
+        Lengths {
+            word_max_n: cfg.word_max_n.max(1),
+            char_max_n: cfg.char_max_n.max(2),
+        }
+    }
 }
 
 impl Default for NgramConfig {
@@ -61,6 +100,8 @@ impl Default for NgramConfig {
             min_df_chars: 3,
             max_iter: 1000,
             cue_scale: 0.0,
+            word_max_n: default_word_max_n(),
+            char_max_n: default_char_max_n(),
         }
     }
 }
@@ -74,8 +115,8 @@ fn fnv1a(namespace: u8, s: &str) -> u32 {
     (h % BUCKETS) as u32
 }
 
-/// Bucket counts of the word block.
-fn word_counts(text: &str) -> HashMap<u32, u32> {
+/// Bucket counts of the word block: words and runs of up to `max_n` adjacent words.
+fn word_counts(text: &str, max_n: usize) -> HashMap<u32, u32> {
     let lower = text.to_lowercase();
     let words: Vec<&str> = lower
         .split(|c: char| !(c.is_alphanumeric() || c == '_'))
@@ -85,16 +126,16 @@ fn word_counts(text: &str) -> HashMap<u32, u32> {
     for w in &words {
         *counts.entry(fnv1a(b'w', w)).or_insert(0) += 1;
     }
-    for pair in words.windows(2) {
-        *counts
-            .entry(fnv1a(b'w', &format!("{} {}", pair[0], pair[1])))
-            .or_insert(0) += 1;
+    for n in 2..=max_n {
+        for run in words.windows(n) {
+            *counts.entry(fnv1a(b'w', &run.join(" "))).or_insert(0) += 1;
+        }
     }
     counts
 }
 
-/// Bucket counts of the character block.
-fn char_counts(text: &str) -> HashMap<u32, u32> {
+/// Bucket counts of the character block: 2- to `max_n`-character substrings of each padded token.
+fn char_counts(text: &str, max_n: usize) -> HashMap<u32, u32> {
     let lower = text.to_lowercase();
     let mut counts = HashMap::new();
     let mut gram = String::new();
@@ -103,7 +144,7 @@ fn char_counts(text: &str) -> HashMap<u32, u32> {
             .chain(token.chars())
             .chain(std::iter::once(' '))
             .collect();
-        for n in 2..=5usize {
+        for n in 2..=max_n {
             if padded.len() <= n {
                 gram.clear();
                 gram.extend(&padded);
@@ -184,6 +225,7 @@ pub struct NgramModel {
     /// The cue features' factor and weights (empty when the model does not read them).
     cue_scale: f32,
     cue_weights: Vec<f32>,
+    lengths: Lengths,
     bias: f32,
     pub temperature: f32,
 }
@@ -208,8 +250,9 @@ fn cue_row(text: &str, scale: f32, first_column: usize, out: &mut Vec<(usize, f3
 }
 
 fn design(texts: &[&str], cfg: &NgramConfig) -> Design {
-    let wc: Vec<_> = texts.iter().map(|t| word_counts(t)).collect();
-    let cc: Vec<_> = texts.iter().map(|t| char_counts(t)).collect();
+    let n = Lengths::from(cfg);
+    let wc: Vec<_> = texts.iter().map(|t| word_counts(t, n.word_max_n)).collect();
+    let cc: Vec<_> = texts.iter().map(|t| char_counts(t, n.char_max_n)).collect();
     let words = Block::fit(&wc, cfg.min_df_words, 0);
     let chars = Block::fit(&cc, cfg.min_df_chars, words.columns.len());
     let grams = words.columns.len() + chars.columns.len();
@@ -253,6 +296,7 @@ impl NgramModel {
             weights: w[..grams].to_vec(),
             cue_scale: cfg.cue_scale,
             cue_weights: w[grams..].to_vec(),
+            lengths: Lengths::from(cfg),
             bias: b as f32,
             temperature: 1.0,
         }
@@ -266,8 +310,10 @@ impl NgramModel {
     /// The Closed-vs-In-progress logit margin of one text, before the temperature.
     pub fn margin(&self, text: &str) -> f32 {
         let mut r = Vec::new();
-        self.words.row(&word_counts(text), &mut r);
-        self.chars.row(&char_counts(text), &mut r);
+        self.words
+            .row(&word_counts(text, self.lengths.word_max_n), &mut r);
+        self.chars
+            .row(&char_counts(text, self.lengths.char_max_n), &mut r);
         let grams = self.weights.len();
         if !self.cue_weights.is_empty() {
             cue_row(text, self.cue_scale, grams, &mut r);
@@ -322,6 +368,11 @@ impl NgramModel {
                 Tensor::from_vec(self.cue_weights.clone(), self.cue_weights.len(), &dev)?,
             );
             tensors.insert("cues.scale".into(), Tensor::new(self.cue_scale, &dev)?);
+        }
+        // Only when not the defaults, so models of the default lengths keep their bytes.
+        if self.lengths != Lengths::default() {
+            let n = [self.lengths.word_max_n as u32, self.lengths.char_max_n as u32];
+            tensors.insert("lengths".into(), Tensor::from_vec(n.to_vec(), 2, &dev)?);
         }
         tensors.insert("bias".into(), Tensor::new(self.bias, &dev)?);
         tensors.insert("temperature".into(), Tensor::new(self.temperature, &dev)?);
@@ -378,12 +429,23 @@ impl NgramModel {
                 (scalar("cues.scale")?, w)
             }
         };
+        let lengths = match t.get("lengths") {
+            None => Lengths::default(),
+            Some(n) => match n.to_vec1::<u32>().map_err(|e| format!("lengths: {e}"))?[..] {
+                [w, c] if (1..=8).contains(&w) && (2..=10).contains(&c) => Lengths {
+                    word_max_n: w as usize,
+                    char_max_n: c as usize,
+                },
+                ref other => return Err(format!("lengths {other:?}: expected [1..=8, 2..=10]")),
+            },
+        };
         Ok(NgramModel {
             words,
             chars,
             weights,
             cue_scale,
             cue_weights,
+            lengths,
             bias: scalar("bias")?,
             temperature: scalar("temperature")?,
         })
@@ -517,7 +579,7 @@ mod tests {
 
     #[test]
     fn words_and_pairs_are_counted_case_blind() {
-        let c = word_counts("Fixed in 1.4, FIXED. a");
+        let c = word_counts("Fixed in 1.4, FIXED. a", 2);
         // "fixed" twice, "in" once ("1", "4" and "a" are too short), pairs: "fixed in", "in fixed"
         assert_eq!(c[&fnv1a(b'w', "fixed")], 2);
         assert_eq!(c[&fnv1a(b'w', "in")], 1);
@@ -529,7 +591,7 @@ mod tests {
 
     #[test]
     fn character_grams_stay_within_padded_tokens() {
-        let c = char_counts("ok");
+        let c = char_counts("ok", 5);
         // " ok " -> 2-grams " o", "ok", "k "; 3-grams " ok", "ok "; 4-gram " ok "; 5: token too short
         for g in [" o", "ok", "k ", " ok", "ok ", " ok "] {
             assert_eq!(c[&fnv1a(b'c', g)], 1, "{g:?}");
@@ -582,7 +644,7 @@ mod tests {
             min_df_words: 1,
             min_df_chars: 1,
             max_iter: 500,
-            cue_scale: 0.0,
+            ..Default::default()
         };
         let w = vec![1.0; texts.len()];
         let m = NgramModel::fit(&texts, &y, &w, &cfg);
@@ -601,6 +663,55 @@ mod tests {
         assert_eq!(back.vocabulary(), m.vocabulary());
         for t in &texts {
             assert!((back.margin(t) - m.margin(t)).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn longer_word_runs_and_shorter_character_grams_are_read_and_kept_with_the_model() {
+        let c = word_counts("it is fixed now", 3);
+        assert_eq!(c[&fnv1a(b'w', "is fixed now")], 1);
+        assert_eq!(c.values().sum::<u32>(), 4 + 3 + 2);
+        assert_eq!(word_counts("it is fixed now", 1).len(), 4);
+        assert!(!char_counts("fixed", 3).contains_key(&fnv1a(b'c', "fixe")));
+
+        let (texts, y) = toy();
+        let w = vec![1.0; texts.len()];
+        let base = NgramConfig {
+            c: 10.0,
+            min_df_words: 1,
+            min_df_chars: 1,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let saved = |cfg: &NgramConfig, name: &str| {
+            let m = NgramModel::fit(&texts, &y, &w, cfg);
+            let path = dir.path().join(name);
+            m.save(&path).unwrap();
+            let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+            (
+                m,
+                NgramModel::load(&path).unwrap(),
+                tensors.contains_key("lengths"),
+            )
+        };
+        let (m, back, stored) = saved(
+            &NgramConfig {
+                word_max_n: 3,
+                char_max_n: 4,
+                ..base
+            },
+            "long.safetensors",
+        );
+        assert!(stored);
+        assert_eq!(back.lengths, m.lengths);
+        let (d, _, stored) = saved(&base, "default.safetensors");
+        assert!(
+            !stored,
+            "default lengths are not written, so such models keep their bytes"
+        );
+        assert_ne!(m.vocabulary(), d.vocabulary());
+        for t in texts.iter().chain(["the fix is released in 2.2"].iter()) {
+            assert_eq!(back.margin(t).to_bits(), m.margin(t).to_bits(), "{t}");
         }
     }
 

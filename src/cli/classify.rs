@@ -101,6 +101,12 @@ pub struct TrainArgs {
     /// With --heads ngrams: also read the lexical cues (0/1 each) times this factor; 0: not.
     #[arg(long, default_value_t = 0.0)]
     pub ngram_cues: f32,
+    /// With --heads ngrams: longest run of adjacent words read (1: words only, 2: and pairs, ...).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub ngram_words: u32,
+    /// With --heads ngrams: longest character n-gram read (from 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=10))]
+    pub ngram_chars: u32,
     /// With --cv-folds: the final head is the mean of the chosen head's K fold heads (merged
     /// into one head with the same logits) instead of one head retrained on every row.
     #[arg(long)]
@@ -187,6 +193,11 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         if args.cv_ensemble || args.closed_min_precision.is_some() {
             anyhow::bail!("--cv-ensemble and --closed-min-precision apply to heads over the embedding");
         }
+    } else if args.ngram_c != 1.0 || args.ngram_cues != 0.0 || args.ngram_words != 2 || args.ngram_chars != 5
+    {
+        anyhow::bail!(
+            "--ngram-c, --ngram-cues, --ngram-words and --ngram-chars apply to --heads ngrams only"
+        );
     }
     if !(args.ngram_cues >= 0.0 && args.ngram_cues.is_finite()) {
         anyhow::bail!("--ngram-cues {} must be 0 or a positive number", args.ngram_cues);
@@ -235,6 +246,8 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         ngrams: ngrams.then_some(ngrams::NgramConfig {
             c: args.ngram_c,
             cue_scale: args.ngram_cues,
+            word_max_n: args.ngram_words as usize,
+            char_max_n: args.ngram_chars as usize,
             ..Default::default()
         }),
         variants: if ngrams {

@@ -1084,6 +1084,8 @@ fn the_lexical_head_trains_reproducibly_and_reads_only_the_text() {
             vec!["--heads", "ngrams", "--ngram-c", "0"],
             "--ngram-c 0 must be a positive number",
         ),
+        (vec!["--ngram-words", "3"], "apply to --heads ngrams only"),
+        (vec!["--heads", "ngrams", "--ngram-chars", "1"], "--ngram-chars"),
     ] {
         let mut args = vec![
             "train",

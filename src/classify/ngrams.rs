@@ -18,6 +18,9 @@
 //! `idf = ln((1 + n) / (1 + df)) + 1`, and each of the two blocks is scaled to unit length. The
 //! logistic regression minimises `C * sum_i s_i * logloss_i + |w|^2 / 2` (intercept not penalised;
 //! `s_i` the row's source and class weight) with L-BFGS from zero, so training is deterministic.
+//! With [`NgramConfig::nb_alpha`] > 0 every n-gram column is first scaled by its smoothed
+//! log-count ratio between the classes (NB-SVM, Wang and Manning 2012); the factor is folded into
+//! the saved weights, so the file and inference do not change.
 //!
 //! On disk (`model.safetensors`): `words.bucket` / `chars.bucket` (u32), `*.idf` and `*.weight`
 //! (f32) for the kept buckets in ascending order, `bias` and `temperature` (f32 scalars).
@@ -57,6 +60,10 @@ pub struct NgramConfig {
     /// Longest character n-gram of the character block (from 2).
     #[serde(default = "default_char_max_n")]
     pub char_max_n: usize,
+    /// NB-SVM-style scaling (Wang and Manning 2012): each n-gram column is scaled by its
+    /// log-count ratio between the classes, smoothed by this count; 0: off.
+    #[serde(default)]
+    pub nb_alpha: f32,
 }
 
 fn default_word_max_n() -> usize {
@@ -102,6 +109,7 @@ impl Default for NgramConfig {
             cue_scale: 0.0,
             word_max_n: default_word_max_n(),
             char_max_n: default_char_max_n(),
+            nb_alpha: 0.0,
         }
     }
 }
@@ -286,10 +294,27 @@ impl NgramModel {
     /// Fits on `texts` with labels `closed[i]` and per-row loss weights `weights[i]` (source
     /// balance times class balance).
     pub fn fit(texts: &[&str], closed: &[bool], weights: &[f32], cfg: &NgramConfig) -> NgramModel {
-        let d = design(texts, cfg);
-        let (w, b) = fit_logistic(&d.rows, d.columns, closed, weights, cfg.c, cfg.max_iter);
+        let mut d = design(texts, cfg);
         let grams = d.words.columns.len() + d.chars.columns.len();
-        let w: Vec<f32> = w.iter().map(|x| *x as f32).collect();
+        let ratio = (cfg.nb_alpha > 0.0).then(|| {
+            let r = log_count_ratio(&d.rows, grams, closed, cfg.nb_alpha);
+            for row in &mut d.rows {
+                for (j, v) in row.iter_mut() {
+                    if *j < grams {
+                        *v *= r[*j];
+                    }
+                }
+            }
+            r
+        });
+        let (w, b) = fit_logistic(&d.rows, d.columns, closed, weights, cfg.c, cfg.max_iter);
+        let mut w: Vec<f32> = w.iter().map(|x| *x as f32).collect();
+        // The scaling folds into the weights: w_j * (r_j * x_j) = (w_j * r_j) * x_j.
+        if let Some(r) = ratio {
+            for (wj, rj) in w.iter_mut().zip(&r) {
+                *wj *= rj;
+            }
+        }
         NgramModel {
             words: d.words,
             chars: d.chars,
@@ -450,6 +475,26 @@ impl NgramModel {
             temperature: scalar("temperature")?,
         })
     }
+}
+
+/// Per n-gram column, `ln((p_j / |p|) / (q_j / |q|))` with `p = alpha + sum of the Closed rows'
+/// values` and `q` the same over the other rows.
+fn log_count_ratio(rows: &[Vec<(usize, f32)>], grams: usize, closed: &[bool], alpha: f32) -> Vec<f32> {
+    let mut p = vec![f64::from(alpha); grams];
+    let mut q = vec![f64::from(alpha); grams];
+    for (row, &y) in rows.iter().zip(closed) {
+        let acc = if y { &mut p } else { &mut q };
+        for (j, v) in row {
+            if *j < grams {
+                acc[*j] += f64::from(*v);
+            }
+        }
+    }
+    let (sp, sq) = (p.iter().sum::<f64>(), q.iter().sum::<f64>());
+    p.iter()
+        .zip(&q)
+        .map(|(a, b)| ((a / sp) / (b / sq)).ln() as f32)
+        .collect()
 }
 
 /// Weighted L2 logistic regression by L-BFGS: minimises
@@ -711,6 +756,45 @@ mod tests {
         );
         assert_ne!(m.vocabulary(), d.vocabulary());
         for t in texts.iter().chain(["the fix is released in 2.2"].iter()) {
+            assert_eq!(back.margin(t).to_bits(), m.margin(t).to_bits(), "{t}");
+        }
+    }
+
+    #[test]
+    fn log_count_ratios_favour_the_class_a_column_occurs_in() {
+        // Column 0 only in Closed rows, column 1 only in the others, column 2 in both alike.
+        let rows = vec![vec![(0, 1.0), (2, 1.0)], vec![(1, 1.0), (2, 1.0)]];
+        let r = log_count_ratio(&rows, 3, &[true, false], 0.1);
+        assert!(r[0] > 1.0 && r[1] < -1.0, "{r:?}");
+        assert!(r[2].abs() < 1e-6, "{r:?}");
+        assert!((r[0] + r[1]).abs() < 1e-6, "symmetric: {r:?}");
+    }
+
+    #[test]
+    fn the_nb_scaling_is_folded_into_the_saved_weights() {
+        let (texts, y) = toy();
+        let w = vec![1.0; texts.len()];
+        let cfg = NgramConfig {
+            c: 10.0,
+            min_df_words: 1,
+            min_df_chars: 1,
+            nb_alpha: 0.3,
+            ..Default::default()
+        };
+        let m = NgramModel::fit(&texts, &y, &w, &cfg);
+        for (t, yi) in texts.iter().zip(&y) {
+            assert_eq!(m.margin(t) > 0.0, *yi, "{t}");
+        }
+        let plain = NgramModel::fit(&texts, &y, &w, &NgramConfig { nb_alpha: 0.0, ..cfg });
+        assert_ne!(
+            m.margin("the fix is released"),
+            plain.margin("the fix is released")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nb.safetensors");
+        m.save(&path).unwrap();
+        let back = NgramModel::load(&path).unwrap();
+        for t in texts.iter().chain(["the fix is released"].iter()) {
             assert_eq!(back.margin(t).to_bits(), m.margin(t).to_bits(), "{t}");
         }
     }

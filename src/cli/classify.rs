@@ -107,6 +107,9 @@ pub struct TrainArgs {
     /// With --heads ngrams: longest character n-gram read (from 2).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=10))]
     pub ngram_chars: u32,
+    /// With --heads ngrams: NB-SVM-style log-count-ratio scaling of the n-grams, smoothed by this count (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    pub ngram_nb: f32,
     /// With --cv-folds: the final head is the mean of the chosen head's K fold heads (merged
     /// into one head with the same logits) instead of one head retrained on every row.
     #[arg(long)]
@@ -193,11 +196,16 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         if args.cv_ensemble || args.closed_min_precision.is_some() {
             anyhow::bail!("--cv-ensemble and --closed-min-precision apply to heads over the embedding");
         }
-    } else if args.ngram_c != 1.0 || args.ngram_cues != 0.0 || args.ngram_words != 2 || args.ngram_chars != 5
+    } else if args.ngram_c != 1.0
+        || args.ngram_cues != 0.0
+        || args.ngram_words != 2
+        || args.ngram_chars != 5
+        || args.ngram_nb != 0.0
     {
-        anyhow::bail!(
-            "--ngram-c, --ngram-cues, --ngram-words and --ngram-chars apply to --heads ngrams only"
-        );
+        anyhow::bail!("--ngram-c, --ngram-cues, --ngram-words, --ngram-chars and --ngram-nb apply to --heads ngrams only");
+    }
+    if !(args.ngram_nb >= 0.0 && args.ngram_nb.is_finite()) {
+        anyhow::bail!("--ngram-nb {} must be 0 (off) or a positive count", args.ngram_nb);
     }
     if !(args.ngram_cues >= 0.0 && args.ngram_cues.is_finite()) {
         anyhow::bail!("--ngram-cues {} must be 0 or a positive number", args.ngram_cues);
@@ -248,6 +256,7 @@ pub fn run_train(args: TrainArgs) -> anyhow::Result<()> {
             cue_scale: args.ngram_cues,
             word_max_n: args.ngram_words as usize,
             char_max_n: args.ngram_chars as usize,
+            nb_alpha: args.ngram_nb,
             ..Default::default()
         }),
         variants: if ngrams {

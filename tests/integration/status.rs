@@ -1010,7 +1010,12 @@ fn the_lexical_head_trains_reproducibly_and_reads_only_the_text() {
         cv_ensemble: false,
         closed_min_precision: None,
         features: Default::default(),
-        ngrams: Some(NgramConfig::default()),
+        // The committed model's settings (README, retraining).
+        ngrams: Some(NgramConfig {
+            c: 2.0,
+            nb_alpha: 0.3,
+            ..Default::default()
+        }),
     };
     let emb = embedder();
     let mut shas = Vec::new();
@@ -1086,6 +1091,8 @@ fn the_lexical_head_trains_reproducibly_and_reads_only_the_text() {
         ),
         (vec!["--ngram-words", "3"], "apply to --heads ngrams only"),
         (vec!["--heads", "ngrams", "--ngram-chars", "1"], "--ngram-chars"),
+        (vec!["--ngram-nb", "0.3"], "apply to --heads ngrams only"),
+        (vec!["--heads", "ngrams", "--ngram-nb=-1"], "--ngram-nb"),
     ] {
         let mut args = vec![
             "train",

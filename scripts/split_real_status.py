@@ -3,9 +3,9 @@
 
 A reply goes to dev when sha1("owner/repo") of its source URL falls in the first third of the
 hash range, so every repository's replies stay on one side (no thread leaks between files) and
-new rows land on the same side as earlier rows from that repository. New rows go to the sixth
-round's files, real-train-6.jsonl and real-dev-5.jsonl (rounds one to five stay as they were:
-real-train.jsonl to real-train-5.jsonl, real-dev.jsonl to real-dev-4.jsonl, so numbers reported
+new rows land on the same side as earlier rows from that repository. New rows go to the seventh
+round's files, real-train-7.jsonl and real-dev-6.jsonl (rounds one to six stay as they were:
+real-train.jsonl to real-train-6.jsonl, real-dev.jsonl to real-dev-5.jsonl, so numbers reported
 on them stay comparable); every real-train* file counts as the train side and every real-dev*
 file as the dev side.
 
@@ -25,17 +25,19 @@ FILES = {
     "train-4": DIR / "real-train-4.jsonl",
     "train-5": DIR / "real-train-5.jsonl",
     "train-6": DIR / "real-train-6.jsonl",
+    "train-7": DIR / "real-train-7.jsonl",
     "dev": DIR / "real-dev.jsonl",
     "dev-2": DIR / "real-dev-2.jsonl",
     "dev-3": DIR / "real-dev-3.jsonl",
     "dev-4": DIR / "real-dev-4.jsonl",
     "dev-5": DIR / "real-dev-5.jsonl",
+    "dev-6": DIR / "real-dev-6.jsonl",
 }
 # Which side of the split each file is on; new rows of a side are appended to its APPEND file below.
 SIDE = {"train": "train", "train-2": "train", "train-3": "train", "train-4": "train",
-        "train-5": "train", "train-6": "train", "dev": "dev", "dev-2": "dev", "dev-3": "dev",
-        "dev-4": "dev", "dev-5": "dev"}
-APPEND = {"train": "train-6", "dev": "dev-5"}
+        "train-5": "train", "train-6": "train", "train-7": "train", "dev": "dev", "dev-2": "dev",
+        "dev-3": "dev", "dev-4": "dev", "dev-5": "dev", "dev-6": "dev"}
+APPEND = {"train": "train-7", "dev": "dev-6"}
 
 
 def repo(url: str) -> str:

@@ -254,6 +254,41 @@ fn evaluation(
     })
 }
 
+/// Out-of-fold macro-F1 and Closed precision / recall per training file (`file_of[i]`: the file
+/// of row `i`), so that runs with different training files can be compared on the same held-out
+/// rows (a repository's fold does not depend on which other files are trained on).
+fn out_of_fold_by_file(
+    data: &[PathBuf],
+    file_of: &[usize],
+    y: &[Label],
+    rows: &[usize],
+    logits: &[[f32; 2]],
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (fi, p) in data.iter().enumerate() {
+        let (gold, pred): (Vec<Label>, Vec<Label>) = rows
+            .iter()
+            .zip(logits)
+            .filter(|(&i, _)| file_of[i] == fi)
+            .map(|(&i, l)| (y[i], prediction(l, 1.0).label))
+            .unzip();
+        if gold.is_empty() {
+            continue;
+        }
+        let m = Metrics::compute(&gold, &pred);
+        out.insert(
+            short_name(p),
+            json!({
+                "n": m.n,
+                "macro_f1": m.macro_f1,
+                "closed_precision": m.label(Label::Closed).precision,
+                "closed_recall": m.label(Label::Closed).recall,
+            }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
 fn short_name(path: &Path) -> String {
     path.file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -558,33 +593,9 @@ pub fn train_status(embedder: &Embedder, opts: &TrainOptions) -> Result<TrainOut
                 );
                 cvs.push(r);
             }
-            // Out-of-fold scores per training file, so that runs with different training files
-            // can be compared on the same held-out rows (a repository's fold does not depend on
-            // which other files are trained on).
-            let by_file_of = |rows: &[usize], logits: &[[f32; 2]]| -> serde_json::Value {
-                let mut out = serde_json::Map::new();
-                for (fi, p) in opts.data.iter().enumerate() {
-                    let (gold, pred): (Vec<Label>, Vec<Label>) = rows
-                        .iter()
-                        .zip(logits)
-                        .filter(|(&i, _)| file_of[i] == fi)
-                        .map(|(&i, l)| (set.y[i], prediction(l, 1.0).label))
-                        .unzip();
-                    if gold.is_empty() {
-                        continue;
-                    }
-                    let m = Metrics::compute(&gold, &pred);
-                    out.insert(
-                        short_name(p),
-                        json!({
-                            "n": m.n,
-                            "macro_f1": m.macro_f1,
-                            "closed_precision": m.label(Label::Closed).precision,
-                            "closed_recall": m.label(Label::Closed).recall,
-                        }),
-                    );
-                }
-                serde_json::Value::Object(out)
+            // Out-of-fold scores per training file (`out_of_fold_by_file`).
+            let by_file_of = |rows: &[usize], logits: &[[f32; 2]]| {
+                out_of_fold_by_file(&opts.data, &file_of, &set.y, rows, logits)
             };
             let by_file = |r: &super::cv::CvResult| by_file_of(&r.rows, &r.logits);
             // Frozen heads and the frozen+tuned ensemble (mean logits), on the same held-out rows.
@@ -986,25 +997,7 @@ fn train_ngrams(
             let gold: Vec<Label> = rows.iter().map(|&i| y[i]).collect();
             let pred: Vec<Label> = logits.iter().map(|l| prediction(l, 1.0).label).collect();
             let metrics = Metrics::compute(&gold, &pred);
-            let mut by_file = serde_json::Map::new();
-            for (fi, p) in opts.data.iter().enumerate() {
-                let (g, pr): (Vec<Label>, Vec<Label>) = rows
-                    .iter()
-                    .zip(&pred)
-                    .filter(|(&i, _)| d.file_of[i] == fi)
-                    .map(|(&i, l)| (y[i], *l))
-                    .unzip();
-                if g.is_empty() {
-                    continue;
-                }
-                let m = Metrics::compute(&g, &pr);
-                by_file.insert(
-                    short_name(p),
-                    json!({"n": m.n, "macro_f1": m.macro_f1,
-                           "closed_precision": m.label(Label::Closed).precision,
-                           "closed_recall": m.label(Label::Closed).recall}),
-                );
-            }
+            let by_file = out_of_fold_by_file(&opts.data, d.file_of, &y, &rows, &logits);
             tracing::info!(
                 macro_f1 = format!("{:.4}", metrics.macro_f1),
                 closed_p = format!("{:.4}", metrics.label(Label::Closed).precision),

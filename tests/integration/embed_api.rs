@@ -256,15 +256,7 @@ async fn metrics_expose_every_phase_and_shutdown_finishes_in_flight_work() {
     let in_flight = tokio::spawn(app.post("/v1/embed").json(&json!({ "inputs": inputs })).send());
     tokio::time::sleep(Duration::from_millis(30)).await;
 
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for name in [
         "triage_embed_tokenization_duration_seconds",
         "triage_embed_queue_duration_seconds",

@@ -94,6 +94,18 @@ impl TestApp {
             .bearer_auth(TOKEN)
     }
 
+    /// The Prometheus text exposition of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Graceful stop; returns what the server returned.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.take().unwrap().send(());

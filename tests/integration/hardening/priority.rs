@@ -26,15 +26,7 @@ fn sample(exposition: &str, series: &str) -> f64 {
 /// The model thread's forward batches so far: (batches of more than two sequences, i.e. bulk
 /// batches, since a message is embedded alone; seconds of forward time in all batches).
 async fn forward_batches(app: &crate::helpers::TestApp) -> (f64, f64) {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let big = sample(&text, "triage_embed_batch_size_count")
         - sample(&text, "triage_embed_batch_size_bucket{le=\"2.0\"}");
     (big, sample(&text, "triage_embed_inference_duration_seconds_sum"))
